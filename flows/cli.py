@@ -1,0 +1,333 @@
+"""The ``aiprim`` command line (the public contract of DESIGN.md).
+
+Every command exits 0 on success; on bad input it prints one line,
+``aiprim: error: ...``, to stderr and exits non-zero (a traceback only with
+``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXAMPLES = """\
+examples:
+  aiprim run                                 whole pipeline on generated telemetry
+  aiprim run --source /data/telemetry        bring your own snapshots
+  aiprim snapshot balancer --out /tmp/snap   write a snapshot to look at
+  aiprim validate balancer data/snapshots/balancer/<id>
+  aiprim evaluate balancer --snapshot DIR --json
+  aiprim status --json                       champions, metrics, lineage
+  aiprim promote balancer --version 3        move the champion alias by hand
+  aiprim rollback balancer                   back to the previous champion
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aiprim",
+        description="Train, validate, evaluate and ship learned system primitives.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the retrain flow: snapshot, validate, tune, train, evaluate, register, promote")
+    run.add_argument("--primitives", help="comma-separated subset (default: all in configs/pipeline.yaml)")
+    run.add_argument("--source", help="a snapshot directory/URI, or a folder with one per primitive (default: generate)")
+    run.add_argument("--profile", help="a named profile of configs/pipeline.yaml (e.g. small)")
+
+    snap = sub.add_parser("snapshot", help="write a telemetry snapshot (generated, or imported from --source)")
+    snap.add_argument("primitive")
+    snap.add_argument("--source")
+    snap.add_argument("--out", help="root folder (default: data/snapshots)")
+    snap.add_argument("--profile")
+
+    val = sub.add_parser("validate", help="validate a snapshot; a bad one is quarantined")
+    val.add_argument("primitive")
+    val.add_argument("snapshot_dir")
+    val.add_argument("--profile")
+
+    tr = sub.add_parser("train", help="tune (optional) and train on a snapshot, then register the model as challenger")
+    tr.add_argument("primitive")
+    tr.add_argument("snapshot_dir")
+    tr.add_argument("--trials", type=int, default=0, help="Optuna trials before training (default 0: config params)")
+    tr.add_argument("--profile")
+
+    ev = sub.add_parser("evaluate", help="score a model and the classical peers on a snapshot")
+    ev.add_argument("primitive")
+    ev.add_argument("--snapshot", required=True)
+    ev.add_argument("--model", default="champion", help="champion | challenger | VERSION | RUN_ID | none (peers only)")
+    ev.add_argument("--part", choices=["all", "holdout"], default="all", help="whole snapshot or its held-out part")
+    ev.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    ev.add_argument("--profile")
+
+    pr = sub.add_parser("promote", help="promote the challenger through the policy, or --version N by hand")
+    pr.add_argument("primitive")
+    pr.add_argument("--version")
+    pr.add_argument("--profile")
+
+    rb = sub.add_parser("rollback", help="move the champion alias back to the previous champion")
+    rb.add_argument("primitive")
+
+    st = sub.add_parser("status", help="champions, their metrics and lineage")
+    st.add_argument("--json", action="store_true")
+
+    sc = sub.add_parser("schedule", help="serve the retrain deployment on a cron schedule (Ctrl-C stops)")
+    sc.add_argument("--cron", help='cron expression (default from configs/pipeline.yaml, e.g. "0 3 * * *")')
+    sc.add_argument("--profile")
+
+    ui = sub.add_parser("ui", help="print (or --launch) the MLflow and Prefect UIs, bound to 127.0.0.1")
+    ui.add_argument("--launch", action="store_true")
+    ui.add_argument("--host", default="127.0.0.1")
+    return p
+
+
+def _prepare_environment() -> None:
+    from .config import home
+
+    # Prefect's local state lives in the project unless the user points elsewhere.
+    os.environ.setdefault("PREFECT_HOME", str(home() / ".prefect"))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _prepare_environment()
+    try:
+        return COMMANDS[args.command](args) or 0
+    except KeyboardInterrupt:
+        print("aiprim: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001  (one readable line is the contract)
+        if args.debug:
+            raise
+        print(f"aiprim: error: {_describe(error)}", file=sys.stderr)
+        return 1
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    from .errors import AiprimError
+
+    known = (AiprimError, ValueError, LookupError, FileNotFoundError)
+    return text if isinstance(error, known) else f"{type(error).__name__}: {text}"
+
+
+def cmd_run(args) -> int:
+    from . import config
+
+    cfg = config.load(args.profile)
+    names = args.primitives.split(",") if args.primitives else None
+    import primitives
+
+    for name in names or []:
+        primitives.get(name)  # unknown names fail before anything runs
+    from .retrain import retrain_with_runner
+
+    results = retrain_with_runner(cfg)(primitives=names, source=args.source, profile=args.profile)
+    print_summary(results)
+    failed = [r for r in results.values() if r.get("error")]
+    if failed:
+        for r in failed:
+            print(f"aiprim: error: {r['primitive']}: {r['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def print_summary(results: dict) -> None:
+    import primitives
+
+    from . import steps
+    from .config import load
+
+    status = steps.status(load())
+    print()
+    print(f"{'primitive':<11} {'champion':>8}  {'metric':<14} {'champion':>9} {'best classical peer':>30}  this run")
+    for name, result in results.items():
+        prim = primitives.get(name)
+        metric = prim.primary_metric
+        entry = status.get(name, {})
+        champion = entry.get("version") or "-"
+        value = entry.get("metrics", {}).get(metric)
+        peer_text = "-"
+        report = result.get("report")
+        if report and report.get("baselines"):
+            peer, peer_value = prim.best_baseline(report)
+            peer_text = f"{peer} {peer_value:.3f}"
+        if result.get("error"):
+            outcome = "FAILED (see the error below)"
+        else:
+            d = result["decision"]
+            outcome = f"v{d['version']} {'promoted' if d['promoted'] else 'kept challenger'}"
+        value_text = f"{value:.3f}" if value is not None else "-"
+        print(f"{name:<11} {champion:>8}  {metric:<14} {value_text:>9} {peer_text:>30}  {outcome}")
+    print()
+    print_ui_commands()
+
+
+def print_ui_commands(host: str = "127.0.0.1") -> None:
+    from registry._store import tracking_uri
+
+    print("Open the UIs:")
+    print(f"  MLflow:  .venv/bin/mlflow ui --backend-store-uri {tracking_uri()} --host {host} --port 5000")
+    print(f"  Prefect: .venv/bin/prefect server start --host {host} --port 4200")
+    print("  (or `aiprim ui --launch` for both)")
+
+
+def cmd_snapshot(args) -> int:
+    from . import config, steps
+
+    print(steps.snapshot(args.primitive, config.load(args.profile), source=args.source, out=Path(args.out) if args.out else None))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from . import config, steps
+
+    report = steps.validate(args.primitive, Path(args.snapshot_dir), config.load(args.profile))
+    print(report.summary())
+    return 0
+
+
+def cmd_train(args) -> int:
+    from . import config, steps
+
+    cfg = config.load(args.profile)
+    snapshot_dir = Path(args.snapshot_dir)
+    steps.validate(args.primitive, snapshot_dir, cfg)
+    params = steps.tune(args.primitive, snapshot_dir, cfg, trials=args.trials) if args.trials else None
+    run_id = steps.train(args.primitive, snapshot_dir, cfg, params)
+    report = steps.evaluate(args.primitive, snapshot_dir, cfg, model=run_id, part="holdout")
+    version = steps.register(args.primitive, run_id, snapshot_dir, report)
+    print(json.dumps({"run_id": run_id, "version": version, "metrics": report["metrics"]}, indent=2))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import config, steps
+
+    model = None if args.model == "none" else args.model
+    report = steps.evaluate(args.primitive, Path(args.snapshot), config.load(args.profile), model=model, part=args.part)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_report(report)
+    return 0
+
+
+def _print_report(report: dict) -> None:
+    rows = {"learned": report["metrics"], **report["baselines"]} if report["metrics"] else report["baselines"]
+    keys = sorted({k for m in rows.values() for k, v in m.items() if isinstance(v, (int, float))})
+    print(f"{'router':<22}" + "".join(f"{k[:16]:>17}" for k in keys))
+    for name, metrics in rows.items():
+        print(f"{name:<22}" + "".join(f"{metrics.get(k, float('nan')):>17.4g}" for k in keys))
+
+
+def cmd_promote(args) -> int:
+    from registry import promote_version
+
+    from . import config, steps
+
+    if args.version:
+        decision = promote_version(args.primitive, args.version)
+    else:
+        from registry._promotion import CHALLENGER, alias_version
+        from registry._store import configure
+
+        cfg = config.load(args.profile)
+        version = alias_version(configure(), args.primitive, CHALLENGER)
+        if version is None:
+            from .errors import AiprimError
+
+            raise AiprimError(f"{args.primitive} has no challenger to promote")
+        snapshot_dir = steps.newest_accepted(args.primitive, cfg)
+        report = steps.evaluate(args.primitive, snapshot_dir, cfg, model=version, part="holdout")
+        decision = steps.promote(args.primitive, version, snapshot_dir, cfg, report)
+    print(json.dumps(decision.to_dict()))
+    return 0 if decision.promoted else 3
+
+
+def cmd_rollback(args) -> int:
+    from registry import rollback
+
+    print(json.dumps(rollback(args.primitive).to_dict()))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from . import config, steps
+
+    status = steps.status(config.load())
+    if args.json:
+        print(json.dumps(status))
+        return 0
+    for name, entry in status.items():
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(entry["metrics"].items()))
+        print(f"{name}: champion {entry['version'] or '-'} (challenger {entry['challenger'] or '-'}) {metrics}")
+        if entry["lineage"]:
+            print("  lineage: " + ", ".join(f"{k}={v}" for k, v in sorted(entry["lineage"].items())))
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    from . import config
+    from .retrain import retrain_with_runner
+
+    cfg = config.load(args.profile)
+    cron = args.cron or cfg["prefect"].get("cron", "0 3 * * *")
+    from prefect.schedules import Cron
+
+    Cron(cron)  # a bad expression fails here with a readable message
+    print(f"serving deployment 'retrain' on cron {cron!r} (Ctrl-C stops)")
+    retrain_with_runner(cfg).serve(name="retrain", cron=cron, parameters={"profile": args.profile})
+    return 0
+
+
+def cmd_ui(args) -> int:
+    if not args.launch:
+        print_ui_commands(args.host)
+        return 0
+    import subprocess
+
+    from registry._store import tracking_uri
+
+    bin_dir = Path(sys.executable).parent
+    procs = [
+        subprocess.Popen([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", tracking_uri(), "--host", args.host, "--port", "5000"]),
+        subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--host", args.host, "--port", "4200"]),
+    ]
+    print(f"MLflow: http://{args.host}:5000   Prefect: http://{args.host}:4200   (Ctrl-C stops both)")
+    try:
+        for p in procs:
+            p.wait()
+    finally:
+        for p in procs:
+            p.terminate()
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "snapshot": cmd_snapshot,
+    "validate": cmd_validate,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "promote": cmd_promote,
+    "rollback": cmd_rollback,
+    "status": cmd_status,
+    "schedule": cmd_schedule,
+    "ui": cmd_ui,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

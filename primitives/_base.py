@@ -1,0 +1,174 @@
+"""The primitive contract and the registry of primitives.
+
+A primitive is everything the pipeline needs to keep one learned system
+component improving: where its telemetry comes from and what shape it has,
+how to train and tune its model, how its runtime is exported and loaded, and
+how it is scored against the classical peers it replaces.
+
+Heavy dependencies (Lightning, Optuna) are imported inside the methods that
+need them, so loading a runtime never imports them.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from ._schema import Schema
+
+ENTRY_POINT_GROUP = "aiprim.primitives"
+
+
+class Runtime(abc.ABC):
+    """The object a production system calls on its hot path."""
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, directory: Path) -> "Runtime":
+        """Load from a directory written by ``Primitive.export_runtime``."""
+
+    def predict_frame(self, frame, context: dict):
+        """Tabular prediction for MLflow's pyfunc; ``context`` holds the snapshot's other tables."""
+        raise NotImplementedError(f"{type(self).__name__} has no tabular prediction")
+
+
+@dataclass(frozen=True)
+class Guardrail:
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+    def broken_by(self, metrics: dict[str, Any]) -> str | None:
+        value = metrics.get(self.metric)
+        if value is None:
+            return f"{self.metric} missing"
+        if self.max is not None and value > self.max:
+            return f"{self.metric}={value:.4g} > {self.max:g}"
+        if self.min is not None and value < self.min:
+            return f"{self.metric}={value:.4g} < {self.min:g}"
+        return None
+
+
+class Primitive(abc.ABC):
+    """Base class of every learned primitive (see DESIGN.md)."""
+
+    name: ClassVar[str]
+    schema: ClassVar[Schema]
+    primary_metric: ClassVar[str]
+    higher_is_better: ClassVar[bool] = False
+    runtime_class: ClassVar[type[Runtime]]
+
+    # --- telemetry -----------------------------------------------------
+    @abc.abstractmethod
+    def generate(self, config: dict, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Produce telemetry from the embedded source: (tables, extra manifest keys)."""
+
+    def extra_manifest_keys(self) -> tuple[str, ...]:
+        return ()
+
+    def drift_columns(self) -> dict[str, tuple[str, ...]]:
+        """Numeric columns watched by the drift check, per table."""
+        return {t.name: tuple(c.name for c in t.columns if c.drift) for t in self.schema.tables}
+
+    @abc.abstractmethod
+    def split(self, tables: dict[str, Any], holdout_fraction: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Split a snapshot's tables into (train, held-out), deterministically."""
+
+    # --- learning ------------------------------------------------------
+    @abc.abstractmethod
+    def build_datamodule(self, tables: dict[str, Any], params: dict, seed: int):
+        """A LightningDataModule over training tables."""
+
+    @abc.abstractmethod
+    def build_module(self, datamodule, params: dict):
+        """A LightningModule wrapping the primitive's plain nn.Module."""
+
+    @abc.abstractmethod
+    def suggest_params(self, trial, base: dict) -> dict:
+        """Optuna search space: base params with tuned keys replaced."""
+
+    @abc.abstractmethod
+    def export_runtime(self, module, datamodule, directory: Path) -> None:
+        """Write what the runtime needs (weights load with weights_only=True)."""
+
+    def load_runtime(self, directory: Path) -> Runtime:
+        return self.runtime_class.load(Path(directory))
+
+    # --- evaluation ----------------------------------------------------
+    @abc.abstractmethod
+    def evaluate(self, runtime: Runtime | None, tables: dict[str, Any], config: dict) -> dict:
+        """Score the runtime (when given) and every baseline on the same tables.
+
+        Returns ``{"metrics": {...}, "baselines": {peer: {...}}}``.
+        """
+
+    @abc.abstractmethod
+    def guardrails(self, config: dict) -> tuple[Guardrail, ...]:
+        """Bounds a challenger must respect to be promoted."""
+
+    def input_example(self, tables: dict[str, Any]):
+        """A small input for the logged model's signature."""
+        return None
+
+    def better(self, a: float, b: float, margin: float = 0.0) -> bool:
+        """Whether metric value ``a`` beats ``b`` by a relative margin."""
+        if self.higher_is_better:
+            return a > b * (1.0 + margin)
+        return a < b * (1.0 - margin)
+
+    def best_baseline(self, report: dict) -> tuple[str, float]:
+        scored = [(name, m[self.primary_metric]) for name, m in report["baselines"].items() if self.primary_metric in m]
+        pick = max if self.higher_is_better else min
+        return pick(scored, key=lambda item: item[1])
+
+
+class UnknownPrimitiveError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; this one reads as a sentence
+        return self.args[0]
+
+
+_REGISTRY: dict[str, type[Primitive]] = {}
+_entry_points_loaded = False
+
+
+def register(cls: type[Primitive]) -> type[Primitive]:
+    """Class decorator: make a primitive available as ``primitives.get(cls.name)``."""
+    if not getattr(cls, "name", None):
+        raise TypeError(f"{cls.__qualname__} needs a class attribute 'name'")
+    existing = _REGISTRY.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"primitive {cls.name!r} is already registered by {existing.__module__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtin_and_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from . import balancer  # noqa: F401  (registers itself)
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _REGISTRY:
+            ep.load()
+
+
+def names() -> list[str]:
+    _load_builtin_and_entry_points()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Primitive:
+    _load_builtin_and_entry_points()
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise UnknownPrimitiveError(f"unknown primitive {name!r} (known: {known})") from None
+
+
+Factory = Callable[[], Primitive]

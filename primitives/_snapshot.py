@@ -1,0 +1,169 @@
+"""Telemetry snapshots: a directory of Parquet tables plus ``manifest.json``.
+
+Snapshots are immutable and content-addressed: the id is a hash of the
+tables' bytes, so the same telemetry always lands in the same directory and a
+changed byte is a different snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ._schema import ARROW_TYPES, Schema
+
+MANIFEST = "manifest.json"
+_ARROW = {"string": pa.string(), "float64": pa.float64(), "int32": pa.int32(), "int64": pa.int64(), "bool": pa.bool_()}
+
+
+class SnapshotError(ValueError):
+    """A snapshot that cannot be read as the contract says; the message names what is wrong."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def snapshot_id(directory: Path) -> str:
+    return Path(directory).name
+
+
+def _content_id(primitive: str, table_hashes: dict[str, str]) -> str:
+    text = primitive + "".join(f"|{name}:{sha}" for name, sha in sorted(table_hashes.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def to_arrow(frame, table_schema) -> pa.Table:
+    """A DataFrame as an Arrow table with the contract's exact column types."""
+    known = {c.name: c for c in table_schema.columns}
+    fields = [pa.field(name, _ARROW[known[name].dtype] if name in known else None) for name in frame.columns]
+    arrays = []
+    for f in fields:
+        column = frame[f.name]
+        arrays.append(pa.array(column, type=f.type, from_pandas=True) if f.type is not None else pa.array(column, from_pandas=True))
+    return pa.Table.from_arrays(arrays, names=[f.name for f in fields])
+
+
+def write_snapshot(primitive: str, schema: Schema, tables: dict, root: Path, source: str, extra: dict | None = None) -> Path:
+    """Write tables (DataFrames) as a new snapshot under ``root/<primitive>/<id>``; returns its directory."""
+    root = Path(root) / primitive
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
+    try:
+        hashes, rows = {}, {}
+        for name, frame in tables.items():
+            path = staging / f"{name}.parquet"
+            table = to_arrow(frame, schema.table(name)) if not isinstance(frame, pa.Table) else frame
+            pq.write_table(table, path)
+            hashes[name], rows[name] = sha256_file(path), table.num_rows
+        manifest = {
+            "primitive": primitive,
+            "schema_version": schema.version,
+            "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "source": source,
+            "tables": {name: {"rows": rows[name], "sha256": hashes[name]} for name in tables},
+            **(extra or {}),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        return _settle(staging, root / _content_id(primitive, hashes))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _settle(staging: Path, final: Path) -> Path:
+    if final.exists():  # same content already there: snapshots are immutable
+        shutil.rmtree(staging, ignore_errors=True)
+        return final
+    staging.rename(final)
+    return final
+
+
+def import_snapshot(uri: str, primitive: str, root: Path) -> Path:
+    """Copy a snapshot from a path or fsspec URI into the project's store, unvalidated.
+
+    The copy is what gets validated (and quarantined if bad): the user's own
+    files are never moved or changed.
+    """
+    import fsspec
+
+    root = Path(root) / primitive
+    root.mkdir(parents=True, exist_ok=True)
+    fs, path = fsspec.core.url_to_fs(str(uri))
+    if not fs.isdir(path):
+        raise SnapshotError(f"snapshot {uri}: not a directory")
+    staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
+    try:
+        hashes = {}
+        for entry in sorted(fs.ls(path, detail=False)):
+            name = entry.rstrip("/").rsplit("/", 1)[-1]
+            if fs.isdir(entry) or name.startswith("."):
+                continue
+            fs.get(entry, str(staging / name))
+            hashes[name] = sha256_file(staging / name)
+        if not hashes:
+            raise SnapshotError(f"snapshot {uri}: the directory is empty")
+        return _settle(staging, root / ("u" + _content_id(primitive, hashes)[1:]))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def read_manifest(directory: Path) -> dict:
+    path = Path(directory) / MANIFEST
+    if not path.exists():
+        raise SnapshotError(f"{MANIFEST}: missing in {directory}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SnapshotError(f"{MANIFEST}: not valid JSON ({error})") from None
+    if not isinstance(manifest, dict):
+        raise SnapshotError(f"{MANIFEST}: must be a JSON object")
+    return manifest
+
+
+def read_table(directory: Path, name: str) -> pa.Table:
+    path = Path(directory) / f"{name}.parquet"
+    if not path.exists():
+        raise SnapshotError(f"table {name}: missing ({path.name} not found)")
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise SnapshotError(f"table {name}: unreadable Parquet file ({str(error).splitlines()[0]})") from None
+
+
+def read_tables(directory: Path, schema: Schema) -> dict:
+    """Every table of the schema present in the snapshot, as pandas DataFrames."""
+    frames = {}
+    for table in schema.tables:
+        if not table.required and not (Path(directory) / f"{table.name}.parquet").exists():
+            continue
+        frames[table.name] = arrow_to_pandas(read_table(directory, table.name))
+    return frames
+
+
+def arrow_to_pandas(table: pa.Table):
+    """Nullable ints stay ints (Int32/Int64) and strings stay Python objects with None for null."""
+    import pandas as pd
+
+    mapping = {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+    frame = table.to_pandas(types_mapper=mapping.get)
+    for name, field in zip(table.column_names, table.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    return frame
+
+
+def arrow_type_matches(field: pa.Field, dtype: str) -> bool:
+    return str(field.type) in ARROW_TYPES[dtype]

@@ -1,0 +1,170 @@
+"""Columnar views of a fleet and of a batch of requests, shared by every router.
+
+A *routing unit* is what one routing decision places: a key, an affinity group
+(all its requests together), or one replica of an anti-affinity group. Routers
+decide per unit and broadcast to requests, which is what makes affinity hold by
+construction and keeps the work proportional to distinct units, not requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ._hashing import hash_strings
+
+RESOURCES = ("cpu", "mem", "io")
+CAPACITY_COLUMNS = tuple(f"cap_{r}" for r in RESOURCES)
+COST_COLUMNS = tuple(f"cost_{r}" for r in RESOURCES)
+
+
+class RoutingError(ValueError):
+    """A batch that no router can serve (e.g. a class no server has)."""
+
+
+@dataclass(frozen=True)
+class Fleet:
+    server_id: np.ndarray  # object (S,)
+    server_class: np.ndarray  # object (S,)
+    zone: np.ndarray  # object (S,)
+    capacity: np.ndarray  # float64 (S, 3)
+    server_hash: np.ndarray  # uint64 (S,)
+
+    @classmethod
+    def from_frame(cls, servers: pd.DataFrame) -> "Fleet":
+        if len(servers) == 0:
+            raise RoutingError("servers: the fleet is empty")
+        ids = servers["server_id"].astype(object).to_numpy()
+        return cls(
+            server_id=ids,
+            server_class=servers["server_class"].astype(object).to_numpy(),
+            zone=servers["zone"].astype(object).to_numpy(),
+            capacity=servers[list(CAPACITY_COLUMNS)].to_numpy(dtype=np.float64),
+            server_hash=hash_strings(ids),
+        )
+
+    def __len__(self) -> int:
+        return len(self.server_id)
+
+    def eligible(self, requires_class) -> np.ndarray:
+        """Boolean mask of servers that may serve a unit with this requirement."""
+        if requires_class is None:
+            return np.ones(len(self), dtype=bool)
+        mask = self.server_class == requires_class
+        if not mask.any():
+            raise RoutingError(f"requests: requires_class {requires_class!r} matches no server in the fleet")
+        return mask
+
+    def zone_codes(self) -> tuple[np.ndarray, int]:
+        codes, uniques = pd.factorize(self.zone)
+        return codes.astype(np.int64), len(uniques)
+
+
+@dataclass(frozen=True)
+class Units:
+    request_unit: np.ndarray  # int64 (R,): index of each request's unit
+    unit_name: np.ndarray  # object (U,): "k:<key>", "a:<group>" or "x:<group>#<replica>"
+    unit_hash: np.ndarray  # uint64 (U,): hash of the unit (of the group, for anti-affinity replicas)
+    anti_group: np.ndarray  # int64 (U,): anti-affinity group index, -1 otherwise
+    replica: np.ndarray  # int64 (U,): replica number, -1 otherwise
+    requires_class: np.ndarray  # object (U,): required server class or None
+    demand: np.ndarray  # float64 (U, 3)
+    n_requests: np.ndarray  # int64 (U,)
+    request_class: np.ndarray  # object (U,): the unit's profile (most frequent class)
+    tenant: np.ndarray  # object (U,): the unit's profile (most frequent tenant)
+
+    @classmethod
+    def from_frame(cls, requests: pd.DataFrame) -> "Units":
+        if len(requests) == 0:
+            raise RoutingError("requests: the batch is empty")
+        n = len(requests)
+        key = requests["key"].to_numpy(dtype=object)
+        aff = _optional(requests, "affinity_group")
+        anti = _optional(requests, "anti_affinity_group")
+        has_anti = pd.notna(anti)
+        has_aff = pd.notna(aff) & ~has_anti
+        plain = ~(has_anti | has_aff)
+        replica = np.full(n, -1, dtype=np.int64)
+        if "replica" in requests and has_anti.any():
+            replica = pd.array(requests["replica"], dtype="Int64").fillna(-1).to_numpy(dtype=np.int64)
+
+        # Factorise each kind of unit separately (cheap on integer codes), then
+        # stack them: no per-request string building on this path.
+        request_unit = np.empty(n, dtype=np.int64)
+        names, hash_sources, groups, replicas = [], [], [], []
+        offset = 0
+        key_codes, key_uniques = pd.factorize(key[plain])
+        request_unit[plain] = key_codes + offset
+        offset += len(key_uniques)
+        names.append("k:" + pd.Index(key_uniques, dtype=object).astype(str))
+        aff_codes, aff_uniques = pd.factorize(aff[has_aff])
+        request_unit[has_aff] = aff_codes + offset
+        offset += len(aff_uniques)
+        names.append("a:" + pd.Index(aff_uniques, dtype=object).astype(str))
+        hash_sources.extend(names)
+        groups.append(np.full(offset, -1, dtype=np.int64))
+        replicas.append(np.full(offset, -1, dtype=np.int64))
+        group_codes, group_uniques = pd.factorize(anti[has_anti])
+        pair = group_codes.astype(np.int64) * (int(replica[has_anti].max(initial=0)) + 1) + replica[has_anti]
+        pair_codes, pair_uniques = pd.factorize(pair)
+        request_unit[has_anti] = pair_codes + offset
+        width = int(replica[has_anti].max(initial=0)) + 1
+        pair_group, pair_replica = np.divmod(np.asarray(pair_uniques, dtype=np.int64), width)
+        group_names = "x:" + pd.Index(group_uniques, dtype=object).astype(str)
+        names.append(group_names[pair_group] + "#" + pd.Index(pair_replica).astype(str))
+        hash_sources.append(group_names[pair_group])
+        groups.append(pair_group)
+        replicas.append(pair_replica)
+
+        n_units = offset + len(pair_uniques)
+        costs = requests[list(COST_COLUMNS)].to_numpy(dtype=np.float64)
+        demand = np.stack([np.bincount(request_unit, weights=costs[:, d], minlength=n_units) for d in range(costs.shape[1])], axis=1)
+        requires = _optional(requests, "requires_class")
+        return cls(
+            request_unit=request_unit,
+            unit_name=np.concatenate([np.asarray(x, dtype=object) for x in names]),
+            unit_hash=hash_strings(np.concatenate([np.asarray(x, dtype=object) for x in hash_sources])),
+            anti_group=np.concatenate(groups),
+            replica=np.concatenate(replicas),
+            requires_class=_unit_mode(requires, request_unit, n_units),
+            demand=demand,
+            n_requests=np.bincount(request_unit, minlength=n_units).astype(np.int64),
+            request_class=_unit_mode(requests["request_class"].to_numpy(dtype=object), request_unit, n_units),
+            tenant=_unit_mode(requests["tenant"].to_numpy(dtype=object), request_unit, n_units),
+        )
+
+    def __len__(self) -> int:
+        return len(self.unit_name)
+
+
+def _optional(frame: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in frame:
+        return np.full(len(frame), None, dtype=object)
+    values = frame[column].to_numpy(dtype=object, copy=True)
+    values[pd.isna(values)] = None
+    return values
+
+
+def _unit_mode(values: np.ndarray, request_unit: np.ndarray, n_units: int) -> np.ndarray:
+    """Most frequent value per unit (ties: the smallest), None where all are null.
+
+    A unit's requests normally agree; when they do not, this rule is a pure
+    function of the unit's requests, so the unit is still placed as one.
+    """
+    present = pd.notna(values)
+    out = np.full(n_units, None, dtype=object)
+    if not present.any():
+        return out
+    first = np.full(n_units, len(values), dtype=np.int64)
+    np.minimum.at(first, request_unit, np.arange(len(values), dtype=np.int64))
+    candidate = values[first]
+    if present.all() and (candidate[request_unit] == values).all():
+        return candidate  # the common case: every unit's requests agree
+    frame = pd.DataFrame({"unit": request_unit[present], "value": values[present].astype(str)})
+    counts = frame.groupby(["unit", "value"], sort=True).size().reset_index(name="n")
+    counts = counts.sort_values(["unit", "n", "value"], ascending=[True, False, True], kind="stable")
+    best = counts.drop_duplicates("unit")
+    out[best["unit"].to_numpy()] = best["value"].to_numpy(dtype=object)
+    return out

@@ -1,0 +1,42 @@
+"""Stable 64-bit hashing for consistent routing.
+
+Python's ``hash`` is salted per process, so routing decisions made with it
+would move between restarts. These hashes are fixed functions of the bytes of
+an identifier, computed in C by pandas, and mixed with SplitMix64 so that the
+(unit, server) pairs behave like independent uniform draws.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+_HASH_KEY = "aiprim-route-v01"  # 16 bytes: pandas' siphash key; changing it reshuffles every fleet
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def hash_strings(values) -> np.ndarray:
+    """uint64 hash of each string (vectorised, stable across processes)."""
+    array = np.asarray(values, dtype=object)
+    return pd.util.hash_array(array, hash_key=_HASH_KEY, categorize=False)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = x + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _M1
+        z = (z ^ (z >> np.uint64(27))) * _M2
+        return z ^ (z >> np.uint64(31))
+
+
+def pair_hash(unit_hash: np.ndarray, server_hash: np.ndarray) -> np.ndarray:
+    """Hash of every (unit, server) pair: shape (len(unit_hash), len(server_hash))."""
+    with np.errstate(over="ignore"):
+        return splitmix64(unit_hash[:, None] ^ splitmix64(server_hash)[None, :])
+
+
+def unit_interval(h: np.ndarray) -> np.ndarray:
+    """Map uint64 hashes to floats strictly inside (0, 1)."""
+    return ((h >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)

@@ -1,0 +1,71 @@
+"""The balancer's tables, as TELEMETRY.md (schema_version 1) defines them."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .._schema import Column, Rule, Schema, Table
+
+
+def _replica_iff_group(frames) -> pd.Series:
+    requests = frames["requests"]
+    return requests["anti_affinity_group"].notna() == requests["replica"].notna()
+
+
+def _one_group_kind(frames) -> pd.Series:
+    requests = frames["requests"]
+    return ~(requests["affinity_group"].notna() & requests["anti_affinity_group"].notna())
+
+
+def _server_known(frames) -> pd.Series:
+    requests = frames["requests"]
+    known = set(frames["servers"]["server_id"]) if "servers" in frames else set()
+    return requests["server_id"].isna() | requests["server_id"].isin(known)
+
+
+def _class_known(frames) -> pd.Series:
+    requests = frames["requests"]
+    known = set(frames["servers"]["server_class"]) if "servers" in frames else set()
+    return requests["requires_class"].isna() | requests["requires_class"].isin(known)
+
+
+_positive = dict(min=0.0, strict_min=True)
+
+SERVERS = Table(
+    "servers",
+    (
+        Column("server_id", "string", unique=True, non_empty=True),
+        Column("server_class", "string", non_empty=True),
+        Column("zone", "string", non_empty=True),
+        Column("cap_cpu", "float64", **_positive),
+        Column("cap_mem", "float64", **_positive),
+        Column("cap_io", "float64", **_positive),
+    ),
+)
+
+REQUESTS = Table(
+    "requests",
+    (
+        Column("ts", "float64", min=0.0),
+        Column("key", "string", non_empty=True),
+        Column("tenant", "string", non_empty=True),
+        Column("request_class", "string", non_empty=True),
+        Column("requires_class", "string", nullable=True, non_empty=True),
+        Column("affinity_group", "string", nullable=True, non_empty=True),
+        Column("anti_affinity_group", "string", nullable=True, non_empty=True),
+        Column("replica", "int32", nullable=True, min=0),
+        Column("cost_cpu", "float64", min=0.0, drift=True),
+        Column("cost_mem", "float64", min=0.0, drift=True),
+        Column("cost_io", "float64", min=0.0, drift=True),
+        Column("server_id", "string", nullable=True),
+        Column("latency_ms", "float64", nullable=True, min=0.0),
+    ),
+    rules=(
+        Rule("replica_iff_anti_affinity", "replica is set exactly when anti_affinity_group is set", _replica_iff_group),
+        Rule("one_group_kind", "at most one of affinity_group and anti_affinity_group is set", _one_group_kind),
+        Rule("server_id_in_servers", "server_id names a server of servers.parquet", _server_known),
+        Rule("requires_class_in_fleet", "requires_class names a server_class of the fleet", _class_known),
+    ),
+)
+
+SCHEMA = Schema(version=1, tables=(SERVERS, REQUESTS))

@@ -1,0 +1,74 @@
+"""Model registry access: load a primitive's runtime by alias, promote, roll back.
+
+>>> from registry import load_runtime
+>>> balancer = load_runtime("balancer")          # alias "champion" by default
+>>> server_ids = balancer.route(requests_df, servers_df)
+
+Loading imports MLflow's client and the primitive's runtime module only:
+never Prefect or Lightning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._promotion import CHALLENGER, CHAMPION, Decision, PromotionError, promote_version, rollback
+from ._store import configure, model_name
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "Decision",
+    "ModelNotFoundError",
+    "PromotionError",
+    "load_runtime",
+    "model_name",
+    "promote_version",
+    "resolve_model",
+    "rollback",
+]
+
+RUNTIME_ARTIFACT = "runtime"
+
+
+class ModelNotFoundError(LookupError):
+    pass
+
+
+def resolve_model(primitive: str, ref: str = CHAMPION) -> tuple[str, str | None]:
+    """(run id, version) for an alias, a version number or a run id."""
+    from mlflow.exceptions import MlflowException
+
+    client = configure()
+    name = model_name(primitive)
+    try:
+        if ref.isdigit():
+            mv = client.get_model_version(name, ref)
+        elif len(ref) == 32 and all(c in "0123456789abcdef" for c in ref):
+            return ref, None
+        else:
+            mv = client.get_model_version_by_alias(name, ref)
+    except MlflowException:
+        raise ModelNotFoundError(f"{name} has no model {ref!r} (train one with `aiprim run` or `aiprim train`)") from None
+    return mv.run_id, str(mv.version)
+
+
+def runtime_dir(primitive: str, ref: str = CHAMPION) -> Path:
+    """Local directory with the runtime files of a model (downloaded once per run)."""
+    from mlflow.artifacts import download_artifacts
+
+    from flows.config import home
+
+    run_id, _ = resolve_model(primitive, ref)
+    target = home() / "outputs" / "runtime_cache" / run_id
+    if not (target / RUNTIME_ARTIFACT).exists():
+        target.mkdir(parents=True, exist_ok=True)
+        download_artifacts(run_id=run_id, artifact_path=RUNTIME_ARTIFACT, dst_path=str(target), tracking_uri=configure()._tracking_client.tracking_uri)
+    return target / RUNTIME_ARTIFACT
+
+
+def load_runtime(name: str, alias: str = CHAMPION):
+    """The runtime of a primitive's model by alias (or version number, or run id)."""
+    import primitives
+
+    return primitives.get(name).load_runtime(runtime_dir(name, alias))

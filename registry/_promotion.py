@@ -1,0 +1,148 @@
+"""The promotion policy and the alias moves it makes.
+
+The ``champion`` alias is the single source of truth for what serves: a
+manual move in the MLflow UI is honoured because the loader reads the alias
+and nothing else. Every move made here happens under a file lock per model,
+so two promotions racing cannot interleave their read-decide-write, and the
+registry itself allows one version per alias, so there is never a second
+champion. Versions are never deleted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ._store import configure, model_name
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_TAG = "aiprim.champion_history"
+
+
+@dataclass
+class Decision:
+    primitive: str
+    version: str
+    promoted: bool
+    reason: str
+    previous_champion: str | None = None
+    challenger_metric: float | None = None
+    reference_metric: float | None = None
+    broken_guardrails: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class PromotionError(ValueError):
+    pass
+
+
+@contextmanager
+def model_lock(primitive: str):
+    from flows.config import home
+
+    path = home() / f".aiprim-{model_name(primitive)}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def alias_version(client, primitive: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(model_name(primitive), alias).version)
+    except MlflowException:
+        return None
+
+
+def _history(client, primitive: str) -> list[str]:
+    model = client.get_registered_model(model_name(primitive))
+    return json.loads(model.tags.get(HISTORY_TAG, "[]"))
+
+
+def _set_champion(client, primitive: str, version: str) -> str | None:
+    name = model_name(primitive)
+    previous = alias_version(client, primitive, CHAMPION)
+    if previous == version:
+        return previous
+    client.set_registered_model_alias(name, CHAMPION, version)
+    history = _history(client, primitive)
+    if previous is not None and (not history or history[-1] != previous):
+        history.append(previous)  # a champion set by hand in the UI is remembered too
+    history.append(version)
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-50:]))
+    return previous
+
+
+def decide(primitive_obj, challenger: dict, champion: dict | None, config: dict, margin: float, version: str) -> Decision:
+    """Pure policy: challenger/champion are evaluation reports on the same held-out data."""
+    metric = primitive_obj.primary_metric
+    broken = [b for g in primitive_obj.guardrails(config) if (b := g.broken_by(challenger["metrics"]))]
+    value = challenger["metrics"].get(metric)
+    decision = Decision(primitive_obj.name, version, False, "", challenger_metric=value, broken_guardrails=broken)
+    if broken:
+        decision.reason = "guardrail broken: " + "; ".join(broken)
+        return decision
+    if champion is None:
+        peer, peer_value = primitive_obj.best_baseline(challenger)
+        decision.reference_metric = peer_value
+        decision.promoted = primitive_obj.better(value, peer_value)
+        decision.reason = f"no champion yet; {metric} {value:.4g} vs best classical peer {peer} {peer_value:.4g}"
+        return decision
+    reference = champion["metrics"].get(metric)
+    decision.reference_metric = reference
+    decision.promoted = primitive_obj.better(value, reference, margin)
+    decision.reason = f"{metric} {value:.4g} vs champion {reference:.4g} (margin {margin:.0%})"
+    return decision
+
+
+def apply(decision: Decision) -> Decision:
+    """Record a decision on the version and move the aliases (call under ``model_lock``)."""
+    client = configure()
+    name = model_name(decision.primitive)
+    client.set_model_version_tag(name, decision.version, "aiprim.decision", decision.reason[:500])
+    if decision.promoted:
+        decision.previous_champion = _set_champion(client, decision.primitive, decision.version)
+        if alias_version(client, decision.primitive, CHALLENGER) == decision.version:
+            client.delete_registered_model_alias(name, CHALLENGER)
+    return decision
+
+
+def promote_version(primitive: str, version: str) -> Decision:
+    """Make a version champion by hand (as moving the alias in the MLflow UI does)."""
+    client = configure()
+    with model_lock(primitive):
+        try:
+            client.get_model_version(model_name(primitive), str(version))
+        except Exception:
+            raise PromotionError(f"{model_name(primitive)} has no version {version}") from None
+        previous = _set_champion(client, primitive, str(version))
+    return Decision(primitive, str(version), True, "promoted by hand", previous_champion=previous)
+
+
+def rollback(primitive: str) -> Decision:
+    """Move ``champion`` back to the champion before the current one."""
+    client = configure()
+    name = model_name(primitive)
+    with model_lock(primitive):
+        current = alias_version(client, primitive, CHAMPION)
+        if current is None:
+            raise PromotionError(f"{name} has no champion to roll back")
+        history = [v for v in _history(client, primitive)]
+        while history and history[-1] == current:
+            history.pop()
+        if not history:
+            raise PromotionError(f"{name}: no earlier champion than version {current}")
+        target = history[-1]
+        client.set_registered_model_alias(name, CHAMPION, target)
+        client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    return Decision(primitive, target, True, f"rolled back from version {current}", previous_champion=current)
