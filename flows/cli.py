@@ -95,9 +95,12 @@ def _prepare_environment() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import logging
     import warnings
 
     warnings.filterwarnings("ignore")
+    for noisy in ("lightning.pytorch", "lightning.fabric", "mlflow", "alembic", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,13 +89,12 @@ def validate(name: str, snapshot_dir: Path, cfg: dict) -> ValidationReport:
 
 
 def quarantine(name: str, snapshot_dir: Path, cfg: dict) -> Path:
-    """Move a rejected snapshot out of the way; a snapshot outside the project is copied, never moved."""
+    """Move a rejected snapshot out of the store; a snapshot from anywhere else is copied, never moved."""
     target_root = cfgmod.path(cfg, "quarantine") / name
     target_root.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     target = target_root / f"{snapshot_dir.name}-{stamp}"
-    inside = cfgmod.home() in snapshot_dir.resolve().parents
-    if inside:
+    if cfgmod.path(cfg, "snapshots").resolve() in snapshot_dir.resolve().parents:
         shutil.move(str(snapshot_dir), target)
     else:
         shutil.copytree(snapshot_dir, target)

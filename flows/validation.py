@@ -109,10 +109,11 @@ def check_structure(primitive: Primitive, directory: Path) -> tuple[dict[str, pd
 def run_expectations(primitive: Primitive, frames: dict, reference: dict | None, drift_threshold: float, docs_dir: Path) -> list[str]:
     """Run the primitive's GX suites over its tables; Data Docs go to ``docs_dir``."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # GX's per-metric progress bars drown the log
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # per-metric bars drown the log
     context.add_data_docs_site(
         site_name="aiprim",
         site_config={

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._fleet import Fleet, RoutingError, Units
+from ._fleet import Fleet, Units
 from ._hashing import pair_hash, unit_interval
 
 _CHUNK = 16384  # units per block: bounds memory at chunk x servers x 8 bytes
@@ -71,24 +71,20 @@ def _place_replicas(units, replicas, fleet, profile_of_unit, profile_logits, mas
         sl = slice(start, start + _CHUNK)
         r = rep[sl]
         scores = gumbel_scores(units.unit_hash[r], fleet, profile_logits[profile_of_unit[r]]) + mask_of_unit[r]
+        eligible = np.isfinite(scores)
+        used = np.zeros_like(eligible)
         zone_free = np.ones((len(r), n_zones), dtype=bool)
         rows = np.arange(len(r))
         for k in range(picks.shape[1]):  # loop over replica rank, vectorised over groups
-            eligible = np.isfinite(scores)
-            # Once every zone holds a replica, start a new round of zones, so
-            # replicas spread as evenly over zones as the fleet allows.
-            exhausted = ~(eligible & zone_free[:, zone]).any(axis=1)
-            zone_free[exhausted] = True
-            prefer = np.where(zone_free[:, zone], scores, -np.inf)
-            best = prefer.argmax(axis=1)
-            if not np.isfinite(prefer[rows, best]).all():
-                short = np.flatnonzero(~np.isfinite(prefer[rows, best]))[0]
-                raise RoutingError(
-                    f"requests: anti-affinity group {units.unit_name[r[short]].split('#')[0][2:]!r} "
-                    f"has more replicas than eligible servers"
-                )
+            # When every eligible server (zone) already holds a replica, a new
+            # round starts: replicas spread as evenly as the fleet allows, and
+            # a group larger than its eligible pool still gets served.
+            used[~(eligible & ~used).any(axis=1)] = False
+            open_ = eligible & ~used
+            zone_free[~(open_ & zone_free[:, zone]).any(axis=1)] = True
+            best = np.where(open_ & zone_free[:, zone], scores, -np.inf).argmax(axis=1)
             picks[sl, k] = best
-            scores[rows, best] = -np.inf
+            used[rows, best] = True
             zone_free[rows, zone[best]] = False
     group_row = np.searchsorted(groups, group)
     return picks[group_row, replica]

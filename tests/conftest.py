@@ -1,0 +1,67 @@
+"""Shared fixtures: every test runs against its own project folder (AIPRIM_HOME).
+
+Real components throughout: MLflow on SQLite in a temporary folder, Prefect's
+test harness, real Great Expectations suites, real training.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SMALL_SOURCE = {"servers": 24, "requests": 30000, "keys": 6000, "zipf_offset": 200}
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """An empty project folder: stores, snapshots and quarantine all live here."""
+    monkeypatch.setenv("AIPRIM_HOME", str(tmp_path))
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / ".prefect"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def balancer_tables():
+    from primitives.balancer._source import generate
+
+    return generate(SMALL_SOURCE, seed=7)
+
+
+def write_balancer_snapshot(root: Path, tables: dict) -> Path:
+    import primitives
+    from primitives._snapshot import write_snapshot
+
+    prim = primitives.get("balancer")
+    return write_snapshot("balancer", prim.schema, tables, root, source="tests")
+
+
+@pytest.fixture
+def balancer_snapshot(project, balancer_tables) -> Path:
+    return write_balancer_snapshot(project / "data" / "snapshots", balancer_tables)
+
+
+@pytest.fixture(scope="session")
+def trained_balancer(tmp_path_factory, balancer_tables):
+    """A balancer runtime trained on the small snapshot (no registry involved)."""
+    import lightning as L
+
+    import primitives
+
+    prim = primitives.get("balancer")
+    train, held_out = prim.split(balancer_tables, 0.2)
+    params = {"max_epochs": 8, "scenarios_per_epoch": 16, "lr": 0.02}
+    datamodule = prim.build_datamodule(train, params, seed=0)
+    module = prim.build_module(datamodule, params)
+    L.Trainer(max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, accelerator="cpu").fit(module, datamodule)
+    directory = tmp_path_factory.mktemp("runtime")
+    prim.export_runtime(module, datamodule, directory)
+    return prim.load_runtime(directory), held_out
+
+
+def pytest_configure(config):
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")

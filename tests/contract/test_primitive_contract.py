@@ -1,0 +1,74 @@
+"""One contract, every registered primitive (as Optuna tests every sampler)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import primitives
+from primitives import Primitive
+
+SMALL = {"balancer": {"servers": 12, "requests": 6000, "keys": 1500, "zipf_offset": 100}}
+
+
+@pytest.fixture(params=primitives.names())
+def prim(request) -> Primitive:
+    return primitives.get(request.param)
+
+
+class TestPrimitiveContract:
+    def test_declares_its_contract(self, prim):
+        assert prim.name in primitives.names()
+        assert prim.schema.version >= 1 and prim.schema.tables
+        assert isinstance(prim.primary_metric, str)
+        assert prim.guardrails({}), "a primitive without guardrails can never be held back"
+
+    def test_unknown_name_is_a_clear_error(self):
+        with pytest.raises(primitives.UnknownPrimitiveError, match="unknown primitive 'nope'.*known: "):
+            primitives.get("nope")
+
+    def test_generated_snapshot_validates(self, prim, project):
+        from flows import config, steps
+        from primitives._snapshot import write_snapshot
+
+        tables, extra = prim.generate(SMALL[prim.name], seed=1)
+        directory = write_snapshot(prim.name, prim.schema, tables, project / "snap", "test", extra)
+        report = steps.validate(prim.name, directory, config.load())
+        assert report.ok, report.failures
+
+    def test_split_is_deterministic_and_disjoint(self, prim):
+        tables, _ = prim.generate(SMALL[prim.name], seed=2)
+        a_train, a_held = prim.split(tables, 0.25)
+        b_train, b_held = prim.split(tables, 0.25)
+        for name in a_train:
+            assert a_train[name].equals(b_train[name]) and a_held[name].equals(b_held[name])
+        assert any(len(a_held[n]) < len(tables[n]) for n in tables), "something must be held out"
+
+    def test_train_export_load_evaluate(self, prim, tmp_path):
+        import lightning as L
+
+        tables, _ = prim.generate(SMALL[prim.name], seed=3)
+        train, held_out = prim.split(tables, 0.2)
+        params = {"max_epochs": 2, "scenarios_per_epoch": 4}
+        datamodule = prim.build_datamodule(train, params, seed=0)
+        module = prim.build_module(datamodule, params)
+        L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, accelerator="cpu").fit(module, datamodule)
+        prim.export_runtime(module, datamodule, tmp_path)
+        runtime = prim.load_runtime(tmp_path)
+        report = prim.evaluate(runtime, held_out, {"disruption_trials": 1})
+        assert prim.primary_metric in report["metrics"]
+        assert report["baselines"], "every primitive is scored beside classical peers"
+        for peer in report["baselines"].values():
+            assert prim.primary_metric in peer
+
+    def test_runtime_import_stays_light(self, prim):
+        code = (
+            "import sys, primitives, registry; primitives.get(%r).runtime_class; "
+            "heavy = [m for m in ('lightning', 'prefect', 'optuna', 'great_expectations') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)" % prim.name
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr

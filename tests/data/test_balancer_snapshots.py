@@ -1,0 +1,151 @@
+"""Data tests: every bad input of the issue is rejected with one readable line,
+the snapshot is quarantined, and a valid snapshot is accepted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flows.cli import main
+from tests.conftest import write_balancer_snapshot
+
+
+def _edit(tables, table, fn):
+    out = {k: v.copy() for k, v in tables.items()}
+    out[table] = fn(out[table])
+    return out
+
+
+def _set(column, row, value):
+    def fn(frame):
+        frame.loc[row, column] = value
+        return frame
+
+    return fn
+
+
+VALUE_CASES = {
+    "missing column": (lambda t: _edit(t, "requests", lambda f: f.drop(columns=["tenant"])), "requests, column tenant: missing"),
+    "NaN cost": (lambda t: _edit(t, "requests", _set("cost_cpu", 3, np.nan)), "requests, column cost_cpu: 1 rows are null"),
+    "negative cost": (lambda t: _edit(t, "requests", _set("cost_io", 5, -1.0)), "requests, column cost_io: 1 rows out of range"),
+    "negative capacity": (lambda t: _edit(t, "servers", _set("cap_mem", 0, -4.0)), "servers, column cap_mem: 1 rows out of range"),
+    "zero capacity": (lambda t: _edit(t, "servers", _set("cap_io", 1, 0.0)), "servers, column cap_io: 1 rows out of range (must be > 0)"),
+    "duplicate server_id": (lambda t: _edit(t, "servers", _set("server_id", 1, "srv-0000")), "servers, column server_id: 2 rows are duplicates"),
+    "replica without group": (
+        lambda t: _edit(t, "requests", lambda f: f.assign(replica=pd.array([0] + [None] * (len(f) - 1), dtype="Int32"), anti_affinity_group=None)),
+        "replica is set exactly when anti_affinity_group is set",
+    ),
+    "empty requests": (lambda t: _edit(t, "requests", lambda f: f.iloc[:0]), "requests: 0 rows, at least 1 required"),
+}
+
+
+def _validate(directory: Path, capsys) -> tuple[int, str]:
+    code = main(["validate", "balancer", str(directory)])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize("case", sorted(VALUE_CASES))
+def test_bad_values_are_rejected_and_quarantined(case, project, balancer_tables, capsys):
+    make, expected = VALUE_CASES[case]
+    directory = write_balancer_snapshot(project / "data" / "snapshots", make(balancer_tables))
+    code, err = _validate(directory, capsys)
+    assert code != 0
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("aiprim: error: balancer snapshot") and expected in err, err
+    assert not directory.exists(), "a rejected snapshot leaves the store"
+    assert list((project / "data" / "quarantine" / "balancer").iterdir())
+
+
+def _break_file(directory: Path, how: str) -> None:
+    path = directory / "requests.parquet"
+    if how == "missing table":
+        path.unlink()
+    elif how == "truncated parquet":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        _rehash(directory, "requests")  # the hash matches: the file itself is bad
+    elif how == "wrong type":
+        servers = pq.read_table(directory / "servers.parquet").to_pandas()
+        servers["cap_cpu"] = servers["cap_cpu"].astype(str)
+        pq.write_table(pa.Table.from_pandas(servers, preserve_index=False), directory / "servers.parquet")
+        _rehash(directory, "servers")
+    elif how == "sha mismatch":
+        table = pq.read_table(path)
+        pq.write_table(table.slice(0, table.num_rows - 1), path)
+
+
+def _rehash(directory: Path, table: str) -> None:
+    from primitives._snapshot import sha256_file
+
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["tables"][table]["sha256"] = sha256_file(directory / f"{table}.parquet")
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+FILE_CASES = {
+    "wrong type": "table servers, column cap_cpu: type large_string, expected float64",
+    "missing table": "table requests: missing (requests.parquet not found)",
+    "truncated parquet": "table requests: unreadable Parquet file",
+    "sha mismatch": "table requests: sha256 does not match manifest.json",
+}
+
+
+@pytest.mark.parametrize("case", sorted(FILE_CASES))
+def test_bad_files_are_rejected_and_quarantined(case, balancer_snapshot, project, capsys):
+    _break_file(balancer_snapshot, case)
+    code, err = _validate(balancer_snapshot, capsys)
+    assert code != 0 and len(err.splitlines()) == 1
+    assert FILE_CASES[case] in err, err
+    assert not balancer_snapshot.exists()
+
+
+def test_drift_past_threshold_is_rejected(project, balancer_tables, capsys):
+    first = write_balancer_snapshot(project / "data" / "snapshots", balancer_tables)
+    assert _validate(first, capsys)[0] == 0
+    drifted = _edit(balancer_tables, "requests", lambda f: f.assign(cost_mem=f["cost_mem"] * 3.0))
+    second = write_balancer_snapshot(project / "data" / "snapshots", drifted)
+    code, err = _validate(second, capsys)
+    assert code != 0 and "column cost_mem: drift" in err, err
+    assert "Data Docs: " in err and Path(err.split("Data Docs: ")[1].split(";")[0]).exists()
+
+
+def test_valid_snapshot_is_accepted(balancer_snapshot, project, capsys):
+    code, _ = _validate(balancer_snapshot, capsys)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert balancer_snapshot.exists()
+    accepted = json.loads((project / "data" / "accepted" / "balancer.json").read_text())
+    assert accepted["snapshot"] == str(balancer_snapshot)
+
+
+def test_snapshot_outside_the_store_is_copied_not_moved(tmp_path_factory, project, balancer_tables, capsys):
+    outside = write_balancer_snapshot(tmp_path_factory.mktemp("users-own"), _edit(balancer_tables, "requests", _set("cost_cpu", 0, -1.0)))
+    code, _ = _validate(outside, capsys)
+    assert code != 0
+    assert outside.exists(), "the user's own files are never moved"
+    assert list((project / "data" / "quarantine" / "balancer").iterdir())
+
+
+def test_snapshot_ids_are_content_addressed(project, balancer_tables):
+    a = write_balancer_snapshot(project / "s", balancer_tables)
+    b = write_balancer_snapshot(project / "s", balancer_tables)
+    c = write_balancer_snapshot(project / "s", _edit(balancer_tables, "requests", _set("cost_cpu", 0, 9.0)))
+    assert a == b and a != c
+
+
+def test_cli_error_has_no_traceback(balancer_snapshot, project):
+    (balancer_snapshot / "servers.parquet").unlink()
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "validate", "balancer", str(balancer_snapshot)],
+                            capture_output=True, text=True, env={**__import__("os").environ})
+    assert result.returncode != 0
+    assert result.stderr.strip() .count("\n") == 0 and "Traceback" not in result.stderr
+    assert "table servers: missing" in result.stderr
