@@ -44,18 +44,20 @@ def _parser() -> argparse.ArgumentParser:
     snap = sub.add_parser("snapshot", help="write a telemetry snapshot (generated, or imported from --source)")
     snap.add_argument("primitive")
     snap.add_argument("--source")
-    snap.add_argument("--out", help="root folder (default: data/snapshots)")
+    snap.add_argument("--out", help="root folder (default: data/snapshots); the snapshot goes to OUT/PRIMITIVE/ID")
+    snap.add_argument("--to", help="write the snapshot exactly at this path, replacing it (for DVC stages)")
     snap.add_argument("--profile")
 
     val = sub.add_parser("validate", help="validate a snapshot; a bad one is quarantined")
     val.add_argument("primitive")
     val.add_argument("snapshot_dir")
+    val.add_argument("--json", action="store_true", help="print the result as JSON")
     val.add_argument("--profile")
 
     tr = sub.add_parser("train", help="tune (optional) and train on a snapshot, then register the model as challenger")
     tr.add_argument("primitive")
     tr.add_argument("snapshot_dir")
-    tr.add_argument("--trials", type=int, default=0, help="Optuna trials before training (default 0: config params)")
+    tr.add_argument("--trials", type=int, help="Optuna trials before training (default: tune.trials of the config; 0: no tuning)")
     tr.add_argument("--profile")
 
     ev = sub.add_parser("evaluate", help="score a model and the classical peers on a snapshot")
@@ -64,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default="champion", help="champion | challenger | VERSION | RUN_ID | none (peers only)")
     ev.add_argument("--part", choices=["all", "holdout"], default="all", help="whole snapshot or its held-out part")
     ev.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    ev.add_argument("--plot", help="also save a comparison chart (PNG) here")
     ev.add_argument("--profile")
 
     pr = sub.add_parser("promote", help="promote the challenger through the policy, or --version N by hand")
@@ -190,7 +193,8 @@ def print_ui_commands(host: str = "127.0.0.1") -> None:
 def cmd_snapshot(args) -> int:
     from . import config, steps
 
-    print(steps.snapshot(args.primitive, config.load(args.profile), source=args.source, out=Path(args.out) if args.out else None))
+    print(steps.snapshot(args.primitive, config.load(args.profile), source=args.source,
+                         out=Path(args.out) if args.out else None, exact=Path(args.to) if args.to else None))
     return 0
 
 
@@ -198,7 +202,8 @@ def cmd_validate(args) -> int:
     from . import config, steps
 
     report = steps.validate(args.primitive, Path(args.snapshot_dir), config.load(args.profile))
-    print(report.summary())
+    print(json.dumps({"primitive": report.primitive, "snapshot": report.snapshot, "valid": report.ok, "data_docs": report.docs})
+          if args.json else report.summary())
     return 0
 
 
@@ -208,7 +213,7 @@ def cmd_train(args) -> int:
     cfg = config.load(args.profile)
     snapshot_dir = Path(args.snapshot_dir)
     steps.validate(args.primitive, snapshot_dir, cfg)
-    params = steps.tune(args.primitive, snapshot_dir, cfg, trials=args.trials) if args.trials else None
+    params = steps.tune(args.primitive, snapshot_dir, cfg, trials=args.trials)
     run_id = steps.train(args.primitive, snapshot_dir, cfg, params)
     report = steps.evaluate(args.primitive, snapshot_dir, cfg, model=run_id, part="holdout")
     version = steps.register(args.primitive, run_id, snapshot_dir, report)
@@ -221,6 +226,13 @@ def cmd_evaluate(args) -> int:
 
     model = None if args.model == "none" else args.model
     report = steps.evaluate(args.primitive, Path(args.snapshot), config.load(args.profile), model=model, part=args.part)
+    if args.plot:
+        import primitives
+
+        fig = steps.comparison_plot(primitives.get(args.primitive), report)
+        if fig is not None:
+            Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(args.plot, dpi=110)
     if args.json:
         print(json.dumps(report))
     else:
@@ -257,7 +269,7 @@ def cmd_promote(args) -> int:
         report = steps.evaluate(args.primitive, snapshot_dir, cfg, model=version, part="holdout")
         decision = steps.promote(args.primitive, version, snapshot_dir, cfg, report)
     print(json.dumps(decision.to_dict()))
-    return 0 if decision.promoted else 3
+    return 0  # "not promoted" is a decision, not an error
 
 
 def cmd_rollback(args) -> int:

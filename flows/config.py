@@ -46,7 +46,11 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def load(profile: str | None = None) -> dict:
-    """The pipeline config, with every primitive's config under ``primitive_configs``."""
+    """The pipeline config, with every primitive's config under ``primitive_configs``.
+
+    The profile defaults to ``AIPRIM_PROFILE`` (so `AIPRIM_PROFILE=small dvc repro` runs small).
+    """
+    profile = profile or os.environ.get("AIPRIM_PROFILE") or None
     pipeline = _read(config_dir() / "pipeline.yaml")
     profiles = pipeline.pop("profiles", {}) or {}
     if profile and profile not in profiles:

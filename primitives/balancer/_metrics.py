@@ -69,12 +69,11 @@ def peak_to_mean_lower_bound(requests: pd.DataFrame, servers: pd.DataFrame, grid
        result is >= max over units of min over its eligible servers of
        max_d demand(u,d) / (cap(s,d) * u*(d)).
 
-    The LP is solved by column generation (few servers per group are ever
-    used), and the value reported is not the solver's objective but a dual
-    certificate: for any prices pi(s,d) >= 0 and any feasible split,
-    sum_g min_{s eligible} pi(s).D_g <= sum_{s,d} pi(s,d) load(s,d)
-    <= t * sum_{s,d} pi(s,d) cap(s,d), so the ratio of the two sums bounds t
-    from below whatever the solver's tolerances or an early stop.
+    The LP value reported is not the solver's objective but a dual
+    certificate built from its prices pi(s,d) >= 0: for any feasible split,
+    sum_g min_{s eligible for g} pi(s).D_g <= sum_{s,d} pi(s,d) load(s,d)
+    <= t * sum_{s,d} pi(s,d) cap(s,d), so the ratio of the outer sums is
+    <= t for every routing, whatever the solver's tolerances.
     """
     units = Units.from_frame(requests)
     fleet = Fleet.from_frame(servers)
@@ -126,7 +125,7 @@ def _server_types(c, server_class):
     return server_type, capacity
 
 
-def _lp_bound(a, c, pool_code, pools, server_class, grid, start_columns: int = 8, max_rounds: int = 100) -> float:
+def _lp_bound(a, c, pool_code, pools, server_class, grid) -> float:
     demand, group_pool = _demand_groups(a, pool_code, grid)
     if not len(demand):
         return 1.0
@@ -140,54 +139,41 @@ def _lp_bound(a, c, pool_code, pools, server_class, grid, start_columns: int = 8
     for p, servers_of_pool in enumerate(pools):
         eligible[np.ix_(group_pool == p, np.unique(server_type[servers_of_pool]))] = True
 
-    # Start each group on the server types that fit the most copies of it.
-    with np.errstate(divide="ignore"):
-        fit = (capacity[None, :, :] / demand[:, None, :]).min(axis=2)
-    fit[~eligible] = -np.inf
-    columns = np.zeros_like(eligible)
-    top = np.argsort(-fit, axis=1, kind="stable")[:, :start_columns]
-    columns[np.arange(n_groups)[:, None], top] = True
-    columns &= eligible
-
-    best = 1.0
-    for _ in range(max_rounds):
-        col_group, col_type = np.nonzero(columns)
-        n_cols = len(col_group)
-        cols = np.arange(n_cols)
-        # load(type, d) - t * cap(type, d) <= 0, one row per (type, d); the last variable is t.
-        a_ub = sparse.coo_matrix(
+    # Variables: y[g, type] for eligible pairs (the share of group g on the type), then t.
+    col_group, col_type = np.nonzero(eligible)
+    n_cols = len(col_group)
+    cols = np.arange(n_cols)
+    # load(type, d) - t * cap(type, d) <= 0, one row per (type, d).
+    a_ub = sparse.coo_matrix(
+        (
+            np.concatenate([demand[col_group].ravel(), -capacity.ravel()]),
             (
-                np.concatenate([demand[col_group].ravel(), -capacity.ravel()]),
-                (
-                    np.concatenate([(col_type[:, None] * k + np.arange(k)).ravel(), np.arange(n_types * k)]),
-                    np.concatenate([np.repeat(cols, k), np.full(n_types * k, n_cols)]),
-                ),
+                np.concatenate([(col_type[:, None] * k + np.arange(k)).ravel(), np.arange(n_types * k)]),
+                np.concatenate([np.repeat(cols, k), np.full(n_types * k, n_cols)]),
             ),
-            shape=(n_types * k, n_cols + 1),
-        ).tocsr()
-        a_eq = sparse.coo_matrix((np.ones(n_cols), (col_group, cols)), shape=(n_groups, n_cols + 1)).tocsr()
-        objective = np.zeros(n_cols + 1)
-        objective[-1] = 1.0
+        ),
+        shape=(n_types * k, n_cols + 1),
+    ).tocsr()
+    a_eq = sparse.coo_matrix((np.ones(n_cols), (col_group, cols)), shape=(n_groups, n_cols + 1)).tocsr()
+    objective = np.zeros(n_cols + 1)
+    objective[-1] = 1.0
+    # The LP is highly degenerate (many equally good splits): dual simplex
+    # needs ~100x the time of the interior point method here.
+    for method in ("highs-ipm", "highs"):
         result = linprog(
-            objective, A_ub=a_ub, b_ub=np.zeros(n_types * k), A_eq=a_eq, b_eq=np.ones(n_groups), bounds=(0, None), method="highs"
+            objective, A_ub=a_ub, b_ub=np.zeros(n_types * k), A_eq=a_eq, b_eq=np.ones(n_groups), bounds=(0, None), method=method
         )
-        if result.status != 0:
-            raise RuntimeError(f"peak_to_mean_lower_bound: LP failed: {result.message}")
-        price = np.clip(-result.ineqlin.marginals.reshape(n_types, k), 0.0, None)
-        cost = demand @ price.T  # (G, T): priced load of putting all of g on type t
-        denominator = float((price * capacity).sum())
-        if denominator > 0:
-            best = max(best, float(np.where(eligible, cost, np.inf).min(axis=1).sum()) / denominator)
-        if best >= result.fun * (1.0 - 1e-9):
+        if result.status == 0:
             break
-        reduced = np.where(eligible & ~columns, cost - result.eqlin.marginals[:, None], np.inf)
-        entering = reduced < -1e-9 * max(1.0, float(result.fun))
-        if not entering.any():
-            break
-        # Add the most attractive few per group, not all: the LP stays small.
-        worst_kept = np.sort(reduced, axis=1)[:, min(start_columns, n_types) - 1]
-        columns |= entering & (reduced <= worst_kept[:, None])
-    return best
+    else:
+        raise RuntimeError(f"peak_to_mean_lower_bound: LP failed: {result.message}")
+    # Report the dual certificate, not result.fun: valid whatever the tolerances.
+    price = np.clip(-result.ineqlin.marginals.reshape(n_types, k), 0.0, None)
+    denominator = float((price * capacity).sum())
+    if denominator <= 0:
+        return 1.0
+    priced_load = np.where(eligible, demand @ price.T, np.inf)  # (G, T): price of all of g on type t
+    return float(priced_load.min(axis=1).sum()) / denominator
 
 
 def _unit_bound(a, c, pool_code, pools, floor: float) -> float:
@@ -218,7 +204,9 @@ def violation_rates(requests: pd.DataFrame, servers: pd.DataFrame, assigned_serv
     - affinity: a group whose requests land on more than one server.
     - anti-affinity: a group where two distinct replicas share a server, or
       share a zone while the servers eligible for the group span at least as
-      many zones as the group has replicas. The group's requirement is the
+      many zones as the group has replicas (R = its highest replica + 1, as
+      replicas are numbered 0..R-1, whether or not all appear in this
+      batch). The group's requirement is the
       most frequent ``requires_class`` of its requests.
     - class: among requests with ``requires_class``, those on a server of another class.
     A rate with nothing to measure (no such groups / requests) is 0.0.
@@ -247,8 +235,8 @@ def violation_rates(requests: pd.DataFrame, servers: pd.DataFrame, assigned_serv
         replica = pd.array(requests["replica"], dtype="Int64").fillna(-1).to_numpy(dtype=np.int64)[has_anti]
         replica_code, replica_uniques = pd.factorize(replica)
         n_replicas = len(replica_uniques)
-        group_replica = np.unique(group * n_replicas + replica_code)
-        replicas_per_group = np.bincount(group_replica // n_replicas, minlength=n_groups)
+        replicas_per_group = np.zeros(n_groups, dtype=np.int64)
+        np.maximum.at(replicas_per_group, group, replica + 1)
 
         def shared(place: np.ndarray, n_places: int) -> np.ndarray:
             """Groups where one place (server or zone) holds two distinct replicas."""

@@ -210,10 +210,12 @@ class MaglevRouter(_UnitRouter):
         slot = (key_hashes(units) % np.uint64(self.table_size)).astype(np.int64)
         codes, pools = eligibility_pools(units, fleet)
         for p, eligible in enumerate(pools):
+            # Cached in positions within the subset: the subset's positions in
+            # the fleet change when other servers come or go.
             cache_key = (self.table_size, tuple(fleet.server_id[eligible]))
-            table = self._tables.get(cache_key, lambda: eligible[maglev_table(fleet.server_hash[eligible], self.table_size)])
+            table = self._tables.get(cache_key, lambda: maglev_table(fleet.server_hash[eligible], self.table_size))
             idx = np.flatnonzero(codes == p)
-            choice[idx] = table[slot[idx]]
+            choice[idx] = eligible[table[slot[idx]]]
         return choice
 
 

@@ -1,0 +1,75 @@
+"""End to end: the retrain flow under Prefect's test harness, MLflow on SQLite
+in a temporary project, ending with a champion that ``load_runtime`` serves."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_retrain_promotes_a_champion_and_guards_it(prefect_harness, project, balancer_tables, capsys):
+    from flows.cli import main
+    from flows.retrain import retrain
+    from registry import load_runtime
+    from tests.conftest import write_balancer_snapshot
+
+    results = retrain(profile="small")
+    branch = results["balancer"]
+    assert "error" not in branch, branch
+    assert branch["decision"]["promoted"], branch["decision"]
+    report = branch["report"]
+    assert report["metrics"]["peak_to_mean"] < min(m["peak_to_mean"] for m in report["baselines"].values())
+
+    # The champion serves through the light loader, in a fresh process.
+    code = (
+        "import sys, pandas as pd; from registry import load_runtime; "
+        "rt = load_runtime('balancer'); "
+        "assert not [m for m in ('lightning', 'prefect') if m in sys.modules]; print(type(rt).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and "BalancerRuntime" in out.stdout, out.stderr
+    runtime = load_runtime("balancer")
+    routed = runtime.route(balancer_tables["requests"].head(1000), balancer_tables["servers"])
+    assert set(routed) <= set(balancer_tables["servers"]["server_id"])
+
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    champion = status["balancer"]["version"]
+    assert champion == branch["version"]
+    assert status["balancer"]["lineage"]["snapshot_id"] == branch["snapshot"].rsplit("/", 1)[-1]
+    assert "peak_to_mean" in status["balancer"]["metrics"]
+
+    # A bad snapshot brought by the user stops the branch, and the champion stays.
+    bad = dict(balancer_tables)
+    bad["servers"] = balancer_tables["servers"].assign(cap_cpu=-1.0)
+    source = write_balancer_snapshot(project / "incoming", bad)
+    assert main(["run", "--profile", "small", "--source", str(source)]) == 1
+    err = capsys.readouterr().err
+    assert "table servers, column cap_cpu" in err
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["balancer"]["version"] == champion
+    assert source.exists(), "the user's snapshot is untouched"
+
+    # evaluate --json: the report shape of TELEMETRY.md
+    snapshot = branch["snapshot"]
+    assert main(["evaluate", "balancer", "--snapshot", snapshot, "--part", "holdout", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(report) >= {"primitive", "model", "snapshot", "metrics", "baselines"}
+    for key in ("peak_to_mean", "peak_to_mean_lower_bound", "affinity_violation_rate", "anti_affinity_violation_rate",
+                "class_violation_rate", "disruption_ratio_remove", "disruption_ratio_add", "lookups_per_s"):
+        assert key in report["metrics"], key
+    assert {"rendezvous", "weighted_rendezvous", "jump_hash", "maglev", "bounded_load_ch"} <= set(report["baselines"])

@@ -1,0 +1,232 @@
+"""Balancer metrics (TELEMETRY.md): exact values on hand-made batches, and the lower bound's validity."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from primitives.balancer._metrics import (
+    disruption_ratios,
+    evaluate_router,
+    evaluate_routers,
+    lookups_per_s,
+    peak_to_mean,
+    peak_to_mean_lower_bound,
+    violation_rates,
+)
+from primitives.balancer._peers import PEERS, JumpHashRouter, RendezvousRouter, WeightedRendezvousRouter
+
+METRIC_KEYS = {
+    "peak_to_mean",
+    "peak_to_mean_lower_bound",
+    "affinity_violation_rate",
+    "anti_affinity_violation_rate",
+    "class_violation_rate",
+    "disruption_ratio_remove",
+    "disruption_ratio_add",
+    "lookups_per_s",
+}
+
+
+# Same builders as test_balancer_peers.py (copied: tests/ is not a package).
+def make_servers(classes=("general",) * 4, zones=None, caps=None) -> pd.DataFrame:
+    n = len(classes)
+    zones = zones or [f"z{i % 2}" for i in range(n)]
+    caps = np.ones((n, 3)) if caps is None else np.asarray(caps, dtype=float)
+    return pd.DataFrame(
+        {
+            "server_id": [f"s{i}" for i in range(n)],
+            "server_class": list(classes),
+            "zone": list(zones),
+            "cap_cpu": caps[:, 0],
+            "cap_mem": caps[:, 1],
+            "cap_io": caps[:, 2],
+        }
+    )
+
+
+def make_requests(keys, requires=None, affinity=None, anti=None, replica=None, costs=None) -> pd.DataFrame:
+    n = len(keys)
+    costs = np.ones((n, 3)) if costs is None else np.asarray(costs, dtype=float)
+    return pd.DataFrame(
+        {
+            "ts": np.arange(n, dtype=float),
+            "key": list(keys),
+            "tenant": "t0",
+            "request_class": "read",
+            "requires_class": pd.array(requires if requires is not None else [None] * n, dtype="string"),
+            "affinity_group": pd.array(affinity if affinity is not None else [None] * n, dtype="string"),
+            "anti_affinity_group": pd.array(anti if anti is not None else [None] * n, dtype="string"),
+            "replica": pd.array(replica if replica is not None else [None] * n, dtype="Int32"),
+            "cost_cpu": costs[:, 0],
+            "cost_mem": costs[:, 1],
+            "cost_io": costs[:, 2],
+        }
+    )
+
+
+def mixed_batch(n_keys=400) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Plain keys, affinity groups, 3-replica anti-affinity groups and a gpu-only slice."""
+    servers = make_servers(
+        classes=["general"] * 8 + ["gpu"] * 3, zones=[f"z{i % 3}" for i in range(11)], caps=np.linspace(1, 3, 33).reshape(11, 3)
+    )
+    # A key's group never changes between its requests, as in real telemetry.
+    key = np.arange(3 * n_keys) % n_keys
+    requires = [None if (k // 3 if 300 <= k < 360 else k) % 10 else "gpu" for k in key]  # replicas of a group agree
+    affinity = [f"a{k % 20}" if 200 <= k < 300 else None for k in key]
+    anti = [f"x{k // 3}" if 300 <= k < 360 else None for k in key]
+    replica = [k % 3 if 300 <= k < 360 else None for k in key]
+    return make_requests([f"k{k}" for k in key], requires, affinity, anti, replica), servers
+
+
+def test_peak_to_mean_by_hand():
+    servers = make_servers(classes=["general"] * 2, caps=[[1, 1, 1], [3, 3, 3]])
+    requests = make_requests(["a", "b", "c", "d"], costs=[[1, 0, 0]] * 4)
+    # u* = 4 / 4 = 1 cpu; s0 holds 2 on capacity 1 -> 2.0; mem and io are idle and ignored.
+    assert peak_to_mean(requests, servers, np.array(["s0", "s0", "s1", "s1"], dtype=object)) == pytest.approx(2.0)
+    assert peak_to_mean(requests, servers, np.array(["s0", "s1", "s1", "s1"], dtype=object)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="not in the fleet"):
+        peak_to_mean(requests, servers, np.array(["s0", "s1", "s9", "s1"], dtype=object))
+
+
+def test_lower_bound_is_one_when_trivially_balanceable():
+    servers = make_servers(classes=["general"] * 4)
+    requests = make_requests([f"k{i}" for i in range(8)])
+    assert peak_to_mean_lower_bound(requests, servers) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_lower_bound_sees_complementary_shapes():
+    # cpu-heavy work fits the cpu-rich server and mem-heavy work the mem-rich
+    # one: perfectly balanceable, though not by a shape-blind split.
+    servers = make_servers(classes=["general"] * 2, caps=[[4, 1, 1], [1, 4, 1]])
+    requests = make_requests(["c", "m"], costs=[[4, 1, 1], [1, 4, 1]])
+    bound = peak_to_mean_lower_bound(requests, servers)
+    assert bound == pytest.approx(1.0, abs=1e-6)
+    assert peak_to_mean(requests, servers, np.array(["s0", "s1"], dtype=object)) == pytest.approx(1.0)
+
+
+def test_lower_bound_counts_an_indivisible_hot_unit():
+    servers = make_servers(classes=["general"] * 2)
+    requests = make_requests(["hot"] * 9 + ["cold"])
+    # The hot key alone puts 9 of 10 on one of two equal servers: 0.9 / 0.5.
+    assert peak_to_mean_lower_bound(requests, servers) == pytest.approx(1.8)
+
+
+def test_lower_bound_respects_required_class():
+    servers = make_servers(classes=["gpu", "general", "general", "general"])
+    requests = make_requests([f"k{i}" for i in range(40)], requires=["gpu"] * 40)
+    assert peak_to_mean_lower_bound(requests, servers) == pytest.approx(4.0, rel=1e-6)
+
+
+def test_lower_bound_never_exceeds_the_best_integral_routing():
+    # Brute force every assignment of 6 units with random demand shapes to 3
+    # heterogeneous servers (one gpu): the bound must stay below the optimum.
+    rng = np.random.default_rng(3)
+    for trial in range(5):
+        servers = make_servers(classes=["general", "general", "gpu"], zones=["z0", "z1", "z2"], caps=rng.uniform(0.5, 3, (3, 3)))
+        costs = rng.lognormal(0, 1, (6, 3))
+        requires = ["gpu" if i == 0 else None for i in range(6)]
+        requests = make_requests([f"k{i}" for i in range(6)], requires=requires, costs=costs)
+        bound = peak_to_mean_lower_bound(requests, servers)
+        best = math.inf
+        for combo in itertools.product(range(3), repeat=6):
+            if combo[0] != 2:
+                continue  # k0 needs the gpu server
+            best = min(best, peak_to_mean(requests, servers, servers["server_id"].to_numpy()[list(combo)]))
+        assert 1.0 <= bound <= best + 1e-9, (trial, bound, best)
+
+
+def test_lower_bound_below_every_peer():
+    requests, servers = mixed_batch()
+    bound = peak_to_mean_lower_bound(requests, servers)
+    assert bound >= 1.0
+    for name, factory in PEERS.items():
+        assert bound <= peak_to_mean(requests, servers, factory().route(requests, servers)) + 1e-9, name
+
+
+def test_violation_rates_detect_constructed_violations():
+    servers = make_servers(classes=["general", "general", "gpu", "general"], zones=["z0", "z0", "z1", "z1"])
+    rows = [
+        # key, requires, affinity, anti, replica, server
+        ("a1", None, "A", None, None, "s0"),
+        ("a2", None, "A", None, None, "s1"),  # A split over two servers
+        ("b1", None, "B", None, None, "s0"),
+        ("b2", None, "B", None, None, "s0"),
+        ("x0", None, None, "X", 0, "s0"),
+        ("x1", None, None, "X", 1, "s0"),  # X: two replicas, one server
+        ("y0", None, None, "Y", 0, "s0"),
+        ("y1", None, None, "Y", 1, "s1"),  # Y: distinct servers, same zone, two zones exist
+        ("z0", None, None, "Z", 0, "s0"),
+        ("z1", None, None, "Z", 1, "s3"),  # Z: fine
+        ("g0", "gpu", None, None, None, "s2"),
+        ("g1", "gpu", None, None, None, "s1"),  # gpu work on a general server
+    ]
+    requests = make_requests(
+        [r[0] for r in rows], requires=[r[1] for r in rows], affinity=[r[2] for r in rows], anti=[r[3] for r in rows],
+        replica=[r[4] for r in rows],
+    )
+    rates = violation_rates(requests, servers, np.array([r[5] for r in rows], dtype=object))
+    assert rates == {"affinity_violation_rate": 0.5, "anti_affinity_violation_rate": 2 / 3, "class_violation_rate": 0.5}
+
+
+def test_zone_sharing_is_allowed_when_the_eligible_fleet_has_too_few_zones():
+    servers = make_servers(classes=["gpu", "gpu", "general"], zones=["z0", "z0", "z1"])
+    requests = make_requests(["x0", "x1"], requires=["gpu", "gpu"], anti=["X", "X"], replica=[0, 1])
+    rates = violation_rates(requests, servers, np.array(["s0", "s1"], dtype=object))
+    assert rates["anti_affinity_violation_rate"] == 0.0
+
+
+def test_rendezvous_removal_moves_only_the_removed_servers_units():
+    servers = make_servers(classes=["general"] * 6 + ["gpu"] * 2)
+    requests = make_requests([f"k{i}" for i in range(3000)], requires=[None if i % 7 else "gpu" for i in range(3000)])
+    ratios = disruption_ratios(RendezvousRouter(), requests, servers, n_trials=5)
+    assert ratios["disruption_ratio_remove"] == 1.0
+    # Adding a server: moves ~ its share among each unit's eligible servers.
+    assert ratios["disruption_ratio_add"] == pytest.approx(1.0, abs=0.15)
+
+
+def test_add_ratio_uses_capacity_share():
+    servers = make_servers(classes=["general"] * 4, caps=[[1, 1, 1]] * 3 + [[5, 5, 5]])
+    requests = make_requests([f"k{i}" for i in range(8000)])
+    ratios = disruption_ratios(WeightedRendezvousRouter(), requests, servers, n_trials=4, seed=1)
+    assert ratios["disruption_ratio_add"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_jump_hash_pays_for_removing_a_middle_server():
+    servers = make_servers(classes=["general"] * 10)
+    requests = make_requests([f"k{i}" for i in range(5000)])
+    assert disruption_ratios(JumpHashRouter(), requests, servers, n_trials=5)["disruption_ratio_remove"] > 2.0
+
+
+def test_disruption_skips_removals_the_router_cannot_serve():
+    # Removing the only gpu server leaves gpu work nowhere to go: that trial is replaced.
+    servers = make_servers(classes=["general", "general", "gpu"])
+    requests = make_requests([f"k{i}" for i in range(300)], requires=[None if i % 3 else "gpu" for i in range(300)])
+    ratios = disruption_ratios(RendezvousRouter(), requests, servers, n_trials=3)
+    assert ratios["disruption_ratio_remove"] == 1.0
+
+
+def test_evaluate_routers_reports_every_key_with_a_shared_bound():
+    requests, servers = mixed_batch()
+    report = evaluate_routers({name: factory() for name, factory in PEERS.items()}, requests, servers, disruption_trials=2)
+    assert set(report) == set(PEERS)
+    bounds = {entry["peak_to_mean_lower_bound"] for entry in report.values()}
+    assert len(bounds) == 1
+    for entry in report.values():
+        assert set(entry) == METRIC_KEYS
+        assert entry["lookups_per_s"] > 0
+        assert entry["peak_to_mean"] >= entry["peak_to_mean_lower_bound"] - 1e-9
+    single = evaluate_router(RendezvousRouter(), requests, servers, disruption_trials=2)
+    assert single["peak_to_mean"] == report["rendezvous"]["peak_to_mean"]
+    assert lookups_per_s(RendezvousRouter(), requests, servers, repeats=1) > 0
+
+
+def test_metrics_ignore_unknown_columns_and_accept_pandas_strings():
+    requests, servers = mixed_batch()
+    requests = requests.assign(latency_ms=1.0, server_id=pd.array([None] * len(requests), dtype="string"))
+    assigned = RendezvousRouter().route(requests, servers)
+    assert peak_to_mean(requests, servers, pd.Series(assigned, dtype="string")) == peak_to_mean(requests, servers, assigned)

@@ -1,0 +1,97 @@
+"""The promotion policy (pure) and the alias moves (real MLflow registry on SQLite)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import primitives
+from registry._promotion import decide
+
+GOOD = {"affinity_violation_rate": 0.0, "anti_affinity_violation_rate": 0.0, "class_violation_rate": 0.0,
+        "disruption_ratio_remove": 1.0, "disruption_ratio_add": 1.02}
+
+
+def report(value, **overrides):
+    return {"metrics": {**GOOD, "peak_to_mean": value, **overrides},
+            "baselines": {"maglev": {"peak_to_mean": 1.5}, "rendezvous": {"peak_to_mean": 1.4}}}
+
+
+@pytest.fixture
+def balancer():
+    return primitives.get("balancer")
+
+
+def test_first_challenger_must_beat_the_best_peer(balancer):
+    assert decide(balancer, report(1.2), None, {}, 0.01, "1").promoted
+    refused = decide(balancer, report(1.45), None, {}, 0.01, "1")
+    assert not refused.promoted and "rendezvous" in refused.reason
+
+
+def test_challenger_must_beat_champion_by_the_margin(balancer):
+    assert decide(balancer, report(1.10), report(1.20), {}, 0.05, "2").promoted
+    assert not decide(balancer, report(1.19), report(1.20), {}, 0.05, "2").promoted
+
+
+@pytest.mark.parametrize("metric,value", [("class_violation_rate", 0.01), ("anti_affinity_violation_rate", 0.2),
+                                          ("disruption_ratio_add", 1.5)])
+def test_a_broken_guardrail_blocks_even_a_better_model(balancer, metric, value):
+    decision = decide(balancer, report(1.0, **{metric: value}), report(1.3), {}, 0.0, "3")
+    assert not decision.promoted and metric in decision.reason
+
+
+def _register_versions(n):
+    import mlflow
+
+    from registry._store import configure, experiment, model_name
+
+    client = configure()
+    experiment("balancer")
+    client.create_registered_model(model_name("balancer"))
+    versions = []
+    for i in range(n):
+        with mlflow.start_run() as run:
+            mlflow.log_dict({"i": i}, "runtime/marker.json")
+        source = f"{run.info.artifact_uri}/runtime"
+        versions.append(client.create_model_version(model_name("balancer"), source, run_id=run.info.run_id).version)
+    return [str(v) for v in versions]
+
+
+def test_manual_promotion_rollback_and_races(project):
+    from registry import promote_version, rollback
+    from registry._promotion import CHAMPION, alias_version
+    from registry._store import configure
+
+    v1, v2, v3, v4 = _register_versions(4)
+    client = configure()
+    promote_version("balancer", v1)
+    promote_version("balancer", v2)
+    assert alias_version(client, "balancer", CHAMPION) == v2
+    assert rollback("balancer").version == v1
+    assert alias_version(client, "balancer", CHAMPION) == v1
+
+    # A move made by hand in the MLflow UI is honoured, and remembered for rollback.
+    client.set_registered_model_alias("aiprim-balancer", CHAMPION, v3)
+    promote_version("balancer", v4)
+    assert rollback("balancer").version == v3
+
+    # Racing promotions: one champion at the end, every version still there.
+    threads = [threading.Thread(target=promote_version, args=("balancer", v)) for v in (v1, v2, v3, v4) * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    champion = alias_version(client, "balancer", CHAMPION)
+    assert champion in {v1, v2, v3, v4}
+    holders = [v for v in (v1, v2, v3, v4) if CHAMPION in client.get_model_version("aiprim-balancer", v).aliases]
+    assert holders == [champion]
+    assert len(client.search_model_versions("name='aiprim-balancer'")) == 4
+
+
+def test_unknown_version_is_a_clear_error(project):
+    from registry import PromotionError, promote_version
+
+    _register_versions(1)
+    with pytest.raises(PromotionError, match="has no version 99"):
+        promote_version("balancer", "99")
