@@ -61,10 +61,9 @@ class Balancer(Primitive):
         }
 
     def export_runtime(self, module, datamodule, directory):
-        from ._model import export_tables
+        from ._model import export_kernel
 
-        weights, bias = export_tables(module, datamodule)
-        BalancerRuntime(datamodule.request_classes, datamodule.server_classes, weights, bias).save(Path(directory))
+        BalancerRuntime(export_kernel(module, datamodule)).save(Path(directory))
 
     def evaluate(self, runtime, tables, config):
         from ._metrics import evaluate_routers

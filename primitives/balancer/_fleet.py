@@ -73,7 +73,6 @@ class Units:
     demand: np.ndarray  # float64 (U, 3)
     n_requests: np.ndarray  # int64 (U,)
     request_class: np.ndarray  # object (U,): the unit's profile (most frequent class)
-    tenant: np.ndarray  # object (U,): the unit's profile (most frequent tenant)
 
     @classmethod
     def from_frame(cls, requests: pd.DataFrame) -> "Units":
@@ -122,17 +121,17 @@ class Units:
         costs = requests[list(COST_COLUMNS)].to_numpy(dtype=np.float64)
         demand = np.stack([np.bincount(request_unit, weights=costs[:, d], minlength=n_units) for d in range(costs.shape[1])], axis=1)
         requires = _optional(requests, "requires_class")
+        first = _first_rows(request_unit, n_units)
         return cls(
             request_unit=request_unit,
             unit_name=np.concatenate([np.asarray(x, dtype=object) for x in names]),
             unit_hash=hash_strings(np.concatenate([np.asarray(x, dtype=object) for x in hash_sources])),
             anti_group=np.concatenate(groups),
             replica=np.concatenate(replicas),
-            requires_class=_unit_mode(requires, request_unit, n_units),
+            requires_class=_unit_mode(requires, request_unit, n_units, first),
             demand=demand,
             n_requests=np.bincount(request_unit, minlength=n_units).astype(np.int64),
-            request_class=_unit_mode(requests["request_class"].to_numpy(dtype=object), request_unit, n_units),
-            tenant=_unit_mode(requests["tenant"].to_numpy(dtype=object), request_unit, n_units),
+            request_class=_unit_mode(requests["request_class"].to_numpy(dtype=object), request_unit, n_units, first),
         )
 
     def __len__(self) -> int:
@@ -147,24 +146,26 @@ def _optional(frame: pd.DataFrame, column: str) -> np.ndarray:
     return values
 
 
-def _unit_mode(values: np.ndarray, request_unit: np.ndarray, n_units: int) -> np.ndarray:
-    """Most frequent value per unit (ties: the smallest), None where all are null.
+def _first_rows(request_unit: np.ndarray, n_units: int) -> np.ndarray:
+    """Index of each unit's first request (writes in reverse: the earliest write lands last)."""
+    first = np.empty(n_units, dtype=np.int64)
+    first[request_unit[::-1]] = np.arange(len(request_unit) - 1, -1, -1, dtype=np.int64)
+    return first
+
+
+def _unit_mode(values: np.ndarray, request_unit: np.ndarray, n_units: int, first: np.ndarray) -> np.ndarray:
+    """Most frequent value per unit (ties: the first in order of appearance), None where all are null.
 
     A unit's requests normally agree; when they do not, this rule is a pure
     function of the unit's requests, so the unit is still placed as one.
+    Works on integer codes: the values have few distinct entries.
     """
-    present = pd.notna(values)
-    out = np.full(n_units, None, dtype=object)
-    if not present.any():
-        return out
-    first = np.full(n_units, len(values), dtype=np.int64)
-    np.minimum.at(first, request_unit, np.arange(len(values), dtype=np.int64))
-    candidate = values[first]
-    if present.all() and (candidate[request_unit] == values).all():
-        return candidate  # the common case: every unit's requests agree
-    frame = pd.DataFrame({"unit": request_unit[present], "value": values[present].astype(str)})
-    counts = frame.groupby(["unit", "value"], sort=True).size().reset_index(name="n")
-    counts = counts.sort_values(["unit", "n", "value"], ascending=[True, False, True], kind="stable")
-    best = counts.drop_duplicates("unit")
-    out[best["unit"].to_numpy()] = best["value"].to_numpy(dtype=object)
-    return out
+    codes, uniques = pd.factorize(values)  # null -> -1
+    uniques = np.append(np.asarray(uniques, dtype=object), None)  # code -1 -> None
+    candidate = codes[first]
+    if (candidate[request_unit] == codes).all():
+        return uniques[candidate]  # the common case: every unit's requests agree
+    width = len(uniques)
+    counts = np.bincount(request_unit * width + (codes + 1), minlength=n_units * width).reshape(n_units, width)
+    counts[:, 0] = np.where(counts[:, 1:].any(axis=1), 0, counts[:, 0])  # a value beats null
+    return uniques[counts.argmax(axis=1) - 1]

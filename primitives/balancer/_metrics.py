@@ -15,11 +15,31 @@ import pandas as pd
 from scipy import sparse
 from scipy.optimize import linprog
 
-from ._fleet import Fleet, RoutingError, Units, _optional, _unit_mode
+from ._fleet import Fleet, RoutingError, Units
 from ._peers import capacity_weights, eligibility_pools
 
 _LP_GRID = 20  # simplex grid step 1/20 for grouping demand directions in the lower-bound LP
 _CHUNK = 8192
+
+
+def _optional(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """The column as an object array with None for nulls (all None when the column is absent)."""
+    if column not in frame:
+        return np.full(len(frame), None, dtype=object)
+    values = frame[column].to_numpy(dtype=object)
+    values[pd.isna(values)] = None
+    return values
+
+
+def _group_mode(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """Most frequent non-null value per group (ties: the smallest), None where all are null."""
+    out = np.full(n_groups, None, dtype=object)
+    present = pd.notna(values)
+    if present.any():
+        counts = pd.DataFrame({"g": group[present], "v": values[present].astype(str)}).value_counts().reset_index(name="n")
+        best = counts.sort_values(["g", "n", "v"], ascending=[True, False, True], kind="stable").drop_duplicates("g")
+        out[best["g"].to_numpy()] = best["v"].to_numpy(dtype=object)
+    return out
 
 
 def _server_index(fleet: Fleet, assigned_server_ids) -> np.ndarray:
@@ -246,7 +266,7 @@ def violation_rates(requests: pd.DataFrame, servers: pd.DataFrame, assigned_serv
             bad[group_place[counts > 1] // n_places] = True
             return bad
 
-        requirement = _unit_mode(_optional(requests, "requires_class")[has_anti], group, n_groups)
+        requirement = _group_mode(_optional(requests, "requires_class")[has_anti], group, n_groups)
         req_codes, req_uniques = pd.factorize(requirement, use_na_sentinel=False)
         zones_available = np.array(
             [len(np.unique(zone if (r is None or r != r) else zone[fleet.server_class == r])) for r in req_uniques], dtype=np.int64
@@ -274,6 +294,15 @@ def _unit_servers(units: Units, assigned_server_ids) -> np.ndarray:
     return np.asarray(assigned_server_ids, dtype=object)[first]
 
 
+def _routed_units(router, units: Units, requests: pd.DataFrame, servers: pd.DataFrame) -> np.ndarray:
+    """Server id per unit. Peers expose ``route_units``: the batch's units are
+    then built once for all trials instead of once per ``route`` call."""
+    if hasattr(router, "route_units"):
+        fleet = Fleet.from_frame(servers)
+        return fleet.server_id[router.route_units(units, fleet)]
+    return _unit_servers(units, router.route(requests, servers))
+
+
 def disruption_ratios(router, requests: pd.DataFrame, servers: pd.DataFrame, n_trials: int = 5, seed: int = 0, base=None) -> dict:
     """Units moved by a one-server change of the fleet, over the ideal number; mean over trials.
 
@@ -289,7 +318,7 @@ def disruption_ratios(router, requests: pd.DataFrame, servers: pd.DataFrame, n_t
     """
     units = Units.from_frame(requests)
     rng = np.random.default_rng(seed)
-    before = _unit_servers(units, router.route(requests, servers) if base is None else base)
+    before = _routed_units(router, units, requests, servers) if base is None else _unit_servers(units, base)
 
     remove = []
     holders = pd.unique(before)
@@ -297,7 +326,7 @@ def disruption_ratios(router, requests: pd.DataFrame, servers: pd.DataFrame, n_t
         if len(remove) == n_trials:
             break
         try:
-            after = _unit_servers(units, router.route(requests, servers[servers["server_id"] != victim]))
+            after = _routed_units(router, units, requests, servers[servers["server_id"] != victim])
         except RoutingError:
             continue
         remove.append((after != before).sum() / (before == victim).sum())
@@ -322,7 +351,7 @@ def disruption_ratios(router, requests: pd.DataFrame, servers: pd.DataFrame, n_t
         if expected <= 0:
             continue
         try:
-            after = _unit_servers(units, router.route(requests, grown))
+            after = _routed_units(router, units, requests, grown)
         except RoutingError:
             continue
         add.append((after != before).sum() / expected)

@@ -21,52 +21,43 @@ import lightning as L
 
 from ._fleet import Fleet, RESOURCES, Units
 
-N_FEATURES = 5
-
-
-def class_features(mean_cost: np.ndarray) -> np.ndarray:
-    """Features of a request class from its mean cost vector (C, 3) -> (C, 5)."""
-    total = mean_cost.sum(axis=1, keepdims=True)
-    share = mean_cost / np.maximum(total, 1e-12)
-    return np.hstack([share, np.log(np.maximum(total, 1e-12)), np.ones_like(total)]).astype(np.float32)
+from ._kernel import N_CLASS_FEATURES, class_features, server_features
 
 
 class BalancerKernel(nn.Module):
-    """Request-class features -> per server class: weights on log capacity and a bias.
+    """Scores every (request class, server) pair from their features.
 
-    Column V of both outputs (one past the known server classes) is the
-    generic kernel used for server classes never seen in training.
+    logit = share(c) . log cap(s)  +  MLP([class features, server features])
+
+    The first term is capacity-weighted rendezvous on the class's own demand
+    mix (a good start); the MLP learns the rest. Server features are the
+    server's own (log capacities relative to a fixed reference, a one-hot of
+    its class with a slot for unseen classes), never its id or anything about
+    the rest of the fleet, so adding or removing a server leaves every other
+    server's score unchanged: that is what keeps routing consistent.
     """
 
     def __init__(self, n_server_classes: int, hidden: int = 32, depth: int = 2):
         super().__init__()
-        layers, width = [], N_FEATURES
+        layers, width = [], N_CLASS_FEATURES + len(RESOURCES) + n_server_classes + 1
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.SiLU()]
             width = hidden
-        self.body = nn.Sequential(*layers)
-        self.n_server_classes = n_server_classes
-        self.capacity_head = nn.Linear(width, len(RESOURCES) * (n_server_classes + 1))
-        self.bias_head = nn.Linear(width, n_server_classes + 1)
-        for head in (self.capacity_head, self.bias_head):
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
+        out = nn.Linear(width, 1)
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+        self.mlp = nn.Sequential(*layers, out)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(C, V+1, 3) capacity weights and (C, V+1) biases."""
-        hidden = self.body(features)
-        weights = self.capacity_head(hidden).view(len(features), self.n_server_classes + 1, len(RESOURCES))
-        # Start at capacity-weighted rendezvous on the class's own demand mix.
-        return features[:, None, :3] + weights, self.bias_head(hidden)
+    def forward(self, class_feats: torch.Tensor, server_feats: torch.Tensor, log_cap: torch.Tensor) -> torch.Tensor:
+        """(C, S) logits."""
+        n_c, n_s = len(class_feats), len(server_feats)
+        pairs = torch.cat([class_feats[:, None, :].expand(n_c, n_s, -1), server_feats[None, :, :].expand(n_c, n_s, -1)], dim=-1)
+        return class_feats[:, :3] @ log_cap.T + self.mlp(pairs).squeeze(-1)
 
 
 def expected_utilisation(kernel, scenario, spread_weight: float):
     """Per (server, resource): expected utilisation / ideal, and that plus spread_weight x its std."""
-    weights, bias = kernel(scenario["features"])
-    server_class = scenario["server_class"]
-    server_class = torch.where(server_class < 0, bias.shape[1] - 1, server_class)
-    log_cap = torch.log(scenario["capacity"])
-    logits = (weights[:, server_class, :] * log_cap[None]).sum(-1) + bias[:, server_class]
+    logits = kernel(scenario["features"], scenario["server_features"], torch.log(scenario["capacity"]))
     logits = logits[scenario["group_class"]] + scenario["mask"]
     prob = torch.softmax(logits, dim=1)  # (G, S)
     load = prob.T @ scenario["demand"]  # (S, 3)
@@ -121,7 +112,7 @@ class BalancerDataModule(L.LightningDataModule):
     """Routing scenarios built from a snapshot's fleet and (training) requests."""
 
     def __init__(self, servers: pd.DataFrame, requests: pd.DataFrame, scenarios_per_epoch: int = 64,
-                 drop_fraction: float = 0.3, capacity_jitter: float = 0.25, mix_jitter: float = 0.5, seed: int = 0):
+                 drop_fraction: float = 0.3, capacity_jitter: float = 0.25, mix_jitter: float = 0.5, unknown_class_rate: float = 0.1, seed: int = 0):
         super().__init__()
         self.fleet = Fleet.from_frame(servers)
         units = Units.from_frame(requests)
@@ -140,7 +131,10 @@ class BalancerDataModule(L.LightningDataModule):
         mean_cost /= np.bincount(unit_class, weights=units.n_requests, minlength=len(self.request_classes))[:, None]
         self.mean_cost = mean_cost
         self.features = class_features(mean_cost)
-        self.settings = dict(count=scenarios_per_epoch, drop=drop_fraction, cap=capacity_jitter, mix=mix_jitter, seed=seed)
+        # Fixed for the life of the model: server features must not depend on the fleet.
+        self.log_cap_reference = np.log(self.fleet.capacity).mean(axis=0)
+        self.settings = dict(count=scenarios_per_epoch, drop=drop_fraction, cap=capacity_jitter, mix=mix_jitter, seed=seed,
+                             unknown_class_rate=unknown_class_rate)
 
     def scenario(self, rng: np.random.Generator | None) -> dict:
         capacity, server_class = self.fleet.capacity.copy(), self.fleet.server_class
@@ -158,6 +152,9 @@ class BalancerDataModule(L.LightningDataModule):
                 if not keep[members].any():
                     keep[rng.choice(members)] = True
         capacity, server_class = capacity[keep], server_class[keep]
+        class_index = pd.Index(self.server_classes).get_indexer(server_class)
+        if rng is not None and rng.random() < self.settings.get("unknown_class_rate", 0.1):
+            class_index = np.full_like(class_index, -1)  # teach the kernel fleets of unseen classes
         mask = np.zeros((len(self.group_class), keep.sum()), dtype=np.float32)
         for g, req in enumerate(self.group_requirement):
             if req is not None:
@@ -167,7 +164,7 @@ class BalancerDataModule(L.LightningDataModule):
         return {
             "features": as_tensor(self.features),
             "capacity": as_tensor(capacity),
-            "server_class": as_tensor(pd.Index(self.server_classes).get_indexer(server_class), torch.long),
+            "server_features": as_tensor(server_features(capacity, class_index, len(self.server_classes), self.log_cap_reference)),
             "group_class": as_tensor(self.group_class, torch.long),
             "mask": as_tensor(mask),
             "demand": as_tensor(demand),
@@ -183,9 +180,15 @@ class BalancerDataModule(L.LightningDataModule):
         return torch.utils.data.DataLoader(_Scenarios(self.scenario, 1, 0, False), batch_size=None)
 
 
-def export_tables(module: BalancerModule, datamodule: BalancerDataModule):
-    """Per-class capacity weights and server-class biases, plus a row for unseen classes."""
+def export_kernel(module: BalancerModule, datamodule: BalancerDataModule) -> dict:
+    """Everything the numpy runtime needs: class features (plus a row for unseen classes) and MLP weights."""
     features = np.vstack([datamodule.features, class_features(datamodule.mean_cost.mean(0, keepdims=True))])
-    with torch.no_grad():
-        weights, bias = module.kernel.cpu()(torch.as_tensor(features))
-    return weights.numpy(), bias.numpy()
+    linears = [m for m in module.kernel.mlp if isinstance(m, nn.Linear)]
+    return {
+        "request_classes": list(datamodule.request_classes),
+        "server_classes": list(datamodule.server_classes),
+        "class_features": torch.as_tensor(features),
+        "log_cap_reference": torch.as_tensor(datamodule.log_cap_reference, dtype=torch.float32),
+        "weights": [m.weight.detach().cpu().float().clone() for m in linears],
+        "biases": [m.bias.detach().cpu().float().clone() for m in linears],
+    }

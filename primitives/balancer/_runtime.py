@@ -1,11 +1,11 @@
 """The learned balancer's runtime: what a production router calls per batch.
 
-It holds a small table computed once from the trained kernel at export: for
-request class c and server class k, ``a[c, k]`` weighs the log capacities of
-a server and ``b[c, k]`` is a bias. A unit of class c scores server s with
-``a[c, k(s)] . log cap(s) + b[c, k(s)]`` and is placed by the hashed
-Gumbel-max of ``_routing``. Row C and column V are the generic kernel for a
-request or server class never seen in training. Only numpy, pandas and (at load) torch are imported.
+Per batch it scores each (request class, server) pair once with the trained
+kernel, in numpy (a few hundred pairs: microseconds), then places every
+routing unit with the hashed Gumbel-max of ``_routing``. Row C of the class
+table is the kernel for a request class never seen in training; an unseen
+server class gets the kernel's "unknown class" slot. Only numpy, pandas and
+(at load) torch are imported.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pandas as pd
 
 from .._base import Runtime
 from ._fleet import Fleet, Units
+from ._kernel import mlp_forward, server_features
 from ._routing import route_requests, route_units
 
 WEIGHTS_FILE = "balancer_kernel.pt"
@@ -25,37 +26,37 @@ WEIGHTS_FILE = "balancer_kernel.pt"
 class BalancerRuntime(Runtime):
     name = "learned"
 
-    def __init__(self, request_classes, server_classes, capacity_weights, class_bias):
-        self.request_classes = pd.Index(list(request_classes), dtype=object)
-        self.server_classes = pd.Index(list(server_classes), dtype=object)
-        self.capacity_weights = np.asarray(capacity_weights, dtype=np.float32)  # (C+1, V+1, 3)
-        self.class_bias = np.asarray(class_bias, dtype=np.float32)  # (C+1, V+1)
+    def __init__(self, state: dict):
+        self.state = state
+        self.request_classes = pd.Index(list(state["request_classes"]), dtype=object)
+        self.server_classes = pd.Index(list(state["server_classes"]), dtype=object)
+        as_np = lambda t: np.asarray(t, dtype=np.float32)  # noqa: E731
+        self.class_features = as_np(state["class_features"])
+        self.log_cap_reference = as_np(state["log_cap_reference"])
+        self.weights = [as_np(w) for w in state["weights"]]
+        self.biases = [as_np(b) for b in state["biases"]]
 
     @classmethod
     def load(cls, directory: Path) -> "BalancerRuntime":
         import torch
 
-        state = torch.load(Path(directory) / WEIGHTS_FILE, weights_only=True, map_location="cpu")
-        return cls(state["request_classes"], state["server_classes"], state["capacity_weights"].numpy(), state["class_bias"].numpy())
+        return cls(torch.load(Path(directory) / WEIGHTS_FILE, weights_only=True, map_location="cpu"))
 
     def save(self, directory: Path) -> None:
         import torch
 
-        state = {
-            "request_classes": list(self.request_classes),
-            "server_classes": list(self.server_classes),
-            "capacity_weights": torch.from_numpy(self.capacity_weights),
-            "class_bias": torch.from_numpy(self.class_bias),
-        }
-        torch.save(state, Path(directory) / WEIGHTS_FILE)
+        torch.save(self.state, Path(directory) / WEIGHTS_FILE)
 
     def fleet_logits(self, fleet: Fleet) -> np.ndarray:
-        """(C+1, S) logits of every request class on every server of the fleet."""
-        server_class = self.server_classes.get_indexer(fleet.server_class)
-        server_class[server_class < 0] = len(self.server_classes)
-        log_cap = np.log(fleet.capacity).astype(np.float32)
-        weights = self.capacity_weights[:, server_class, :]  # (C+1, S, 3)
-        return np.einsum("csd,sd->cs", weights, log_cap) + self.class_bias[:, server_class]
+        """(C+1, S) logits of every request class (and the unseen-class row) on every server."""
+        class_index = self.server_classes.get_indexer(fleet.server_class)
+        srv = server_features(fleet.capacity, class_index, len(self.server_classes), self.log_cap_reference)
+        cls_ = self.class_features
+        pairs = np.concatenate(
+            [np.broadcast_to(cls_[:, None, :], (len(cls_), len(srv), cls_.shape[1])),
+             np.broadcast_to(srv[None, :, :], (len(cls_), len(srv), srv.shape[1]))], axis=-1)
+        mlp = mlp_forward(pairs.reshape(-1, pairs.shape[-1]), self.weights, self.biases).reshape(len(cls_), len(srv))
+        return cls_[:, :3] @ np.log(fleet.capacity).T.astype(np.float32) + mlp
 
     def profile_index(self, units: Units) -> np.ndarray:
         index = self.request_classes.get_indexer(units.request_class)
