@@ -80,8 +80,8 @@ class Units:
             raise RoutingError("requests: the batch is empty")
         n = len(requests)
         key = requests["key"].to_numpy(dtype=object)
-        aff = _optional(requests, "affinity_group")
-        anti = _optional(requests, "anti_affinity_group")
+        aff = optional_column(requests, "affinity_group")
+        anti = optional_column(requests, "anti_affinity_group")
         has_anti = pd.notna(anti)
         has_aff = pd.notna(aff) & ~has_anti
         plain = ~(has_anti | has_aff)
@@ -120,25 +120,25 @@ class Units:
         n_units = offset + len(pair_uniques)
         costs = requests[list(COST_COLUMNS)].to_numpy(dtype=np.float64)
         demand = np.stack([np.bincount(request_unit, weights=costs[:, d], minlength=n_units) for d in range(costs.shape[1])], axis=1)
-        requires = _optional(requests, "requires_class")
-        first = _first_rows(request_unit, n_units)
+        requires = optional_column(requests, "requires_class")
+        first = first_rows(request_unit, n_units)
         return cls(
             request_unit=request_unit,
             unit_name=np.concatenate([np.asarray(x, dtype=object) for x in names]),
             unit_hash=hash_strings(np.concatenate([np.asarray(x, dtype=object) for x in hash_sources])),
             anti_group=np.concatenate(groups),
             replica=np.concatenate(replicas),
-            requires_class=_unit_mode(requires, request_unit, n_units, first),
+            requires_class=group_mode(requires, request_unit, n_units, first),
             demand=demand,
             n_requests=np.bincount(request_unit, minlength=n_units).astype(np.int64),
-            request_class=_unit_mode(requests["request_class"].to_numpy(dtype=object), request_unit, n_units, first),
+            request_class=group_mode(requests["request_class"].to_numpy(dtype=object), request_unit, n_units, first),
         )
 
     def __len__(self) -> int:
         return len(self.unit_name)
 
 
-def _optional(frame: pd.DataFrame, column: str) -> np.ndarray:
+def optional_column(frame: pd.DataFrame, column: str) -> np.ndarray:
     if column not in frame:
         return np.full(len(frame), None, dtype=object)
     values = frame[column].to_numpy(dtype=object, copy=True)
@@ -146,20 +146,22 @@ def _optional(frame: pd.DataFrame, column: str) -> np.ndarray:
     return values
 
 
-def _first_rows(request_unit: np.ndarray, n_units: int) -> np.ndarray:
+def first_rows(request_unit: np.ndarray, n_units: int) -> np.ndarray:
     """Index of each unit's first request (writes in reverse: the earliest write lands last)."""
     first = np.empty(n_units, dtype=np.int64)
     first[request_unit[::-1]] = np.arange(len(request_unit) - 1, -1, -1, dtype=np.int64)
     return first
 
 
-def _unit_mode(values: np.ndarray, request_unit: np.ndarray, n_units: int, first: np.ndarray) -> np.ndarray:
+def group_mode(values: np.ndarray, request_unit: np.ndarray, n_units: int, first: np.ndarray | None = None) -> np.ndarray:
     """Most frequent value per unit (ties: the first in order of appearance), None where all are null.
 
     A unit's requests normally agree; when they do not, this rule is a pure
     function of the unit's requests, so the unit is still placed as one.
     Works on integer codes: the values have few distinct entries.
     """
+    if first is None:
+        first = first_rows(request_unit, n_units)
     codes, uniques = pd.factorize(values)  # null -> -1
     uniques = np.append(np.asarray(uniques, dtype=object), None)  # code -1 -> None
     candidate = codes[first]

@@ -15,31 +15,11 @@ import pandas as pd
 from scipy import sparse
 from scipy.optimize import linprog
 
-from ._fleet import Fleet, RoutingError, Units
+from ._fleet import Fleet, RoutingError, Units, group_mode, optional_column
 from ._peers import capacity_weights, eligibility_pools
 
 _LP_GRID = 20  # simplex grid step 1/20 for grouping demand directions in the lower-bound LP
 _CHUNK = 8192
-
-
-def _optional(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """The column as an object array with None for nulls (all None when the column is absent)."""
-    if column not in frame:
-        return np.full(len(frame), None, dtype=object)
-    values = frame[column].to_numpy(dtype=object)
-    values[pd.isna(values)] = None
-    return values
-
-
-def _group_mode(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
-    """Most frequent non-null value per group (ties: the smallest), None where all are null."""
-    out = np.full(n_groups, None, dtype=object)
-    present = pd.notna(values)
-    if present.any():
-        counts = pd.DataFrame({"g": group[present], "v": values[present].astype(str)}).value_counts().reset_index(name="n")
-        best = counts.sort_values(["g", "n", "v"], ascending=[True, False, True], kind="stable").drop_duplicates("g")
-        out[best["g"].to_numpy()] = best["v"].to_numpy(dtype=object)
-    return out
 
 
 def _server_index(fleet: Fleet, assigned_server_ids) -> np.ndarray:
@@ -236,7 +216,7 @@ def violation_rates(requests: pd.DataFrame, servers: pd.DataFrame, assigned_serv
     zone, _ = fleet.zone_codes()
 
     n_servers = len(fleet)
-    affinity = _optional(requests, "affinity_group")
+    affinity = optional_column(requests, "affinity_group")
     has_affinity = pd.notna(affinity)
     affinity_rate = 0.0
     if has_affinity.any():
@@ -245,7 +225,7 @@ def violation_rates(requests: pd.DataFrame, servers: pd.DataFrame, assigned_serv
         servers_per_group = np.bincount(pairs // n_servers, minlength=len(uniques))
         affinity_rate = float((servers_per_group > 1).mean())
 
-    anti = _optional(requests, "anti_affinity_group")
+    anti = optional_column(requests, "anti_affinity_group")
     has_anti = pd.notna(anti)
     anti_rate = 0.0
     if has_anti.any():
@@ -266,7 +246,7 @@ def violation_rates(requests: pd.DataFrame, servers: pd.DataFrame, assigned_serv
             bad[group_place[counts > 1] // n_places] = True
             return bad
 
-        requirement = _group_mode(_optional(requests, "requires_class")[has_anti], group, n_groups)
+        requirement = group_mode(optional_column(requests, "requires_class")[has_anti], group, n_groups)
         req_codes, req_uniques = pd.factorize(requirement, use_na_sentinel=False)
         zones_available = np.array(
             [len(np.unique(zone if (r is None or r != r) else zone[fleet.server_class == r])) for r in req_uniques], dtype=np.int64
@@ -275,7 +255,7 @@ def violation_rates(requests: pd.DataFrame, servers: pd.DataFrame, assigned_serv
         zone_bad = shared(zone[on_server], int(zone.max()) + 1) & (zones_available >= replicas_per_group)
         anti_rate = float((shared(on_server, n_servers) | zone_bad).mean())
 
-    required = _optional(requests, "requires_class")
+    required = optional_column(requests, "requires_class")
     has_requirement = pd.notna(required)
     class_rate = 0.0
     if has_requirement.any():

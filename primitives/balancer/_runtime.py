@@ -70,3 +70,22 @@ class BalancerRuntime(Runtime):
 
     def predict_frame(self, frame: pd.DataFrame, context: dict) -> pd.Series:
         return pd.Series(self.route(frame, context["servers"]), name="server_id")
+
+    def expected_peak_to_mean(self, requests: pd.DataFrame, servers: pd.DataFrame) -> float:
+        """peak_to_mean of the routing *policy* (the softmax, before hashing): the kernel's quality without hash noise.
+
+        Replicas of anti-affinity groups are counted as if routed independently.
+        """
+        units, fleet = Units.from_frame(requests), Fleet.from_frame(servers)
+        logits = self.fleet_logits(fleet)[self.profile_index(units)]
+        requirement, names = pd.factorize(pd.Series(units.requires_class, dtype=object))
+        for code, name in enumerate(names):
+            logits[requirement == code] += np.where(fleet.eligible(name), 0.0, -np.inf)[None, :].astype(np.float32)
+        # Units sharing a row of logits share a softmax: aggregate their demand first.
+        rows, inverse = np.unique(logits, axis=0, return_inverse=True)
+        demand = np.stack([np.bincount(inverse.ravel(), weights=units.demand[:, d], minlength=len(rows)) for d in range(3)], 1)
+        prob = np.exp(rows - rows.max(axis=1, keepdims=True))
+        prob /= prob.sum(axis=1, keepdims=True)
+        load = prob.T @ demand
+        ideal = units.demand.sum(0) / fleet.capacity.sum(0)
+        return float((load / fleet.capacity / ideal).max())

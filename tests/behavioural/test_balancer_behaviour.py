@@ -1,0 +1,103 @@
+"""Behavioural tests of the learned balancer (Made-With-ML style): invariances
+and directional expectations that any good router must meet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from primitives.balancer._metrics import peak_to_mean, violation_rates
+from primitives.balancer._peers import PEERS
+
+
+@pytest.fixture(scope="module")
+def setup(trained_balancer, balancer_tables):
+    runtime, held_out = trained_balancer
+    return runtime, held_out["requests"], balancer_tables["servers"]
+
+
+def _rename(requests, servers):
+    """Same fleet and traffic under different names: ids are arbitrary labels."""
+    servers = servers.assign(server_id="node-" + servers["server_id"].str[::-1])
+    requests = requests.assign(key="user/" + requests["key"] + "/x")
+    return requests, servers
+
+
+def test_quality_does_not_depend_on_names(setup):
+    runtime, requests, servers = setup
+    before = peak_to_mean(requests, servers, runtime.route(requests, servers))
+    r2, s2 = _rename(requests, servers)
+    after = peak_to_mean(r2, s2, runtime.route(r2, s2))
+    # Placement changes (the hash changes), quality must not: within hash noise.
+    assert after == pytest.approx(before, rel=0.15)
+
+
+def test_learned_beats_every_classical_peer(setup):
+    runtime, requests, servers = setup
+    learned = peak_to_mean(requests, servers, runtime.route(requests, servers))
+    for name, make in PEERS.items():
+        assert learned < peak_to_mean(requests, servers, make().route(requests, servers)), name
+
+
+def test_rules_hold_by_construction(setup):
+    runtime, requests, servers = setup
+    rates = violation_rates(requests, servers, runtime.route(requests, servers))
+    assert rates == {"affinity_violation_rate": 0.0, "anti_affinity_violation_rate": 0.0, "class_violation_rate": 0.0}
+
+
+def test_routing_is_deterministic_and_consistent_across_batches(setup):
+    runtime, requests, servers = setup
+    whole = runtime.route(requests, servers)
+    plain = requests["affinity_group"].isna().to_numpy() & requests["anti_affinity_group"].isna().to_numpy()
+    half = requests.iloc[::2]
+    np.testing.assert_array_equal(runtime.route(half, servers)[plain[::2]], whole[::2][plain[::2]])
+    keys = pd.Series(whole[plain]).groupby(requests["key"].to_numpy()[plain]).nunique()
+    assert (keys == 1).all(), "one key always goes to one server"
+
+
+def test_removing_a_server_moves_only_its_keys(setup):
+    runtime, requests, servers = setup
+    plain = (requests["affinity_group"].isna() & requests["anti_affinity_group"].isna()).to_numpy()
+    requests = requests[plain]
+    before = runtime.route(requests, servers)
+    victim = pd.Series(before).value_counts().index[0]
+    after = runtime.route(requests, servers[servers["server_id"] != victim])
+    moved = before != after
+    assert moved.any()
+    assert (before[moved] == victim).all(), "only the removed server's keys move"
+    assert (after[before == victim] != victim).all()
+
+
+def test_adding_a_server_takes_roughly_its_share(setup):
+    runtime, requests, servers = setup
+    plain = (requests["affinity_group"].isna() & requests["anti_affinity_group"].isna() & requests["requires_class"].isna()).to_numpy()
+    requests = requests[plain]
+    before = runtime.route(requests, servers)
+    # a copy of the median server, under a new name
+    load = pd.Series(before).value_counts()
+    template = servers[servers["server_id"] == load.index[len(load) // 2]]
+    grown = pd.concat([servers, template.assign(server_id="newcomer")], ignore_index=True)
+    after = runtime.route(requests, grown)
+    moved = before != after
+    assert (after[moved] == "newcomer").all(), "keys move only onto the new server"
+    share = moved.mean()
+    typical = load.median() / len(requests)
+    assert 0.5 * typical < share < 2.0 * typical
+
+
+def test_unknown_request_and_server_classes_are_served(setup):
+    runtime, requests, servers = setup
+    requests = requests.assign(request_class=np.where(np.arange(len(requests)) % 7 == 0, "brand-new", requests["request_class"]))
+    servers = servers.assign(server_class=np.where(servers["server_class"] == "general", "general-v2", servers["server_class"]))
+    routed = runtime.route(requests, servers)
+    assert set(routed) <= set(servers["server_id"])
+    assert violation_rates(requests, servers, routed)["class_violation_rate"] == 0.0
+
+
+def test_a_required_class_missing_from_the_fleet_is_a_clear_error(setup):
+    from primitives.balancer._fleet import RoutingError
+
+    runtime, requests, servers = setup
+    with pytest.raises(RoutingError, match="requires_class 'gpu' matches no server"):
+        runtime.route(requests, servers[servers["server_class"] != "gpu"])
