@@ -77,7 +77,7 @@ class Balancer(Primitive):
         return {"metrics": results.pop("learned", {}), "baselines": results}
 
     def guardrails(self, config):
-        bound = float(config.get("max_disruption_ratio", 1.1))
+        bound = float(config.get("max_disruption_ratio", 1.25))
         return (
             Guardrail("affinity_violation_rate", max=0.0),
             Guardrail("anti_affinity_violation_rate", max=0.0),

@@ -284,14 +284,24 @@ def _routed_units(router, units: Units, requests: pd.DataFrame, servers: pd.Data
 
 
 def disruption_ratios(router, requests: pd.DataFrame, servers: pd.DataFrame, n_trials: int = 5, seed: int = 0, base=None) -> dict:
-    """Units moved by a one-server change of the fleet, over the ideal number; mean over trials.
+    """Units moved by a one-server change of the fleet, over the ideal amount; mean over trials.
 
-    remove: a random server among those holding units is removed; moved units
-    over the units it held (every one of those must move, so ideal 1.0).
+    Units are counted by their load: each weighs its demand as a share of the
+    batch's total, averaged over resources. A multi-resource balancer gives a
+    newcomer the load its capacity calls for, not a fixed count of units (a
+    memory-rich server takes many light cache keys), so counting load is
+    what makes "ideal 1.0" hold for every router that balances; with
+    equal-cost units it is the plain count.
+
+    remove: a random server among those holding units is removed; moved load
+    over the load it held (all of it must move, so ideal 1.0).
     add: a copy of a random server under a new id ("added-<k>") joins; moved
-    units over the units the newcomer should take: each unit's share of it,
-    its scalar capacity weight over the total weight of the servers eligible
-    for the unit. With no ``requires_class`` this is n_units * cap_share.
+    load over the load the newcomer should take in a balanced fleet: its
+    capacity share (mean over resources of its capacity over the fleet's).
+    Eligibility pools do not change that ideal: when gpu-only requests fill
+    part of the gpu servers, a balanced router gives a new general server
+    more than its share of the unconstrained load, and exactly its share of
+    the total.
     A trial whose fleet the router cannot serve (e.g. it removed the only
     server of a required class) is replaced by another server; NaN if none works.
     ``base`` (optional) is the router's assignment on the unchanged fleet.
@@ -299,6 +309,7 @@ def disruption_ratios(router, requests: pd.DataFrame, servers: pd.DataFrame, n_t
     units = Units.from_frame(requests)
     rng = np.random.default_rng(seed)
     before = _routed_units(router, units, requests, servers) if base is None else _unit_servers(units, base)
+    load = (units.demand / np.maximum(units.demand.sum(axis=0), 1e-300)).mean(axis=1)
 
     remove = []
     holders = pd.unique(before)
@@ -309,7 +320,7 @@ def disruption_ratios(router, requests: pd.DataFrame, servers: pd.DataFrame, n_t
             after = _routed_units(router, units, requests, servers[servers["server_id"] != victim])
         except RoutingError:
             continue
-        remove.append((after != before).sum() / (before == victim).sum())
+        remove.append(load[after != before].sum() / load[before == victim].sum())
 
     add = []
     ids = set(servers["server_id"].astype(str))
@@ -324,17 +335,12 @@ def disruption_ratios(router, requests: pd.DataFrame, servers: pd.DataFrame, n_t
         grown = pd.concat([servers, newcomer], ignore_index=True)
         fleet = Fleet.from_frame(grown)
         weight = capacity_weights(fleet.capacity)
-        pool_code, pools = eligibility_pools(units, fleet)
-        new = len(fleet) - 1
-        share = np.array([weight[new] / weight[p].sum() if new in p else 0.0 for p in pools])
-        expected = share[pool_code].sum()
-        if expected <= 0:
-            continue
+        expected = load.sum() * weight[-1] / weight.sum()
         try:
             after = _routed_units(router, units, requests, grown)
         except RoutingError:
             continue
-        add.append((after != before).sum() / expected)
+        add.append(load[after != before].sum() / expected)
 
     return {
         "disruption_ratio_remove": float(np.mean(remove)) if remove else math.nan,

@@ -65,8 +65,11 @@ class BalancerRuntime(Runtime):
     def route(self, requests: pd.DataFrame, servers: pd.DataFrame) -> np.ndarray:
         """Server id for every request (object array, request order)."""
         units, fleet = Units.from_frame(requests), Fleet.from_frame(servers)
-        choice = route_units(units, fleet, self.profile_index(units), self.fleet_logits(fleet))
-        return route_requests(units, fleet, choice)
+        return route_requests(units, fleet, self.route_units(units, fleet))
+
+    def route_units(self, units: Units, fleet: Fleet) -> np.ndarray:
+        """Server index per routing unit (for callers that reuse one batch's units)."""
+        return route_units(units, fleet, self.profile_index(units), self.fleet_logits(fleet))
 
     def predict_frame(self, frame: pd.DataFrame, context: dict) -> pd.Series:
         return pd.Series(self.route(frame, context["servers"]), name="server_id")
