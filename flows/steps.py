@@ -144,6 +144,7 @@ def _trainer(cfg: dict, max_epochs: int, callbacks: list, checkpoint_dir: Path |
         enable_model_summary=False,
         enable_checkpointing=checkpoint_dir is not None,
         log_every_n_steps=1,
+        gradient_clip_val=1.0,  # the soft-max loss has sharp corners; clipping keeps Adam stable at higher lr
     )
 
 

@@ -52,6 +52,7 @@ DEFAULTS = {
     "cost_sigma": 0.3,
     "duration_s": 3600.0,
     "target_utilisation": 0.6,
+    "population_seed": None,  # None: drawn from the snapshot's seed
 }
 
 
@@ -86,17 +87,21 @@ def generate_requests(cfg: dict, fleet: pd.DataFrame, rng: np.random.Generator) 
     plain = [c for c in classes if REQUEST_CLASSES[c][2] is None]
     # Tenants differ in what they ask for: a Dirichlet mix over unconstrained classes,
     # and a fixed share of constrained ones (e.g. inference on gpu servers).
-    mix = rng.dirichlet(np.full(len(plain), float(cfg["tenant_mix_alpha"])), size=n_tenants)
+    # The population (tenants' mixes, which key belongs to whom) can have its
+    # own seed, so fresh traffic from the same population can be drawn apart
+    # from a population never seen.
+    population = np.random.default_rng(cfg["population_seed"]) if cfg.get("population_seed") is not None else rng
+    mix = population.dirichlet(np.full(len(plain), float(cfg["tenant_mix_alpha"])), size=n_tenants)
     constrained = [c for c in classes if c not in plain]
     share = float(cfg["inference_share"]) if constrained else 0.0
     mix = np.hstack([mix * (1 - share), np.full((n_tenants, len(constrained)), share / max(len(constrained), 1))])
     ordered = plain + constrained
 
-    key_tenant = rng.integers(0, n_tenants, size=n_keys)
-    key_class = (rng.random(n_keys)[:, None] > np.cumsum(mix[key_tenant], axis=1)).sum(axis=1)
+    key_tenant = population.integers(0, n_tenants, size=n_keys)
+    key_class = (population.random(n_keys)[:, None] > np.cumsum(mix[key_tenant], axis=1)).sum(axis=1)
     key_class = np.minimum(key_class, len(ordered) - 1)
     popularity = (np.arange(n_keys) + float(cfg["zipf_offset"])) ** -float(cfg["zipf_exponent"])
-    popularity = rng.permutation(popularity)
+    popularity = population.permutation(popularity)
     popularity /= popularity.sum()
     key_of_request = rng.choice(n_keys, size=n_req, p=popularity)
 

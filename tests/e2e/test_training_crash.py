@@ -27,7 +27,7 @@ def test_killed_training_is_failed_then_resumed(project, balancer_snapshot):
     from flows.config import REPO
 
     (cfg_dir / "pipeline.yaml").write_text((REPO / "configs" / "pipeline.yaml").read_text())
-    (cfg_dir / "balancer.yaml").write_text((REPO / "configs" / "balancer.yaml").read_text().replace("max_epochs: 30", "max_epochs: 400"))
+    (cfg_dir / "balancer.yaml").write_text((REPO / "configs" / "balancer.yaml").read_text().replace("max_epochs: 60", "max_epochs: 400"))
     env["AIPRIM_CONFIG_DIR"] = str(cfg_dir)
 
     proc = subprocess.Popen(train, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
