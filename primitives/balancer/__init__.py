@@ -41,7 +41,7 @@ class Balancer(Primitive):
     def build_datamodule(self, tables, params, seed):
         from ._model import BalancerDataModule
 
-        keys = ("scenarios_per_epoch", "drop_fraction", "capacity_jitter", "mix_jitter")
+        keys = ("scenarios_per_epoch", "drop_fraction", "capacity_jitter", "mix_jitter", "hot_units")
         return BalancerDataModule(tables["servers"], tables["requests"], seed=seed, **{k: params[k] for k in keys if k in params})
 
     def build_module(self, datamodule, params):
@@ -61,9 +61,15 @@ class Balancer(Primitive):
         }
 
     def export_runtime(self, module, datamodule, directory):
+        from ._hot import pack_hot_units
         from ._model import export_kernel
 
-        BalancerRuntime(export_kernel(module, datamodule)).save(Path(directory))
+        runtime = BalancerRuntime(export_kernel(module, datamodule))
+        if datamodule.hot_units > 0:
+            units, fleet = datamodule.units, datamodule.fleet
+            names, servers = pack_hot_units(runtime.fleet_logits(fleet), runtime.profile_index(units), units, fleet, datamodule.hot_units)
+            runtime.attach_hot_table(names, servers)
+        runtime.save(Path(directory))
 
     def evaluate(self, runtime, tables, config):
         from ._metrics import evaluate_routers

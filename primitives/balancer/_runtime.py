@@ -35,6 +35,9 @@ class BalancerRuntime(Runtime):
         self.log_cap_reference = as_np(state["log_cap_reference"])
         self.weights = [as_np(w) for w in state["weights"]]
         self.biases = [as_np(b) for b in state["biases"]]
+        # The hot-unit table (see _hot.py): unit name -> server id.
+        self.hot_units = pd.Index(list(state.get("hot_units", [])), dtype=object)
+        self.hot_servers = np.asarray(list(state.get("hot_servers", [])), dtype=object)
 
     @classmethod
     def load(cls, directory: Path) -> "BalancerRuntime":
@@ -69,26 +72,43 @@ class BalancerRuntime(Runtime):
 
     def route_units(self, units: Units, fleet: Fleet) -> np.ndarray:
         """Server index per routing unit (for callers that reuse one batch's units)."""
-        return route_units(units, fleet, self.profile_index(units), self.fleet_logits(fleet))
+        choice = route_units(units, fleet, self.profile_index(units), self.fleet_logits(fleet))
+        if len(self.hot_units):
+            self._apply_hot_table(units, fleet, choice)
+        return choice
+
+    def _apply_hot_table(self, units: Units, fleet: Fleet, choice: np.ndarray) -> None:
+        entry = self.hot_units.get_indexer(units.unit_name)
+        pinned = np.flatnonzero(entry >= 0)
+        if not len(pinned):
+            return
+        server = pd.Index(fleet.server_id, dtype=object).get_indexer(self.hot_servers[entry[pinned]])
+        present = server >= 0  # a pinned server that left the fleet: the unit hashes as usual
+        pinned, server = pinned[present], server[present]
+        required = units.requires_class[pinned]
+        allowed = pd.isna(required) | (required == fleet.server_class[server])
+        choice[pinned[allowed]] = server[allowed]
+
+    def attach_hot_table(self, names, server_ids) -> None:
+        self.state = {**self.state, "hot_units": list(names), "hot_servers": list(server_ids)}
+        self.hot_units = pd.Index(list(names), dtype=object)
+        self.hot_servers = np.asarray(list(server_ids), dtype=object)
 
     def predict_frame(self, frame: pd.DataFrame, context: dict) -> pd.Series:
         return pd.Series(self.route(frame, context["servers"]), name="server_id")
 
     def expected_peak_to_mean(self, requests: pd.DataFrame, servers: pd.DataFrame) -> float:
-        """peak_to_mean of the routing *policy* (the softmax, before hashing): the kernel's quality without hash noise.
+        """peak_to_mean of the routing *policy* before hashing: the softmax's expected load for
+        hashed units plus the pinned units where the table puts them (replicas counted as hashed)."""
+        from ._hot import expected_load
 
-        Replicas of anti-affinity groups are counted as if routed independently.
-        """
         units, fleet = Units.from_frame(requests), Fleet.from_frame(servers)
-        logits = self.fleet_logits(fleet)[self.profile_index(units)]
-        requirement, names = pd.factorize(pd.Series(units.requires_class, dtype=object))
-        for code, name in enumerate(names):
-            logits[requirement == code] += np.where(fleet.eligible(name), 0.0, -np.inf)[None, :].astype(np.float32)
-        # Units sharing a row of logits share a softmax: aggregate their demand first.
-        rows, inverse = np.unique(logits, axis=0, return_inverse=True)
-        demand = np.stack([np.bincount(inverse.ravel(), weights=units.demand[:, d], minlength=len(rows)) for d in range(3)], 1)
-        prob = np.exp(rows - rows.max(axis=1, keepdims=True))
-        prob /= prob.sum(axis=1, keepdims=True)
-        load = prob.T @ demand
+        choice = np.full(len(units), -1, dtype=np.int64)
+        if len(self.hot_units):
+            self._apply_hot_table(units, fleet, choice)
+        pinned = choice >= 0
+        load = expected_load(self.fleet_logits(fleet), self.profile_index(units), units, fleet, ~pinned)
+        for d in range(load.shape[1]):
+            load[:, d] += np.bincount(choice[pinned], weights=units.demand[pinned, d], minlength=len(fleet))
         ideal = units.demand.sum(0) / fleet.capacity.sum(0)
         return float((load / fleet.capacity / ideal).max())

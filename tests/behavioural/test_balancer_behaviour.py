@@ -101,3 +101,39 @@ def test_a_required_class_missing_from_the_fleet_is_a_clear_error(setup):
     runtime, requests, servers = setup
     with pytest.raises(RoutingError, match="requires_class 'gpu' matches no server"):
         runtime.route(requests, servers[servers["server_class"] != "gpu"])
+
+
+def test_hot_unit_table_pins_hot_keys_and_stays_consistent(balancer_tables):
+    """The exported table pins the hottest keys; removing a pinned server moves only its keys."""
+    import lightning as L
+
+    import primitives
+
+    prim = primitives.get("balancer")
+    train, held_out = prim.split(balancer_tables, 0.2)
+    params = {"max_epochs": 2, "scenarios_per_epoch": 4, "hot_units": 100}
+    datamodule = prim.build_datamodule(train, params, seed=0)
+    module = prim.build_module(datamodule, params)
+    L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, accelerator="cpu").fit(module, datamodule)
+    import tempfile
+    from pathlib import Path
+
+    directory = Path(tempfile.mkdtemp())
+    prim.export_runtime(module, datamodule, directory)
+    runtime = prim.load_runtime(directory)
+    assert len(runtime.hot_units) == 100
+    requests, servers = held_out["requests"], held_out["servers"]
+    routed = runtime.route(requests, servers)
+    table = dict(zip(runtime.hot_units, runtime.hot_servers))
+    plain = requests["affinity_group"].isna() & requests["anti_affinity_group"].isna()
+    pinned = plain & ("k:" + requests["key"]).isin(table)
+    assert pinned.any()
+    expected = ("k:" + requests.loc[pinned, "key"]).map(table).to_numpy()
+    np.testing.assert_array_equal(routed[pinned.to_numpy()], expected)
+
+    victim = pd.Series(expected).value_counts().index[0]
+    after = runtime.route(requests, servers[servers["server_id"] != victim])
+    moved = (routed != after) & plain.to_numpy()  # replicas of a group may re-pair; plain keys may not
+    assert moved.any() and (routed[moved] == victim).all()
+    assert violation_rates(requests, servers, routed)["class_violation_rate"] == 0.0
