@@ -54,16 +54,7 @@ def make_data(source: dict, fleet_seed: int, request_seed: int, population_seed:
 def train(prim, tables, params: dict, seed: int = 0):
     import tempfile
 
-    import lightning as L
-
-    L.seed_everything(seed, verbose=False)
-    datamodule = prim.build_datamodule(tables, params, seed)
-    module = prim.build_module(datamodule, params)
-    L.Trainer(max_epochs=int(params["max_epochs"]), accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-              enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0).fit(module, datamodule)
-    directory = Path(tempfile.mkdtemp(prefix="aiprim-bench-"))
-    prim.export_runtime(module, datamodule, directory)
-    return prim.load_runtime(directory)
+    return prim.train_runtime(tables, params, Path(tempfile.mkdtemp(prefix="aiprim-bench-")), seed)
 
 
 def score(prim, runtime, tables, trials: int) -> dict:

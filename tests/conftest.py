@@ -46,20 +46,12 @@ def balancer_snapshot(project, balancer_tables) -> Path:
 @pytest.fixture(scope="session")
 def trained_balancer(tmp_path_factory, balancer_tables):
     """A balancer runtime trained on the small snapshot (no registry involved)."""
-    import lightning as L
-
     import primitives
 
     prim = primitives.get("balancer")
     train, held_out = prim.split(balancer_tables, 0.2)
-    params = {"max_epochs": 8, "scenarios_per_epoch": 16, "lr": 0.02}
-    datamodule = prim.build_datamodule(train, params, seed=0)
-    module = prim.build_module(datamodule, params)
-    L.Trainer(max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, accelerator="cpu").fit(module, datamodule)
-    directory = tmp_path_factory.mktemp("runtime")
-    prim.export_runtime(module, datamodule, directory)
-    return prim.load_runtime(directory), held_out
+    runtime = prim.train_runtime(train, {"max_epochs": 8, "scenarios_per_epoch": 16, "lr": 0.02}, tmp_path_factory.mktemp("runtime"))
+    return runtime, held_out
 
 
 def pytest_configure(config):

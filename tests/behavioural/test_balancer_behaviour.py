@@ -105,23 +105,13 @@ def test_a_required_class_missing_from_the_fleet_is_a_clear_error(setup):
 
 def test_hot_unit_table_pins_hot_keys_and_stays_consistent(balancer_tables):
     """The exported table pins the hottest keys; removing a pinned server moves only its keys."""
-    import lightning as L
+    import tempfile
 
     import primitives
 
     prim = primitives.get("balancer")
     train, held_out = prim.split(balancer_tables, 0.2)
-    params = {"max_epochs": 2, "scenarios_per_epoch": 4, "hot_units": 100}
-    datamodule = prim.build_datamodule(train, params, seed=0)
-    module = prim.build_module(datamodule, params)
-    L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, accelerator="cpu").fit(module, datamodule)
-    import tempfile
-    from pathlib import Path
-
-    directory = Path(tempfile.mkdtemp())
-    prim.export_runtime(module, datamodule, directory)
-    runtime = prim.load_runtime(directory)
+    runtime = prim.train_runtime(train, {"max_epochs": 2, "scenarios_per_epoch": 4, "hot_units": 100}, tempfile.mkdtemp())
     assert len(runtime.hot_units) == 100
     requests, servers = held_out["requests"], held_out["servers"]
     routed = runtime.route(requests, servers)

@@ -47,17 +47,10 @@ class TestPrimitiveContract:
         assert any(len(a_held[n]) < len(tables[n]) for n in tables), "something must be held out"
 
     def test_train_export_load_evaluate(self, prim, tmp_path):
-        import lightning as L
-
         tables, _ = prim.generate(SMALL[prim.name], seed=3)
         train, held_out = prim.split(tables, 0.2)
-        params = {"max_epochs": 2, "scenarios_per_epoch": 4}
-        datamodule = prim.build_datamodule(train, params, seed=0)
-        module = prim.build_module(datamodule, params)
-        L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False, accelerator="cpu").fit(module, datamodule)
-        prim.export_runtime(module, datamodule, tmp_path)
-        runtime = prim.load_runtime(tmp_path)
+        runtime = prim.train_runtime(train, {"max_epochs": 2, "scenarios_per_epoch": 4}, tmp_path)
+        assert type(prim.load_runtime(tmp_path)) is type(runtime)
         report = prim.evaluate(runtime, held_out, {"disruption_trials": 1})
         assert prim.primary_metric in report["metrics"]
         assert report["baselines"], "every primitive is scored beside classical peers"
