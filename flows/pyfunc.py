@@ -11,7 +11,7 @@ import mlflow.pyfunc
 
 
 class PrimitivePyfunc(mlflow.pyfunc.PythonModel):
-    def __init__(self, primitive: str):
+    def __init__(self, primitive: str | None = None):
         self.primitive = primitive
         self.runtime = None
         self.context_tables = {}
@@ -21,6 +21,7 @@ class PrimitivePyfunc(mlflow.pyfunc.PythonModel):
 
         import primitives
 
+        self.primitive = (context.model_config or {}).get("primitive", self.primitive)
         self.runtime = primitives.get(self.primitive).load_runtime(context.artifacts["runtime"])
         self.context_tables = {k: pd.read_parquet(v) for k, v in context.artifacts.items() if k != "runtime"}
 

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import primitives
-from primitives._snapshot import SnapshotError, import_snapshot, read_manifest, read_tables, write_snapshot
+from primitives._snapshot import SnapshotError, import_snapshot, read_tables, write_snapshot
 
 from . import config as cfgmod
 from .errors import AiprimError, TrainingFailed, ValidationFailed
@@ -200,22 +200,18 @@ def tune(name: str, snapshot_dir: Path, cfg: dict, trials: int | None = None) ->
     return {**base, **study.best_params}
 
 
-class _MlflowEpochMetrics:
-    """Lightning callback: every epoch's metrics into the active MLflow run."""
+def _epoch_metrics_to_mlflow():
+    """A Lightning callback that logs every epoch's metrics into the active MLflow run."""
+    import mlflow
+    from lightning.pytorch.callbacks import Callback
 
-    def __new__(cls):
-        from lightning.pytorch.callbacks import Callback
-
-        class _Callback(Callback):
-            def on_validation_epoch_end(self, trainer, module):
-                if trainer.sanity_checking:
-                    return
-                import mlflow
-
+    class EpochMetricsToMlflow(Callback):
+        def on_validation_epoch_end(self, trainer, module):
+            if not trainer.sanity_checking:
                 metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
                 mlflow.log_metrics(metrics, step=trainer.current_epoch)
 
-        return _Callback()
+    return EpochMetricsToMlflow()
 
 
 @contextmanager
@@ -264,7 +260,7 @@ def train(name: str, snapshot_dir: Path, cfg: dict, params: dict | None = None) 
         L.seed_everything(seed, workers=True, verbose=False)
         datamodule = prim.build_datamodule(train_tables, params, seed)
         module = prim.build_module(datamodule, params)
-        trainer = _trainer(cfg, int(params.get("max_epochs", 10)), [_MlflowEpochMetrics()], checkpoint_dir)
+        trainer = _trainer(cfg, int(params.get("max_epochs", 10)), [_epoch_metrics_to_mlflow()], checkpoint_dir)
         last = checkpoint_dir / "last.ckpt"
         if last.exists():
             log(f"{name}: resuming from {last}")
@@ -313,20 +309,25 @@ def _log_model(prim, runtime_dir: Path, tables) -> None:
     from .pyfunc import PrimitivePyfunc
 
     example = prim.input_example(tables)
-    model = PrimitivePyfunc(prim.name)
+    context_tables = {k: v for k, v in tables.items() if k != "requests"}
     signature = None
     if example is not None:
-        loaded = PrimitivePyfunc(prim.name)
-        loaded.runtime = prim.load_runtime(runtime_dir)
-        loaded.context_tables = {k: v for k, v in tables.items() if k != "requests"}
-        signature = infer_signature(example, loaded.predict(None, example))
+        preview = PrimitivePyfunc(prim.name)
+        preview.runtime, preview.context_tables = prim.load_runtime(runtime_dir), context_tables
+        signature = infer_signature(example, preview.predict(None, example))
     artifacts = {"runtime": str(runtime_dir)}
-    for table, frame in tables.items():
-        if table != "requests":
-            path = runtime_dir.parent / f"{table}.parquet"
-            frame.to_parquet(path)
-            artifacts[table] = str(path)
-    info = mlflow.pyfunc.log_model(name="model", python_model=model, artifacts=artifacts, signature=signature, input_example=example)
+    for table, frame in context_tables.items():
+        path = runtime_dir.parent / f"{table}.parquet"
+        frame.to_parquet(path)
+        artifacts[table] = str(path)
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(Path(__file__).with_name("_pyfunc_model.py")),
+        model_config={"primitive": prim.name},
+        artifacts=artifacts,
+        signature=signature,
+        input_example=example,
+    )
     mlflow.set_tag("aiprim.model_uri", info.model_uri)
 
 
@@ -464,7 +465,3 @@ def status(cfg: dict) -> dict:
             entry["lineage"] = {k[len("aiprim."):]: v for k, v in mv.tags.items() if k.startswith("aiprim.")}
         out[name] = entry
     return out
-
-
-def describe_snapshot(directory: Path) -> dict:
-    return read_manifest(directory)

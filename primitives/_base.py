@@ -15,7 +15,7 @@ import abc
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from ._schema import Schema
 
@@ -187,5 +187,3 @@ def get(name: str) -> Primitive:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise UnknownPrimitiveError(f"unknown primitive {name!r} (known: {known})") from None
 
-
-Factory = Callable[[], Primitive]

@@ -46,6 +46,16 @@ def test_retrain_promotes_a_champion_and_guards_it(prefect_harness, project, bal
     assert set(routed) <= set(balancer_tables["servers"]["server_id"])
 
     capsys.readouterr()
+    # The registered MLflow model (pyfunc, logged from code) serves too.
+    import mlflow.pyfunc
+
+    from registry import configure
+
+    configure()
+    served = mlflow.pyfunc.load_model("models:/aiprim-balancer@champion")
+    example = balancer_tables["requests"].head(50).drop(columns=["server_id", "latency_ms"]).astype({"replica": "float64"})
+    assert set(served.predict(example)) <= set(balancer_tables["servers"]["server_id"])
+
     assert main(["status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     champion = status["balancer"]["version"]
