@@ -110,7 +110,7 @@ def generate_requests(cfg: dict, fleet: pd.DataFrame, rng: np.random.Generator) 
     affinity_group = np.full(n_keys, None, dtype=object)
     n_aff = int(n_keys * float(cfg["affinity_key_share"])) // int(cfg["affinity_group_size"]) * int(cfg["affinity_group_size"])
     if n_aff:
-        members = rng.choice(n_keys, size=n_aff, replace=False)
+        members = population.choice(n_keys, size=n_aff, replace=False)
         groups = np.arange(n_aff) // int(cfg["affinity_group_size"])
         key_tenant[members] = key_tenant[members[groups * int(cfg["affinity_group_size"])]]
         key_class[members] = key_class[members[groups * int(cfg["affinity_group_size"])]]
