@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("schedule", help="serve the retrain deployment on a cron schedule (Ctrl-C stops)")
     sc.add_argument("--cron", help='cron expression (default from configs/pipeline.yaml, e.g. "0 3 * * *")')
     sc.add_argument("--profile")
+    sc.add_argument("--host", default="127.0.0.1", help="where to start a Prefect server when PREFECT_API_URL is unset")
+    sc.add_argument("--port", type=int, default=4200)
 
     ui = sub.add_parser("ui", help="print (or --launch) the MLflow and Prefect UIs, bound to 127.0.0.1")
     ui.add_argument("--launch", action="store_true")
@@ -96,6 +98,7 @@ def _prepare_environment() -> None:
     # Prefect's local state lives in the project unless the user points elsewhere.
     os.environ.setdefault("PREFECT_HOME", str(home() / ".prefect"))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import logging
@@ -296,16 +299,55 @@ def cmd_status(args) -> int:
 
 def cmd_schedule(args) -> int:
     from . import config
-    from .retrain import retrain_with_runner
 
     cfg = config.load(args.profile)
     cron = args.cron or cfg["prefect"].get("cron", "0 3 * * *")
-    from prefect.schedules import Cron
+    from cronsim import CronSim, CronSimError
 
-    Cron(cron)  # a bad expression fails here with a readable message
-    print(f"serving deployment 'retrain' on cron {cron!r} (Ctrl-C stops)")
-    retrain_with_runner(cfg).serve(name="retrain", cron=cron, parameters={"profile": args.profile})
+    try:
+        CronSim(cron, __import__("datetime").datetime.now())
+    except CronSimError as error:
+        raise ValueError(f"--cron {cron!r}: not a cron expression ({error})") from None
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        # Prefect's ephemeral API cannot run schedules: start a local server for as long as we serve.
+        server, url = _start_prefect_server(args.host, args.port)
+        os.environ["PREFECT_API_URL"] = url
+        print(f"started a Prefect server at {url[:-4]} (its UI shows the deployment and runs)")
+    try:
+        from .retrain import retrain_with_runner  # Prefect reads PREFECT_API_URL when first imported
+
+        print(f"serving deployment 'retrain' on cron {cron!r} (Ctrl-C stops)", flush=True)
+        retrain_with_runner(cfg).serve(name="retrain", cron=cron, parameters={"profile": args.profile})
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
     return 0
+
+
+def _start_prefect_server(host: str, port: int):
+    import subprocess
+    import time
+    import urllib.request
+
+    from .config import home
+
+    log = open(home() / ".prefect-server.log", "ab")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", host, "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://{host}:{port}/api"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Prefect server did not start (see {log.name})")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError(f"the Prefect server did not answer within 90 s (see {log.name})")
 
 
 def cmd_ui(args) -> int:
