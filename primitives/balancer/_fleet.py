@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._hashing import hash_strings
+from ._hashing import hash_strings, splitmix64
 
 RESOURCES = ("cpu", "mem", "io")
 CAPACITY_COLUMNS = tuple(f"cap_{r}" for r in RESOURCES)
@@ -62,10 +62,15 @@ class Fleet:
         return codes.astype(np.int64), len(uniques)
 
 
+# A salt per kind of unit, so a key and a group of the same name hash apart.
+_KIND_SALT = {"k": np.uint64(0x6B6579), "a": np.uint64(0x616666), "x": np.uint64(0x616E7469)}
+
+
 @dataclass(frozen=True)
 class Units:
     request_unit: np.ndarray  # int64 (R,): index of each request's unit
-    unit_name: np.ndarray  # object (U,): "k:<key>", "a:<group>" or "x:<group>#<replica>"
+    unit_kind: np.ndarray  # <U1 (U,): "k" key, "a" affinity group, "x" anti-affinity replica
+    unit_value: np.ndarray  # object (U,): the key or group name
     unit_hash: np.ndarray  # uint64 (U,): hash of the unit (of the group, for anti-affinity replicas)
     anti_group: np.ndarray  # int64 (U,): anti-affinity group index, -1 otherwise
     replica: np.ndarray  # int64 (U,): replica number, -1 otherwise
@@ -89,31 +94,30 @@ class Units:
         if "replica" in requests and has_anti.any():
             replica = pd.array(requests["replica"], dtype="Int64").fillna(-1).to_numpy(dtype=np.int64)
 
-        # Factorise each kind of unit separately (cheap on integer codes), then
-        # stack them: no per-request string building on this path.
+        # Factorise each kind of unit separately, then stack them. Only the
+        # distinct values are hashed, and no per-request string is built.
         request_unit = np.empty(n, dtype=np.int64)
-        names, hash_sources, groups, replicas = [], [], [], []
+        kinds, values, hashes, groups, replicas = [], [], [], [], []
         offset = 0
-        key_codes, key_uniques = pd.factorize(key[plain])
-        request_unit[plain] = key_codes + offset
-        offset += len(key_uniques)
-        names.append("k:" + pd.Index(key_uniques, dtype=object).astype(str))
-        aff_codes, aff_uniques = pd.factorize(aff[has_aff])
-        request_unit[has_aff] = aff_codes + offset
-        offset += len(aff_uniques)
-        names.append("a:" + pd.Index(aff_uniques, dtype=object).astype(str))
-        hash_sources.extend(names)
-        groups.append(np.full(offset, -1, dtype=np.int64))
-        replicas.append(np.full(offset, -1, dtype=np.int64))
-        group_codes, group_uniques = pd.factorize(anti[has_anti])
-        pair = group_codes.astype(np.int64) * (int(replica[has_anti].max(initial=0)) + 1) + replica[has_anti]
-        pair_codes, pair_uniques = pd.factorize(pair)
-        request_unit[has_anti] = pair_codes + offset
+        for kind, rows, column in (("k", plain, key), ("a", has_aff, aff)):
+            codes, uniques = pd.factorize(column[rows])
+            request_unit[rows] = codes + offset
+            offset += len(uniques)
+            uniques = np.asarray(uniques, dtype=object)
+            kinds.append(np.full(len(uniques), kind))
+            values.append(uniques)
+            hashes.append(_kind_hash(kind, uniques))
+            groups.append(np.full(len(uniques), -1, dtype=np.int64))
+            replicas.append(np.full(len(uniques), -1, dtype=np.int64))
         width = int(replica[has_anti].max(initial=0)) + 1
+        group_codes, group_uniques = pd.factorize(anti[has_anti])
+        pair_codes, pair_uniques = pd.factorize(group_codes.astype(np.int64) * width + replica[has_anti])
+        request_unit[has_anti] = pair_codes + offset
         pair_group, pair_replica = np.divmod(np.asarray(pair_uniques, dtype=np.int64), width)
-        group_names = "x:" + pd.Index(group_uniques, dtype=object).astype(str)
-        names.append(group_names[pair_group] + "#" + pd.Index(pair_replica).astype(str))
-        hash_sources.append(group_names[pair_group])
+        group_uniques = np.asarray(group_uniques, dtype=object)
+        kinds.append(np.full(len(pair_group), "x"))
+        values.append(group_uniques[pair_group])
+        hashes.append(_kind_hash("x", group_uniques)[pair_group])  # replicas share their group's hash
         groups.append(pair_group)
         replicas.append(pair_replica)
 
@@ -124,8 +128,9 @@ class Units:
         first = first_rows(request_unit, n_units)
         return cls(
             request_unit=request_unit,
-            unit_name=np.concatenate([np.asarray(x, dtype=object) for x in names]),
-            unit_hash=hash_strings(np.concatenate([np.asarray(x, dtype=object) for x in hash_sources])),
+            unit_kind=np.concatenate(kinds),
+            unit_value=np.concatenate(values),
+            unit_hash=np.concatenate(hashes),
             anti_group=np.concatenate(groups),
             replica=np.concatenate(replicas),
             requires_class=group_mode(requires, request_unit, n_units, first),
@@ -134,8 +139,19 @@ class Units:
             request_class=group_mode(requests["request_class"].to_numpy(dtype=object), request_unit, n_units, first),
         )
 
+    @property
+    def unit_name(self) -> np.ndarray:
+        """Readable unit names ("k:<key>", "a:<group>", "x:<group>#<replica>"), built on demand."""
+        names = pd.Series(self.unit_kind, dtype=object) + ":" + pd.Series(self.unit_value, dtype=object).astype(str)
+        replica = pd.Series(np.where(self.replica >= 0, "#" + pd.Series(self.replica).astype(str), ""), dtype=object)
+        return (names + replica).to_numpy(dtype=object)
+
     def __len__(self) -> int:
-        return len(self.unit_name)
+        return len(self.unit_hash)
+
+
+def _kind_hash(kind: str, values: np.ndarray) -> np.ndarray:
+    return splitmix64(hash_strings(values) ^ _KIND_SALT[kind])
 
 
 def optional_column(frame: pd.DataFrame, column: str) -> np.ndarray:

@@ -24,19 +24,30 @@ def hash_strings(values) -> np.ndarray:
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser, element-wise (in place on a fresh array: this is the routing hot loop)."""
     with np.errstate(over="ignore"):
         z = x + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * _M1
-        z = (z ^ (z >> np.uint64(27))) * _M2
-        return z ^ (z >> np.uint64(31))
+        z ^= z >> np.uint64(30)
+        z *= _M1
+        z ^= z >> np.uint64(27)
+        z *= _M2
+        z ^= z >> np.uint64(31)
+        return z
 
 
 def pair_hash(unit_hash: np.ndarray, server_hash: np.ndarray) -> np.ndarray:
     """Hash of every (unit, server) pair: shape (len(unit_hash), len(server_hash))."""
-    with np.errstate(over="ignore"):
-        return splitmix64(unit_hash[:, None] ^ splitmix64(server_hash)[None, :])
+    return splitmix64(unit_hash[:, None] ^ splitmix64(server_hash)[None, :])
 
 
 def unit_interval(h: np.ndarray) -> np.ndarray:
-    """Map uint64 hashes to floats strictly inside (0, 1)."""
+    """Map uint64 hashes to float64 strictly inside (0, 1)."""
     return ((h >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)
+
+
+def unit_interval32(h: np.ndarray) -> np.ndarray:
+    """Map uint64 hashes to float32 strictly inside (0, 1): 23 bits, so the largest value stays below 1."""
+    u = (h >> np.uint64(41)).astype(np.float32)
+    u += np.float32(0.5)
+    u *= np.float32(1.0 / 8388608.0)
+    return u

@@ -46,13 +46,13 @@ def expected_load(logits: np.ndarray, profile: np.ndarray, units: Units, fleet: 
 
 
 def pack_hot_units(logits: np.ndarray, profile: np.ndarray, units: Units, fleet: Fleet, n_hot: int) -> tuple[np.ndarray, np.ndarray]:
-    """(unit names, server ids) of the ``n_hot`` hottest units, packed on top of the policy's expected load."""
+    """(unit hashes, server ids) of the ``n_hot`` hottest units, packed on top of the policy's expected load."""
     total = units.demand.sum(axis=0)
     weight = (units.demand / np.maximum(total, 1e-300)).max(axis=1)
     candidates = np.flatnonzero(units.anti_group < 0)  # replicas are placed jointly by their group
     hot = candidates[np.argsort(-weight[candidates], kind="stable")[:n_hot]]
     if len(hot) == 0:
-        return np.array([], dtype=object), np.array([], dtype=object)
+        return np.array([], dtype=np.uint64), np.array([], dtype=object)
     cold = np.ones(len(units), dtype=bool)
     cold[hot] = False
     load = expected_load(logits, profile, units, fleet, cold)
@@ -67,4 +67,4 @@ def pack_hot_units(logits: np.ndarray, profile: np.ndarray, units: Units, fleet:
         peak[~masks[req]] = np.inf
         servers[i] = int(np.argmin(peak))
         load[servers[i]] += units.demand[u]
-    return units.unit_name[hot], fleet.server_id[servers]
+    return units.unit_hash[hot], fleet.server_id[servers]

@@ -73,7 +73,7 @@ def key_hashes(units: Units) -> np.ndarray:
     h = units.unit_hash.copy()
     anti = units.anti_group >= 0
     if anti.any():
-        h[anti] = hash_strings(units.unit_name[anti])
+        h[anti] = splitmix64(h[anti] ^ (units.replica[anti].astype(np.uint64) + np.uint64(1)))
     return h
 
 

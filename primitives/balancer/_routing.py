@@ -19,18 +19,20 @@ import numpy as np
 import pandas as pd
 
 from ._fleet import Fleet, Units
-from ._hashing import pair_hash, unit_interval
+from ._hashing import pair_hash, unit_interval32
 
 _CHUNK = 16384  # units per block: bounds memory at chunk x servers x 8 bytes
 
 
 def gumbel_scores(unit_hash: np.ndarray, fleet: Fleet, logits: np.ndarray) -> np.ndarray:
     """Perturbed scores (n, S) for units with these hashes; logits broadcast to (n, S)."""
-    u = unit_interval(pair_hash(unit_hash, fleet.server_hash)).astype(np.float32)
-    # float32 rounds the top 2**-25 of (0, 1) to exactly 1.0, whose score would
-    # be +inf (NaN once an eligibility mask of -inf is added, which argmax picks).
-    u = np.minimum(u, np.nextafter(np.float32(1), np.float32(0)))
-    return logits - np.log(-np.log(u))
+    # 23-bit uniforms in float32 stay strictly inside (0, 1), so no score is
+    # ever +inf (which an eligibility mask of -inf would turn into a NaN).
+    g = unit_interval32(pair_hash(unit_hash, fleet.server_hash))
+    np.log(g, out=g)
+    np.negative(g, out=g)
+    np.log(g, out=g)
+    return np.subtract(logits, g, out=g) if np.shape(logits) == g.shape else logits - g
 
 
 def route_units(units: Units, fleet: Fleet, profile_of_unit: np.ndarray, profile_logits: np.ndarray) -> np.ndarray:

@@ -35,8 +35,9 @@ class BalancerRuntime(Runtime):
         self.log_cap_reference = as_np(state["log_cap_reference"])
         self.weights = [as_np(w) for w in state["weights"]]
         self.biases = [as_np(b) for b in state["biases"]]
-        # The hot-unit table (see _hot.py): unit name -> server id.
-        self.hot_units = pd.Index(list(state.get("hot_units", [])), dtype=object)
+        # The hot-unit table (see _hot.py): unit hash -> server id. Hashes
+        # travel as int64 tensors (same bits) because torch has no uint64.
+        self.hot_units = pd.Index(np.asarray(state.get("hot_units", np.zeros(0, np.int64))).astype(np.int64).view(np.uint64))
         self.hot_servers = np.asarray(list(state.get("hot_servers", [])), dtype=object)
 
     @classmethod
@@ -78,7 +79,7 @@ class BalancerRuntime(Runtime):
         return choice
 
     def _apply_hot_table(self, units: Units, fleet: Fleet, choice: np.ndarray) -> None:
-        entry = self.hot_units.get_indexer(units.unit_name)
+        entry = self.hot_units.get_indexer(units.unit_hash)
         pinned = np.flatnonzero(entry >= 0)
         if not len(pinned):
             return
@@ -89,9 +90,12 @@ class BalancerRuntime(Runtime):
         allowed = pd.isna(required) | (required == fleet.server_class[server])
         choice[pinned[allowed]] = server[allowed]
 
-    def attach_hot_table(self, names, server_ids) -> None:
-        self.state = {**self.state, "hot_units": list(names), "hot_servers": list(server_ids)}
-        self.hot_units = pd.Index(list(names), dtype=object)
+    def attach_hot_table(self, unit_hashes, server_ids) -> None:
+        import torch
+
+        hashes = np.asarray(unit_hashes, dtype=np.uint64)
+        self.state = {**self.state, "hot_units": torch.from_numpy(hashes.view(np.int64).copy()), "hot_servers": list(server_ids)}
+        self.hot_units = pd.Index(hashes)
         self.hot_servers = np.asarray(list(server_ids), dtype=object)
 
     def predict_frame(self, frame: pd.DataFrame, context: dict) -> pd.Series:

@@ -115,12 +115,15 @@ def test_hot_unit_table_pins_hot_keys_and_stays_consistent(balancer_tables):
     assert len(runtime.hot_units) == 100
     requests, servers = held_out["requests"], held_out["servers"]
     routed = runtime.route(requests, servers)
+    from primitives.balancer._fleet import Units
+
     table = dict(zip(runtime.hot_units, runtime.hot_servers))
+    request_hash = pd.Series(Units.from_frame(requests).unit_hash[Units.from_frame(requests).request_unit])
     plain = requests["affinity_group"].isna() & requests["anti_affinity_group"].isna()
-    pinned = plain & ("k:" + requests["key"]).isin(table)
+    pinned = (plain & request_hash.isin(table).to_numpy()).to_numpy()
     assert pinned.any()
-    expected = ("k:" + requests.loc[pinned, "key"]).map(table).to_numpy()
-    np.testing.assert_array_equal(routed[pinned.to_numpy()], expected)
+    expected = request_hash[pinned].map(table).to_numpy()
+    np.testing.assert_array_equal(routed[pinned], expected)
 
     victim = pd.Series(expected).value_counts().index[0]
     after = runtime.route(requests, servers[servers["server_id"] != victim])
