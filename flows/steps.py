@@ -23,7 +23,7 @@ from primitives._snapshot import SnapshotError, import_snapshot, read_tables, wr
 
 from . import config as cfgmod
 from .errors import AiprimError, TrainingFailed, ValidationFailed
-from .validation import ValidationReport, column_stats, load_reference, validate as run_validation
+from .validation import ValidationReport, load_reference, validate as run_validation
 
 
 def log(message: str) -> None:
@@ -95,9 +95,8 @@ def validate(name: str, snapshot_dir: Path, cfg: dict) -> ValidationReport:
     report = run_validation(prim, snapshot_dir, reference, float(cfg["validation"]["drift_threshold"]), cfgmod.path(cfg, "data_docs"))
     if not report.ok:
         raise ValidationFailed(report, quarantine(name, snapshot_dir, cfg))
-    tables = read_tables(snapshot_dir, prim.schema)
     accepted.parent.mkdir(parents=True, exist_ok=True)
-    accepted.write_text(json.dumps({"snapshot": str(snapshot_dir), "stats": column_stats(prim, tables)}, indent=2))
+    accepted.write_text(json.dumps({"snapshot": str(snapshot_dir), "stats": report.stats}, indent=2))
     log(f"{name}: snapshot {snapshot_dir.name} valid in {time.perf_counter() - started:.1f}s (Data Docs: {report.docs})")
     return report
 

@@ -33,6 +33,7 @@ class ValidationReport:
     snapshot: str
     failures: list[str] = field(default_factory=list)
     docs: str | None = None
+    stats: dict = field(default_factory=dict)  # drift reference for the next snapshot, when valid
 
     @property
     def ok(self) -> bool:
@@ -158,6 +159,8 @@ def validate(primitive: Primitive, directory: Path, reference: dict | None, drif
     docs_dir = Path(docs_root) / primitive.name / directory.name
     report.failures = run_expectations(primitive, frames, reference, drift_threshold, docs_dir)
     report.docs = str(docs_dir / "index.html")
+    if report.ok:
+        report.stats = column_stats(primitive, frames)
     return report
 
 

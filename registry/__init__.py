@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._promotion import CHALLENGER, CHAMPION, Decision, PromotionError, promote_version, rollback
-from ._store import configure, model_name
+from ._store import configure, model_name, tracking_uri
 
 __all__ = [
     "CHALLENGER",
@@ -63,7 +63,7 @@ def runtime_dir(primitive: str, ref: str = CHAMPION) -> Path:
     target = home() / "outputs" / "runtime_cache" / run_id
     if not (target / RUNTIME_ARTIFACT).exists():
         target.mkdir(parents=True, exist_ok=True)
-        download_artifacts(run_id=run_id, artifact_path=RUNTIME_ARTIFACT, dst_path=str(target), tracking_uri=configure()._tracking_client.tracking_uri)
+        download_artifacts(run_id=run_id, artifact_path=RUNTIME_ARTIFACT, dst_path=str(target), tracking_uri=tracking_uri())
     return target / RUNTIME_ARTIFACT
 
 
