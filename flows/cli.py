@@ -161,7 +161,8 @@ def print_summary(results: dict) -> None:
 
     status = steps.status(load())
     print()
-    print(f"{'primitive':<11} {'champion':>8}  {'metric':<14} {'champion':>9} {'best classical peer':>30}  this run")
+    print(f"{'primitive':<11} {'champion':>8}  {'primary metric':<14} {'champion':>9} {'best classical peer':>30}  this run")
+    print(f"{'':<11} {'version':>8}  {'':<14} {'value':>9} {'(same held-out data)':>30}")
     for name, result in results.items():
         prim = primitives.get(name)
         metric = prim.primary_metric
