@@ -109,8 +109,12 @@ def quarantine(name: str, snapshot_dir: Path, cfg: dict) -> Path:
     target = target_root / f"{snapshot_dir.name}-{stamp}"
     if cfgmod.path(cfg, "snapshots").resolve() in snapshot_dir.resolve().parents:
         shutil.move(str(snapshot_dir), target)
-    else:
-        shutil.copytree(snapshot_dir, target)
+        return target
+    # Someone else's folder: copy only what a snapshot consists of, never a whole tree.
+    target.mkdir()
+    for path in snapshot_dir.iterdir():
+        if path.is_file() and (path.name == "manifest.json" or path.suffix == ".parquet"):
+            shutil.copy2(path, target / path.name)
     return target
 
 
@@ -338,6 +342,8 @@ def evaluate(name: str, snapshot_dir: Path, cfg: dict, model: str | None = "cham
     import registry
 
     prim = primitives.get(name)
+    if not Path(snapshot_dir).is_dir():
+        raise SnapshotError(f"snapshot {snapshot_dir}: not a directory")
     tables = read_tables(snapshot_dir, prim.schema)
     if part == "holdout":
         _, tables = prim.split(tables, float(cfg["promotion"]["holdout_fraction"]))
