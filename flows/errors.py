@@ -10,7 +10,7 @@ class AiprimError(Exception):
 class ValidationFailed(AiprimError):
     def __init__(self, report, quarantined):
         self.report, self.quarantined = report, quarantined
-        where = f"; moved to {quarantined}" if quarantined else ""
+        where = f"; quarantined in {quarantined}" if quarantined else ""
         super().__init__(report.summary() + where)
 
 
