@@ -129,10 +129,13 @@ def test_valid_snapshot_is_accepted(balancer_snapshot, project, capsys):
 
 def test_snapshot_outside_the_store_is_copied_not_moved(tmp_path_factory, project, balancer_tables, capsys):
     outside = write_balancer_snapshot(tmp_path_factory.mktemp("users-own"), _edit(balancer_tables, "requests", _set("cost_cpu", 0, -1.0)))
+    (outside / "notes").mkdir()
+    (outside / "notes" / "big.bin").write_bytes(b"0" * 1024)
     code, _ = _validate(outside, capsys)
     assert code != 0
     assert outside.exists(), "the user's own files are never moved"
-    assert list((project / "data" / "quarantine" / "balancer").iterdir())
+    [copy] = list((project / "data" / "quarantine" / "balancer").iterdir())
+    assert sorted(p.name for p in copy.iterdir()) == ["manifest.json", "requests.parquet", "servers.parquet"]
 
 
 def test_snapshot_ids_are_content_addressed(project, balancer_tables):
