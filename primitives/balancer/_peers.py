@@ -15,8 +15,8 @@ zero for all of them. They differ in load and in how they treat anti-affinity:
   so a server receives units in proportion to its capacity. Replicas as above.
 - ``jump_hash``: Lamping & Veach's jump consistent hash over the eligible
   servers in the fleet's order. It has no notion of groups: each replica of an
-  anti-affinity group is routed as an independent key (the hash of its
-  ``x:<group>#<replica>`` unit name), so replicas may collide, and that shows
+  anti-affinity group is routed as an independent key (its group's hash mixed
+  with its replica number), so replicas may collide, and that shows
   in ``anti_affinity_violation_rate``. Jump hash only supports removing the
   *last* bucket cheaply, so removing a server from the middle moves many units.
 - ``maglev``: Google's Maglev lookup table (65537 slots) filled round-robin
