@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from .._base import Guardrail, Primitive, register
 from ._runtime import BalancerRuntime
 from ._schema import SCHEMA
@@ -96,11 +94,3 @@ class Balancer(Primitive):
         example = tables["requests"].head(5).drop(columns=["server_id", "latency_ms"], errors="ignore")
         # MLflow schemas have no nullable integer: the replica travels as a float (NaN = unset).
         return example.astype({"replica": "float64"})
-
-    @staticmethod
-    def fleet_summary(tables) -> dict:
-        servers = tables["servers"]
-        return {"servers": int(len(servers)), "server_classes": int(servers["server_class"].nunique()),
-                "zones": int(servers["zone"].nunique()), "requests": int(len(tables["requests"])),
-                "capacity_spread": float(np.max(servers[["cap_cpu", "cap_mem", "cap_io"]].to_numpy()) /
-                                         np.min(servers[["cap_cpu", "cap_mem", "cap_io"]].to_numpy()))}

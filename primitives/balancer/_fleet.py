@@ -69,7 +69,7 @@ _KIND_SALT = {"k": np.uint64(0x6B6579), "a": np.uint64(0x616666), "x": np.uint64
 @dataclass(frozen=True)
 class Units:
     request_unit: np.ndarray  # int64 (R,): index of each request's unit
-    unit_kind: np.ndarray  # <U1 (U,): "k" key, "a" affinity group, "x" anti-affinity replica
+    unit_kind: np.ndarray  # <U1 (U,): "k" key, "a" affinity group, "x" anti-affinity replica (readable name: kind:value[#replica])
     unit_value: np.ndarray  # object (U,): the key or group name
     unit_hash: np.ndarray  # uint64 (U,): hash of the unit (of the group, for anti-affinity replicas)
     anti_group: np.ndarray  # int64 (U,): anti-affinity group index, -1 otherwise
@@ -138,13 +138,6 @@ class Units:
             n_requests=np.bincount(request_unit, minlength=n_units).astype(np.int64),
             request_class=group_mode(requests["request_class"].to_numpy(dtype=object), request_unit, n_units, first),
         )
-
-    @property
-    def unit_name(self) -> np.ndarray:
-        """Readable unit names ("k:<key>", "a:<group>", "x:<group>#<replica>"), built on demand."""
-        names = pd.Series(self.unit_kind, dtype=object) + ":" + pd.Series(self.unit_value, dtype=object).astype(str)
-        replica = pd.Series(np.where(self.replica >= 0, "#" + pd.Series(self.replica).astype(str), ""), dtype=object)
-        return (names + replica).to_numpy(dtype=object)
 
     def __len__(self) -> int:
         return len(self.unit_hash)

@@ -40,11 +40,6 @@ def pair_hash(unit_hash: np.ndarray, server_hash: np.ndarray) -> np.ndarray:
     return splitmix64(unit_hash[:, None] ^ splitmix64(server_hash)[None, :])
 
 
-def unit_interval(h: np.ndarray) -> np.ndarray:
-    """Map uint64 hashes to float64 strictly inside (0, 1)."""
-    return ((h >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)
-
-
 def unit_interval32(h: np.ndarray) -> np.ndarray:
     """Map uint64 hashes to float32 strictly inside (0, 1): 23 bits, so the largest value stays below 1."""
     u = (h >> np.uint64(41)).astype(np.float32)
