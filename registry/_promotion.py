@@ -14,7 +14,6 @@ import fcntl
 import json
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from ._store import configure, model_name
 

@@ -120,7 +120,6 @@ def test_drift_past_threshold_is_rejected(project, balancer_tables, capsys):
 
 def test_valid_snapshot_is_accepted(balancer_snapshot, project, capsys):
     code, _ = _validate(balancer_snapshot, capsys)
-    out = capsys.readouterr().out
     assert code == 0
     assert balancer_snapshot.exists()
     accepted = json.loads((project / "data" / "accepted" / "balancer.json").read_text())
