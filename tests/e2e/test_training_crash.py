@@ -21,13 +21,15 @@ def test_killed_training_is_failed_then_resumed(project, balancer_snapshot):
     steps.validate("balancer", balancer_snapshot, cfg)
     env = {**os.environ, "AIPRIM_PROFILE": "small"}
     train = [sys.executable, "-m", "flows.cli", "train", "balancer", str(balancer_snapshot), "--trials", "0"]
-    # Long enough to be killed mid-way: many epochs through a DVC-style override.
+    # Long enough to be killed mid-way: the small profile with many epochs, in a config folder of its own.
     cfg_dir = project / "configs"
     cfg_dir.mkdir()
     from flows.config import REPO
 
-    (cfg_dir / "pipeline.yaml").write_text((REPO / "configs" / "pipeline.yaml").read_text())
-    (cfg_dir / "balancer.yaml").write_text((REPO / "configs" / "balancer.yaml").read_text().replace("max_epochs: 60", "max_epochs: 400"))
+    pipeline = (REPO / "configs" / "pipeline.yaml").read_text()
+    assert "train: {max_epochs: 6," in pipeline, "the small profile's epochs moved: update this test"
+    (cfg_dir / "pipeline.yaml").write_text(pipeline.replace("train: {max_epochs: 6,", "train: {max_epochs: 150,"))
+    (cfg_dir / "balancer.yaml").write_text((REPO / "configs" / "balancer.yaml").read_text())
     env["AIPRIM_CONFIG_DIR"] = str(cfg_dir)
 
     proc = subprocess.Popen(train, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
