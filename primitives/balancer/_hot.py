@@ -19,9 +19,8 @@ capacity share until the next retrain re-packs the table).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-
 from ._fleet import Fleet, Units
+from ._routing import factorize_requirements
 
 
 def expected_load(logits: np.ndarray, profile: np.ndarray, units: Units, fleet: Fleet, which: np.ndarray) -> np.ndarray:
@@ -30,12 +29,12 @@ def expected_load(logits: np.ndarray, profile: np.ndarray, units: Units, fleet: 
     ``logits`` (P, S) scores profiles on servers; ``profile`` (U,) is each unit's row.
     """
     load = np.zeros((len(fleet), units.demand.shape[1]))
-    requirement, names = pd.factorize(pd.Series(units.requires_class, dtype=object))
-    for code in range(-1, len(names)):  # -1: units with no requirement
+    requirement, names = factorize_requirements(units.requires_class)
+    for code, name in enumerate(names):
         members = which & (requirement == code)
         if not members.any():
             continue
-        eligible = fleet.eligible(names[code] if code >= 0 else None)
+        eligible = fleet.eligible(name)
         rows, inverse = np.unique(profile[members], return_inverse=True)
         z = logits[rows][:, eligible]
         prob = np.exp(z - z.max(axis=1, keepdims=True))

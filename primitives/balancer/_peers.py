@@ -51,7 +51,7 @@ import pandas as pd
 
 from ._fleet import Fleet, Units
 from ._hashing import hash_strings, splitmix64
-from ._routing import _factorize_requirements, route_requests, route_units
+from ._routing import factorize_requirements, route_requests, route_units
 
 _JUMP_MULTIPLIER = np.uint64(2862933555777941757)
 _SKIP_SALT = np.uint64(0x5BD1E9955BD1E995)  # decorrelates maglev's skip hash from its offset hash
@@ -79,7 +79,7 @@ def key_hashes(units: Units) -> np.ndarray:
 
 def eligibility_pools(units: Units, fleet: Fleet) -> tuple[np.ndarray, list[np.ndarray]]:
     """(pool code per unit, eligible server indexes per pool), one pool per distinct requires_class."""
-    codes, requirements = _factorize_requirements(units.requires_class)
+    codes, requirements = factorize_requirements(units.requires_class)
     return np.asarray(codes, dtype=np.int64), [np.flatnonzero(fleet.eligible(r)) for r in requirements]
 
 

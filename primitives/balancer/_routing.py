@@ -42,24 +42,26 @@ def route_units(units: Units, fleet: Fleet, profile_of_unit: np.ndarray, profile
     """
     profile_logits = np.asarray(profile_logits, dtype=np.float32)
     choice = np.empty(len(units), dtype=np.int64)
-    requirement_codes, requirements = _factorize_requirements(units.requires_class)
-    masks = [np.where(fleet.eligible(req), 0.0, -np.inf).astype(np.float32) for req in requirements]
-    mask_of_unit = np.stack(masks)[requirement_codes] if len(masks) else None
+    # One -inf mask per distinct requirement, gathered per block: a (units x
+    # servers) mask for the whole batch would cost more than the routing.
+    requirement_of_unit, requirements = factorize_requirements(units.requires_class)
+    masks = np.stack([np.where(fleet.eligible(req), 0.0, -np.inf).astype(np.float32) for req in requirements])
 
     single = np.flatnonzero(units.anti_group < 0)
     for start in range(0, len(single), _CHUNK):
         idx = single[start : start + _CHUNK]
         scores = gumbel_scores(units.unit_hash[idx], fleet, profile_logits[profile_of_unit[idx]])
-        scores += mask_of_unit[idx]
+        scores += masks[requirement_of_unit[idx]]
         choice[idx] = scores.argmax(axis=1)
 
     replicas = np.flatnonzero(units.anti_group >= 0)
     if len(replicas):
-        choice[replicas] = _place_replicas(units, replicas, fleet, profile_of_unit, profile_logits, mask_of_unit)
+        mask_of = lambda idx: masks[requirement_of_unit[idx]]  # noqa: E731
+        choice[replicas] = _place_replicas(units, replicas, fleet, profile_of_unit, profile_logits, mask_of)
     return choice
 
 
-def _place_replicas(units, replicas, fleet, profile_of_unit, profile_logits, mask_of_unit) -> np.ndarray:
+def _place_replicas(units, replicas, fleet, profile_of_unit, profile_logits, mask_of) -> np.ndarray:
     group = units.anti_group[replicas]
     replica = units.replica[replicas]
     # One representative unit per group (its lowest replica present) fixes
@@ -72,7 +74,7 @@ def _place_replicas(units, replicas, fleet, profile_of_unit, profile_logits, mas
     for start in range(0, len(groups), _CHUNK):
         sl = slice(start, start + _CHUNK)
         r = rep[sl]
-        scores = gumbel_scores(units.unit_hash[r], fleet, profile_logits[profile_of_unit[r]]) + mask_of_unit[r]
+        scores = gumbel_scores(units.unit_hash[r], fleet, profile_logits[profile_of_unit[r]]) + mask_of(r)
         eligible = np.isfinite(scores)
         used = np.zeros_like(eligible)
         zone_free = np.ones((len(r), n_zones), dtype=bool)
@@ -92,7 +94,7 @@ def _place_replicas(units, replicas, fleet, profile_of_unit, profile_logits, mas
     return picks[group_row, replica]
 
 
-def _factorize_requirements(requires_class: np.ndarray):
+def factorize_requirements(requires_class: np.ndarray):
     codes, uniques = pd.factorize(requires_class, use_na_sentinel=False)
     return codes, [None if (u is None or u != u) else u for u in uniques]
 
