@@ -119,7 +119,9 @@ class Primitive(abc.ABC):
     def evaluate(self, runtime: Runtime | None, tables: dict[str, Any], config: dict) -> dict:
         """Score the runtime (when given) and every baseline on the same tables.
 
-        Returns ``{"metrics": {...}, "baselines": {peer: {...}}}``.
+        Returns ``{"metrics": {...}, "baselines": {peer: {...}}}``; with
+        ``config["baselines"]`` false the peers are skipped (re-scoring a
+        champion on data whose peers were already scored).
         """
 
     @abc.abstractmethod

@@ -73,7 +73,7 @@ class Balancer(Primitive):
         from ._metrics import evaluate_routers
         from ._peers import PEERS
 
-        routers = {name: make() for name, make in PEERS.items()}
+        routers = {name: make() for name, make in PEERS.items()} if config.get("baselines", True) else {}
         if runtime is not None:
             routers = {"learned": runtime, **routers}
         results = evaluate_routers(routers, tables["requests"], tables["servers"],

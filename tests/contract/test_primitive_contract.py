@@ -65,3 +65,9 @@ class TestPrimitiveContract:
         )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_evaluate_can_skip_the_peers(self, prim, tmp_path):
+        tables, _ = prim.generate(SMALL[prim.name], seed=4)
+        runtime = prim.train_runtime(tables, {"max_epochs": 1, "scenarios_per_epoch": 2}, tmp_path)
+        report = prim.evaluate(runtime, tables, {"disruption_trials": 1, "baselines": False})
+        assert report["baselines"] == {} and prim.primary_metric in report["metrics"]
