@@ -37,11 +37,16 @@ def peak_to_mean(requests: pd.DataFrame, servers: pd.DataFrame, assigned_server_
     index = _server_index(fleet, assigned_server_ids)
     cost = requests[["cost_cpu", "cost_mem", "cost_io"]].to_numpy(dtype=np.float64)
     load = np.stack([np.bincount(index, weights=cost[:, d], minlength=len(fleet)) for d in range(cost.shape[1])], axis=1)
-    u_star = cost.sum(axis=0) / fleet.capacity.sum(axis=0)
+    return load_peak_to_mean(load, fleet.capacity)
+
+
+def load_peak_to_mean(load: np.ndarray, capacity: np.ndarray) -> float:
+    """``peak_to_mean`` of a (servers x resources) load, routed or expected."""
+    u_star = load.sum(axis=0) / capacity.sum(axis=0)
     active = u_star > 0
     if not active.any():
         return 1.0
-    return float(((load[:, active] / fleet.capacity[:, active]) / u_star[active]).max())
+    return float(((load[:, active] / capacity[:, active]) / u_star[active]).max())
 
 
 def peak_to_mean_lower_bound(requests: pd.DataFrame, servers: pd.DataFrame, grid: int = _LP_GRID) -> float:

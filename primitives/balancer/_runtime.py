@@ -105,6 +105,7 @@ class BalancerRuntime(Runtime):
         """peak_to_mean of the routing *policy* before hashing: the softmax's expected load for
         hashed units plus the pinned units where the table puts them (replicas counted as hashed)."""
         from ._hot import expected_load
+        from ._metrics import load_peak_to_mean
 
         units, fleet = Units.from_frame(requests), Fleet.from_frame(servers)
         choice = np.full(len(units), -1, dtype=np.int64)
@@ -114,5 +115,4 @@ class BalancerRuntime(Runtime):
         load = expected_load(self.fleet_logits(fleet), self.profile_index(units), units, fleet, ~pinned)
         for d in range(load.shape[1]):
             load[:, d] += np.bincount(choice[pinned], weights=units.demand[pinned, d], minlength=len(fleet))
-        ideal = units.demand.sum(0) / fleet.capacity.sum(0)
-        return float((load / fleet.capacity / ideal).max())
+        return load_peak_to_mean(load, fleet.capacity)
