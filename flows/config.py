@@ -72,7 +72,12 @@ def primitive_config(cfg: dict, name: str) -> dict:
 
 
 def path(cfg: dict, key: str) -> Path:
-    p = Path(cfg["paths"][key])
+    return resolve_path(cfg["paths"][key])
+
+
+def resolve_path(value: str | Path) -> Path:
+    """A path from the config: relative ones resolve against the project folder."""
+    p = Path(value)
     return p if p.is_absolute() else home() / p
 
 

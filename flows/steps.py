@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import primitives
-from primitives._snapshot import SnapshotError, import_snapshot, read_tables, write_snapshot
+from primitives._snapshot import SnapshotError, import_snapshot, read_manifest, read_tables, write_snapshot
 
 from . import config as cfgmod
 from .errors import AiprimError, TrainingFailed, ValidationFailed
@@ -57,12 +57,27 @@ def snapshot(name: str, cfg: dict, source: str | None = None, out: Path | None =
     pcfg = cfgmod.primitive_config(cfg, name)
     source_cfg = dict(pcfg.get("source", {}))
     seed = int(source_cfg.pop("seed", cfg.get("seed", 0)))
+    for key, value in source_cfg.items():  # folders of a source live in the project, not the caller's cwd
+        if key.endswith("_dir") and isinstance(value, str):
+            source_cfg[key] = str(cfgmod.resolve_path(value))
+    if prim.on_policy:
+        source_cfg["policy_dir"] = _champion_runtime(name)
     started = time.perf_counter()
     tables, extra = prim.generate(source_cfg, seed)
     directory = write_snapshot(name, prim.schema, tables, root, source=f"aiprim embedded generator (seed {seed})", extra=extra)
     rows = ", ".join(f"{k}={len(v):,}" for k, v in tables.items())
     log(f"{name}: snapshot {directory.name} ({rows}) in {time.perf_counter() - started:.1f}s")
     return directory
+
+
+def _champion_runtime(name: str) -> str | None:
+    """The champion's runtime directory, or None when there is no champion yet (the source explores)."""
+    import registry
+
+    try:
+        return str(registry.runtime_dir(name, registry.CHAMPION))
+    except registry.ModelNotFoundError:
+        return None
 
 
 def _source_for(name: str, source: str) -> str:
@@ -312,7 +327,7 @@ def _log_model(prim, runtime_dir: Path, tables) -> None:
     from .pyfunc import PrimitivePyfunc
 
     example = prim.input_example(tables)
-    context_tables = {k: v for k, v in tables.items() if k != "requests"}
+    context_tables = prim.context_tables(tables)
     signature = None
     if example is not None:
         preview = PrimitivePyfunc(prim.name)
@@ -352,7 +367,8 @@ def evaluate(name: str, snapshot_dir: Path, cfg: dict, model: str | None = "cham
         runtime = prim.load_runtime(registry.runtime_dir(name, model))
     eval_cfg = cfgmod.primitive_config(cfg, name).get("evaluate", {})
     started = time.perf_counter()
-    scored = prim.evaluate(runtime, tables, {**eval_cfg, "baselines": baselines})
+    context = {"baselines": baselines, "manifest": read_manifest(snapshot_dir), "snapshot_dir": str(snapshot_dir)}
+    scored = prim.evaluate(runtime, tables, {**eval_cfg, **context})
     report = {"primitive": name, "model": model, "snapshot": str(snapshot_dir), "part": part, **scored}
     if log_run:
         _log_evaluation(name, snapshot_dir, report)

@@ -60,6 +60,9 @@ class Primitive(abc.ABC):
     primary_metric: ClassVar[str]
     higher_is_better: ClassVar[bool] = False
     runtime_class: ClassVar[type[Runtime]]
+    # On-policy sources (the query optimizer) gather telemetry with the current champion:
+    # the snapshot step passes its runtime directory as ``policy_dir`` in the source config.
+    on_policy: ClassVar[bool] = False
 
     # --- telemetry -----------------------------------------------------
     @abc.abstractmethod
@@ -132,6 +135,10 @@ class Primitive(abc.ABC):
         """A small input for the logged model's signature."""
         return None
 
+    def context_tables(self, tables: dict[str, Any]) -> dict[str, Any]:
+        """Tables the logged pyfunc model needs beside its input (the balancer's fleet); none by default."""
+        return {}
+
     def better(self, a: float, b: float, margin: float = 0.0) -> bool:
         """Whether metric value ``a`` beats ``b`` by a relative margin."""
         if self.higher_is_better:
@@ -169,7 +176,7 @@ def _load_builtin_and_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    from . import balancer  # noqa: F401  (registers itself)
+    from . import balancer, query  # noqa: F401  (register themselves)
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name not in _REGISTRY:

@@ -90,6 +90,9 @@ class Balancer(Primitive):
             Guardrail("disruption_ratio_add", max=bound),
         )
 
+    def context_tables(self, tables):
+        return {"servers": tables["servers"]}
+
     def input_example(self, tables):
         example = tables["requests"].head(5).drop(columns=["server_id", "latency_ms"], errors="ignore")
         # MLflow schemas have no nullable integer: the replica travels as a float (NaN = unset).

@@ -1,0 +1,109 @@
+"""Live evaluation: measure held-out queries under every arm, then score the learned choice and the peers.
+
+Protocol: per query and arm, one warm-up run then the median of ``repeats``
+timed runs (3 by default), one query at a time. Arm 0 runs first; the other
+arms are cancelled past ``timeout_factor`` x the native latency and count at
+that limit (a lower bound on their real latency, so a chooser that picks a
+runaway arm is charged at least that much). A warm-up that times out skips
+the repeats.
+
+The peers are the classical choices, scored on the same measurements:
+``native`` (arm 0 always), ``best_single_arm`` (the one arm with the lowest
+total on these queries: an optimistic peer, picked with hindsight) and
+``oracle`` (the fastest arm per query).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from ._engines import Arm, Engine, QueryError
+
+# Measurements of (database, sql, arm settings, protocol) in this process: re-scoring the
+# champion right after the challenger reuses the very same timings, so the two are judged on equal noise.
+_MEASURED: dict[tuple, tuple[float, bool]] = {}
+
+
+def _progress(message: str) -> None:
+    print(f"[aiprim query] {message}", file=sys.stderr, flush=True)
+
+
+def measure(engine: Engine, connection, uri: str, sql: str, arm: Arm, limit_ms: float, repeats: int, warmup: int) -> tuple[float, bool]:
+    """(median latency ms, timed out); a timed-out arm counts at its limit."""
+    key = (uri, sql, arm.settings, repeats, warmup)
+    if key in _MEASURED:
+        return _MEASURED[key]
+    result = None
+    for _ in range(warmup):
+        if engine.run(connection, sql, arm, limit_ms).timed_out:
+            result = (limit_ms, True)
+    if result is None:
+        times = []
+        for _ in range(repeats):
+            ex = engine.run(connection, sql, arm, limit_ms)
+            times.append(limit_ms if ex.timed_out else ex.latency_ms)
+        result = (float(np.median(times)), any(t >= limit_ms for t in times))
+    _MEASURED[key] = result
+    return result
+
+
+def measure_workload(engine: Engine, connection, uri: str, queries: pd.DataFrame, arms: list[Arm], cfg: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Latency matrix (queries x arms), its timed-out mask, and the ids of queries that could not run natively."""
+    repeats, warmup = int(cfg.get("repeats", 3)), int(cfg.get("warmup", 1))
+    cap, factor, floor = float(cfg.get("timeout_ms", 3000.0)), float(cfg.get("timeout_factor", 4.0)), float(cfg.get("min_timeout_ms", 50.0))
+    latency = np.full((len(queries), len(arms)), np.nan)
+    timed_out = np.zeros_like(latency, dtype=bool)
+    failed = []
+    started = time.perf_counter()
+    for i, q in enumerate(queries.itertuples()):
+        try:
+            latency[i, 0], timed_out[i, 0] = measure(engine, connection, uri, q.sql, arms[0], cap, repeats, warmup)
+        except QueryError as error:
+            _progress(f"query {q.query_id}: {error}")
+            failed.append(q.query_id)
+            continue
+        limit = float(np.clip(latency[i, 0] * factor, floor, cap))
+        for j, arm in enumerate(arms[1:], 1):
+            try:
+                latency[i, j], timed_out[i, j] = measure(engine, connection, uri, q.sql, arm, limit, repeats, warmup)
+            except QueryError as error:
+                _progress(f"query {q.query_id}, arm {arm.arm}: {error}")
+        if (i + 1) % 10 == 0 or i + 1 == len(queries):
+            _progress(f"measured {i + 1}/{len(queries)} queries x {len(arms)} arms in {time.perf_counter() - started:.1f}s")
+    return latency, timed_out, failed
+
+
+def chooser_metrics(chosen: np.ndarray, native: np.ndarray, best: np.ndarray) -> dict:
+    """TELEMETRY.md's latency metrics of per-query latencies ``chosen`` against ``native`` and the oracle ``best``."""
+    out = {
+        "total_latency_ratio": float(chosen.sum() / native.sum()),
+        "p95_latency_ratio": float(np.percentile(chosen, 95) / np.percentile(native, 95)),
+        "p99_latency_ratio": float(np.percentile(chosen, 99) / np.percentile(native, 99)),
+        "worst_query_ratio": float(np.max(chosen / native)),
+        "total_latency_ms": float(chosen.sum()),
+    }
+    gap = native.sum() - best.sum()
+    if gap > 1e-9:
+        out["oracle_gap_closed"] = float((native.sum() - chosen.sum()) / gap)
+    return out
+
+
+def score(latency: np.ndarray, choices: dict[str, np.ndarray], arm_ids: list[int]) -> dict[str, dict]:
+    """Metrics of each chooser (name -> arm id per query) on a measured latency matrix."""
+    native, best = latency[:, 0], np.nanmin(latency, axis=1)
+    column = {a: j for j, a in enumerate(arm_ids)}
+    out = {}
+    for name, arms in choices.items():
+        picked = latency[np.arange(len(latency)), [column[a] for a in arms]]
+        picked = np.where(np.isnan(picked), native, picked)  # an arm that could not run falls back to native
+        out[name] = chooser_metrics(picked, native, best)
+    return out
+
+
+def q_errors(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(predicted) & np.isfinite(measured) & (measured > 0) & (predicted > 0)
+    return np.maximum(predicted[ok] / measured[ok], measured[ok] / predicted[ok])

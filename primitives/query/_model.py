@@ -1,0 +1,175 @@
+"""The value model: an ensemble of tree-convolution networks over plan trees (Bao, SIGMOD 2021).
+
+``TreeConvEnsemble`` is a plain ``nn.Module``: ``members`` independent
+networks stored as stacked weights, so one batched einsum runs them all and
+the runtime can redo the same arithmetic in numpy. Each member sees its own
+bootstrap weights of the training plans; their disagreement is the
+uncertainty that drives exploration and the fall-back to the native plan.
+
+The loss is a squared error on standardised log latency; a timed-out
+execution is a censored sample (only predicting *below* its limit is an error).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ._plans import N_FEATURES, pack, parse_plan
+
+
+class TreeConvEnsemble(nn.Module):
+    def __init__(self, members: int = 5, hidden: int = 64, depth: int = 3, n_features: int = N_FEATURES):
+        super().__init__()
+        dims = [n_features] + [hidden] * (depth - 1) + [max(8, hidden // 2)]
+        scale = lambda fan_in: 1.0 / np.sqrt(3 * fan_in)  # three inputs (node, left, right) per output
+        self.conv = nn.ParameterList()
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            self.conv.append(nn.Parameter(torch.randn(members, 3, d_in, d_out) * scale(d_in)))
+            self.conv.append(nn.Parameter(torch.zeros(members, d_out)))
+        last = dims[-1]
+        self.head_w1 = nn.Parameter(torch.randn(members, last, last) / np.sqrt(last))
+        self.head_b1 = nn.Parameter(torch.zeros(members, last))
+        self.head_w2 = nn.Parameter(torch.randn(members, last, 1) / np.sqrt(last))
+        self.head_b2 = nn.Parameter(torch.zeros(members, 1))
+        self.members = members
+
+    def forward(self, features, left, right, starts) -> torch.Tensor:
+        """Packed trees (see ``_plans.pack``) -> predictions (members x trees)."""
+        n_nodes = features.shape[0]
+        keep = torch.ones(n_nodes, 1, device=features.device)
+        keep[0] = 0.0  # row 0 is the empty child: it stays zero through every layer
+        h = features.unsqueeze(0).expand(self.members, -1, -1)
+        for i in range(0, len(self.conv), 2):
+            w, b = self.conv[i], self.conv[i + 1]
+            h = (torch.einsum("mnc,mcd->mnd", h, w[:, 0]) + torch.einsum("mnc,mcd->mnd", h[:, left], w[:, 1])
+                 + torch.einsum("mnc,mcd->mnd", h[:, right], w[:, 2]) + b[:, None, :])
+            h = nn.functional.leaky_relu(h) * keep
+        tree = torch.searchsorted(starts, torch.arange(1, n_nodes, device=features.device), right=True) - 1
+        index = tree.view(1, -1, 1).expand(self.members, -1, h.shape[-1])
+        pooled = torch.full((self.members, len(starts), h.shape[-1]), -1e9, device=h.device, dtype=h.dtype)
+        pooled = pooled.scatter_reduce(1, index, h[:, 1:], reduce="amax", include_self=True)
+        z = nn.functional.leaky_relu(torch.einsum("mbc,mcd->mbd", pooled, self.head_w1) + self.head_b1[:, None, :])
+        return (torch.einsum("mbc,mcd->mbd", z, self.head_w2) + self.head_b2[:, None, :]).squeeze(-1)
+
+
+def _stable_fraction(text: str) -> float:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 2**32
+
+
+class PlanDataset(Dataset):
+    def __init__(self, parsed, targets, censored, weights):
+        self.parsed, self.targets, self.censored, self.weights = parsed, targets, censored, weights
+
+    def __len__(self):
+        return len(self.parsed)
+
+    def __getitem__(self, i):
+        return i
+
+
+def training_samples(queries: pd.DataFrame, executions: pd.DataFrame) -> pd.DataFrame:
+    """Executions that can teach the model: a plan plus a latency, or a timeout as a lower bound."""
+    frame = executions.merge(queries[["query_id", "template"]], on="query_id", how="inner")
+    limit = frame["timeout_ms"] if "timeout_ms" in frame else None
+    if limit is None:  # without the recorded limit, the slowest finished run of the query bounds it from below
+        limit = frame.groupby("query_id")["latency_ms"].transform("max")
+    frame = frame.assign(bound_ms=np.where(frame["timed_out"].astype(bool), limit, frame["latency_ms"]))
+    return frame[frame["bound_ms"].notna() & (frame["bound_ms"] > 0)].reset_index(drop=True)
+
+
+class QueryDataModule(L.LightningDataModule):
+    """Plans of a snapshot's executions; validation holds out whole queries."""
+
+    def __init__(self, queries: pd.DataFrame, executions: pd.DataFrame, members: int = 5, batch_size: int = 64,
+                 val_fraction: float = 0.15, seed: int = 0):
+        super().__init__()
+        samples = training_samples(queries, executions)
+        if samples.empty:
+            raise ValueError("no executions with a plan and a latency to learn from")
+        self.samples = samples
+        self.parsed = [parse_plan(p) for p in samples["plan"]]
+        log_ms = np.log(np.maximum(samples["bound_ms"].to_numpy(float), 0.01))
+        self.target_mean, self.target_std = float(log_ms.mean()), float(log_ms.std() or 1.0)
+        self.targets = ((log_ms - self.target_mean) / self.target_std).astype(np.float32)
+        self.censored = samples["timed_out"].astype(bool).to_numpy()
+        rng = np.random.default_rng(seed)
+        self.weights = rng.poisson(1.0, size=(len(samples), members)).astype(np.float32)  # bootstrap per member
+        in_val = samples["query_id"].map(lambda q: _stable_fraction(f"val|{q}") < val_fraction).to_numpy()
+        if in_val.all() or not in_val.any():
+            in_val = np.zeros(len(samples), bool)
+            in_val[:: max(2, int(1 / max(val_fraction, 1e-3)))] = True
+        self.train_index, self.val_index = np.flatnonzero(~in_val), np.flatnonzero(in_val)
+        self.batch_size = batch_size
+        self.members = members
+        self.arms = sorted(samples["arm"].astype(int).unique())
+
+    def collate(self, indices):
+        idx = np.asarray(indices)
+        packed = pack([self.parsed[i] for i in idx])
+        return {
+            "features": torch.from_numpy(packed["features"]),
+            "left": torch.from_numpy(packed["left"]),
+            "right": torch.from_numpy(packed["right"]),
+            "starts": torch.from_numpy(packed["starts"]),
+            "target": torch.from_numpy(self.targets[idx]),
+            "censored": torch.from_numpy(self.censored[idx]),
+            "weight": torch.from_numpy(self.weights[idx]).T.contiguous(),  # members x batch
+        }
+
+    def train_dataloader(self):
+        return DataLoader(self.train_index.tolist(), batch_size=self.batch_size, shuffle=True, collate_fn=self.collate)
+
+    def val_dataloader(self):
+        return DataLoader(self.val_index.tolist(), batch_size=256, shuffle=False, collate_fn=self.collate)
+
+
+class QueryModule(L.LightningModule):
+    """Thin Lightning wrapper: loss, optimiser, ``train/`` and ``val/`` metrics."""
+
+    def __init__(self, members: int = 5, hidden: int = 64, depth: int = 3, lr: float = 3e-3, weight_decay: float = 1e-4,
+                 target_mean: float = 0.0, target_std: float = 1.0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = TreeConvEnsemble(members, hidden, depth)
+
+    def _loss(self, batch, weighted: bool):
+        pred = self.net(batch["features"], batch["left"], batch["right"], batch["starts"])
+        error = pred - batch["target"][None, :]
+        # Censored (timed out): the true latency is at least the limit, so only an under-prediction is wrong.
+        error = torch.where(batch["censored"][None, :], torch.clamp(error, max=0.0), error)
+        if weighted:
+            w = batch["weight"]
+            return (w * error**2).sum() / w.sum().clamp(min=1.0), pred
+        return (error**2).mean(), pred
+
+    def training_step(self, batch, batch_idx):
+        loss, _ = self._loss(batch, weighted=True)
+        self.log("train/loss", loss, on_epoch=True, on_step=False, batch_size=len(batch["target"]))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss, pred = self._loss(batch, weighted=False)
+        finished = ~batch["censored"]
+        if finished.any():
+            log_error = (pred.mean(0) - batch["target"])[finished].abs() * self.hparams.target_std
+            self.log("val/q_error_median", torch.exp(log_error.median()), batch_size=int(finished.sum()))
+        self.log("val/loss", loss, prog_bar=False, batch_size=len(batch["target"]))
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+def export_weights(module: QueryModule) -> dict[str, np.ndarray]:
+    """The ensemble's parameters as numpy arrays (the runtime's format)."""
+    net = module.net
+    out = {f"conv{i // 2}_{'w' if i % 2 == 0 else 'b'}": p.detach().cpu().numpy() for i, p in enumerate(net.conv)}
+    for name in ("head_w1", "head_b1", "head_w2", "head_b2"):
+        out[name] = getattr(net, name).detach().cpu().numpy()
+    return out

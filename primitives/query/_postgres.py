@@ -1,0 +1,109 @@
+"""A throwaway PostgreSQL server: initdb in a folder, listening on 127.0.0.1 only, on a free port.
+
+Tests and the benchmark start one and stop it; nothing here touches a server
+the user runs. PostgreSQL refuses to run as root, so under root the server
+runs as the ``postgres`` user (or ``nobody``) through ``runuser``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+class PostgresUnavailable(RuntimeError):
+    pass
+
+
+def server_binaries() -> Path:
+    """The folder with initdb and pg_ctl: on PATH, or Debian's /usr/lib/postgresql/<v>/bin."""
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl"):
+        return Path(found).parent
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if Path(candidate, "initdb").exists():
+            return Path(candidate)
+    raise PostgresUnavailable("PostgreSQL server binaries (initdb, pg_ctl) not found; install postgresql")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalPostgres:
+    """``with LocalPostgres() as pg: pg.dsn`` -> ``postgresql://aiprim@127.0.0.1:<port>/postgres``."""
+
+    def __init__(self, directory: str | Path | None = None, port: int | None = None, settings: dict | None = None):
+        self._own_dir = directory is None
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="aiprim-pg-"))
+        self.port = port or _free_port()
+        self.settings = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                         "shared_buffers": "256MB", "max_parallel_workers_per_gather": "0", **(settings or {})}
+        self.user = "aiprim"
+        self._run_as = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+
+    def _cmd(self, *args: str) -> list[str]:
+        return ["runuser", "-u", self._run_as, "--", *args] if self._run_as else list(args)
+
+    def start(self) -> "LocalPostgres":
+        bin_dir = server_binaries()
+        data = self.directory / "data"
+        if os.geteuid() == 0:
+            self._run_as = next((u for u in ("postgres", "nobody") if _user_exists(u)), None)
+            if self._run_as is None:
+                raise PostgresUnavailable("running as root and no 'postgres' or 'nobody' user to run the server")
+            entry = pwd.getpwnam(self._run_as)
+            os.chmod(self.directory, 0o755)
+            os.chown(self.directory, entry.pw_uid, entry.pw_gid)
+        self._run([str(bin_dir / "initdb"), "-D", str(data), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync"])
+        options = " ".join([f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory}"] +
+                           [f"-c {k}={v}" for k, v in self.settings.items()])
+        self._run([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.directory / "server.log"), "-w", "-t", "60", "start"])
+        return self
+
+    def stop(self) -> None:
+        data = self.directory / "data"
+        if data.exists():
+            try:
+                self._run([str(server_binaries() / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"])
+            except PostgresUnavailable:
+                pass
+        if self._own_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _run(self, args: list[str]) -> None:
+        done = subprocess.run(self._cmd(*args), capture_output=True, text=True)
+        if done.returncode != 0:
+            log = self.directory / "server.log"
+            tail = log.read_text()[-800:] if log.exists() else ""
+            raise PostgresUnavailable(f"{Path(args[0]).name} failed: {(done.stderr or done.stdout).strip()[-800:]} {tail}")
+
+    def __enter__(self) -> "LocalPostgres":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False

@@ -1,0 +1,112 @@
+"""The query optimizer's tables, as TELEMETRY.md (schema_version 1) defines them."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from .._schema import Column, Rule, Schema, Table
+
+
+def _json_list_of_settings(frames) -> pd.Series:
+    from ._engines import parse_settings
+
+    def ok(text) -> bool:
+        try:
+            parse_settings(text)
+        except ValueError:
+            return False
+        return True
+
+    return frames["arms"]["settings"].map(ok).astype(bool)
+
+
+def _read_only_statement(frames) -> pd.Series:
+    from ._engines import check_read_only
+
+    def ok(sql) -> bool:
+        try:
+            check_read_only(sql)
+        except ValueError:
+            return False
+        return True
+
+    return frames["queries"]["sql"].map(ok).astype(bool)
+
+
+def _query_known(frames) -> pd.Series:
+    known = set(frames["queries"]["query_id"]) if "queries" in frames else set()
+    return frames["executions"]["query_id"].isin(known)
+
+
+def _arm_known(frames) -> pd.Series:
+    known = set(frames["arms"]["arm"]) if "arms" in frames else set()
+    return frames["executions"]["arm"].isin(known)
+
+
+def _plan_is_json(frames) -> pd.Series:
+    def ok(text) -> bool:
+        try:
+            return isinstance(json.loads(text), (list, dict))
+        except (TypeError, ValueError):
+            return False
+
+    return frames["executions"]["plan"].map(ok).astype(bool)
+
+
+def _latency_iff_finished(frames) -> pd.Series:
+    executions = frames["executions"]
+    return executions["latency_ms"].notna() | executions["timed_out"].astype(bool)
+
+
+def _arm_zero_is_native(frames) -> pd.Series:
+    arms = frames["arms"]
+    return (arms["arm"] != 0) | (arms["settings"].map(lambda s: s.strip().replace(" ", "")) == "[]")
+
+
+QUERIES = Table(
+    "queries",
+    (
+        Column("query_id", "string", unique=True, non_empty=True),
+        Column("template", "string", non_empty=True),
+        Column("sql", "string", non_empty=True),
+    ),
+    rules=(Rule("sql_is_one_read_only_statement", "sql is exactly one read-only statement (SELECT/WITH)", _read_only_statement),),
+)
+
+ARMS = Table(
+    "arms",
+    (
+        Column("arm", "int32", unique=True, min=0),
+        Column("name", "string", non_empty=True),
+        Column("settings", "string"),
+    ),
+    required=False,
+    rules=(
+        Rule("settings_are_a_json_list", 'settings is a JSON list of "name=value" session settings', _json_list_of_settings),
+        Rule("arm_zero_has_no_settings", "arm 0 is the engine's own choice: no settings", _arm_zero_is_native),
+    ),
+)
+
+EXECUTIONS = Table(
+    "executions",
+    (
+        Column("query_id", "string", non_empty=True),
+        Column("arm", "int32", min=0),
+        Column("plan", "string", non_empty=True),
+        Column("latency_ms", "float64", nullable=True, min=0.0, drift=True),
+        Column("timed_out", "bool"),
+        Column("rows", "int64", nullable=True, min=0),
+        Column("ts", "float64", min=0.0),
+    ),
+    required=False,
+    rules=(
+        Rule("query_id_in_queries", "query_id names a query of queries.parquet", _query_known),
+        Rule("arm_in_arms", "arm names an arm of arms.parquet", _arm_known),
+        Rule("plan_is_json", "plan is the engine's plan as JSON", _plan_is_json),
+        Rule("latency_unless_timed_out", "latency_ms is set unless the execution timed out", _latency_iff_finished),
+    ),
+)
+
+SCHEMA = Schema(version=1, tables=(QUERIES, ARMS, EXECUTIONS))
