@@ -129,8 +129,13 @@ def run_expectations(primitive: Primitive, frames: dict, reference: dict | None,
         if table.name not in frames:
             continue
         frame = frames[table.name].copy(deep=False)
+        examples = {}  # the first offending row of each rule, named by the table's key column
         for rule in table.rules:
-            frame[RULE_PREFIX + rule.name] = rule.check(frames).to_numpy(dtype=bool)
+            ok = rule.check(frames).to_numpy(dtype=bool)
+            frame[RULE_PREFIX + rule.name] = ok
+            key = table.columns[0].name
+            if not ok.all() and key in frame:
+                examples[rule.name] = f"{key} {frame[key].iloc[int((~ok).argmax())]!r}"
         suite = context.suites.add(gx.ExpectationSuite(name=f"{primitive.name}.{table.name}"))
         for expectation in expectations_for(table, (reference or {}).get(table.name), drift_threshold, set(frame.columns)):
             suite.add_expectation(expectation)
@@ -146,7 +151,7 @@ def run_expectations(primitive: Primitive, frames: dict, reference: dict | None,
         )
         result = checkpoint.run(batch_parameters={"dataframe": frame})
         for run in result.run_results.values():
-            failures.extend(describe_failure(table, r) for r in run.results if not r.success)
+            failures.extend(describe_failure(table, r, examples) for r in run.results if not r.success)
     return failures
 
 

@@ -63,6 +63,9 @@ class Primitive(abc.ABC):
     # On-policy sources (the query optimizer) gather telemetry with the current champion:
     # the snapshot step passes its runtime directory as ``policy_dir`` in the source config.
     on_policy: ClassVar[bool] = False
+    # Peers reported for reference but not deployable (the query optimizer's per-query oracle):
+    # a first version is never required to beat them.
+    reference_baselines: ClassVar[tuple[str, ...]] = ()
 
     # --- telemetry -----------------------------------------------------
     @abc.abstractmethod
@@ -146,7 +149,8 @@ class Primitive(abc.ABC):
         return a < b * (1.0 - margin)
 
     def best_baseline(self, report: dict) -> tuple[str, float]:
-        scored = [(name, m[self.primary_metric]) for name, m in report["baselines"].items() if self.primary_metric in m]
+        scored = [(name, m[self.primary_metric]) for name, m in report["baselines"].items()
+                  if self.primary_metric in m and name not in self.reference_baselines]
         pick = max if self.higher_is_better else min
         return pick(scored, key=lambda item: item[1])
 

@@ -45,7 +45,7 @@ def expectations_for(table: Table, drift_reference: dict | None, drift_threshold
     return out
 
 
-def describe_failure(table: Table, result) -> str:
+def describe_failure(table: Table, result, examples: dict | None = None) -> str:
     """One readable line for a failed expectation result."""
     cfg = result.expectation_config
     kwargs = cfg.kwargs
@@ -73,7 +73,8 @@ def describe_failure(table: Table, result) -> str:
         return f"{where}: {rows} are empty strings"
     if kind == "expect_column_values_to_be_in_set" and column.startswith(RULE_PREFIX):
         rule = next(r for r in table.rules if RULE_PREFIX + r.name == column)
-        return f"table {table.name}: {rows} break the rule: {rule.description}"
+        example = (examples or {}).get(rule.name)
+        return f"table {table.name}: {rows} break the rule: {rule.description}" + (f" (first: {example})" if example else "")
     if kind == "expect_column_values_to_be_in_set":
         return f"{where}: {rows} not in {kwargs.get('value_set')}"
     if kind in ("expect_column_mean_to_be_between", "expect_column_median_to_be_between"):

@@ -47,12 +47,12 @@ def _content_id(primitive: str, table_hashes: dict[str, str]) -> str:
 def to_arrow(frame, table_schema) -> pa.Table:
     """A DataFrame as an Arrow table with the contract's exact column types."""
     known = {c.name: c for c in table_schema.columns}
-    fields = [pa.field(name, _ARROW[known[name].dtype] if name in known else None) for name in frame.columns]
     arrays = []
-    for f in fields:
-        column = frame[f.name]
-        arrays.append(pa.array(column, type=f.type, from_pandas=True) if f.type is not None else pa.array(column, from_pandas=True))
-    return pa.Table.from_arrays(arrays, names=[f.name for f in fields])
+    for name in frame.columns:  # columns the contract does not name keep their inferred type
+        column = frame[name]
+        arrays.append(pa.array(column, type=_ARROW[known[name].dtype], from_pandas=True) if name in known
+                      else pa.array(column, from_pandas=True))
+    return pa.Table.from_arrays(arrays, names=list(frame.columns))
 
 
 def write_snapshot(primitive: str, schema: Schema, tables: dict, root: Path, source: str, extra: dict | None = None) -> Path:

@@ -57,3 +57,40 @@ def trained_balancer(tmp_path_factory, balancer_tables):
 def pytest_configure(config):
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+# --- query optimizer -----------------------------------------------------------
+
+QUERY_SMALL = {"workloads": ["skewed"], "skewed_scale": 0.2, "queries_per_template": 4, "timeout_ms": 1000.0}
+
+
+def query_source(tmp_root: Path, **overrides) -> dict:
+    """The small query source; its DuckDB file is cached under ``tmp_root`` (same recipe, same file)."""
+    return {**QUERY_SMALL, "database_dir": str(tmp_root / "databases"), **overrides}
+
+
+@pytest.fixture(scope="session")
+def query_tables(tmp_path_factory):
+    """(tables, manifest extras) of a small skewed workload run on DuckDB under every arm."""
+    import primitives
+
+    return primitives.get("query").generate(query_source(tmp_path_factory.getbasetemp()), seed=5)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server of our own (initdb in a temporary folder, 127.0.0.1, a free port)."""
+    from primitives.query._postgres import LocalPostgres
+
+    with LocalPostgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_workload(postgres_server):
+    """The small skewed workload loaded into the test server."""
+    from primitives.query._workloads import workload_tables, load_postgres
+
+    tables, indexes = workload_tables(["skewed"], QUERY_SMALL["skewed_scale"], 0.0, seed=5)
+    load_postgres(postgres_server.dsn, tables, indexes)
+    return postgres_server.dsn

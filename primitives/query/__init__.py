@@ -46,6 +46,7 @@ class QueryOptimizer(Primitive):
     higher_is_better = False
     runtime_class = QueryRuntime
     on_policy = True
+    reference_baselines = ("oracle",)
 
     def generate(self, config, seed):
         from ._source import generate

@@ -75,6 +75,8 @@ def evaluate(runtime, tables: dict, config: dict) -> dict:
                 part = score(latency[mask], {"learned": learned_arms[mask]}, arm_ids)["learned"]
                 metrics.update({f"{k}_{split}": v for k, v in part.items() if k != "total_latency_ms"})
     metrics["queries_measured"] = int(len(queries))
+    if not config.get("baselines", True):  # re-scoring a champion: the peers were scored on these queries already
+        scored = {}
     best = np.nanmin(latency, axis=1)
     column = {a: j for j, a in enumerate(arm_ids)}
     report_queries = []

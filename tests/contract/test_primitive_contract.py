@@ -10,7 +10,15 @@ import pytest
 import primitives
 from primitives import Primitive
 
-SMALL = {"balancer": {"servers": 12, "requests": 6000, "keys": 1500, "zipf_offset": 100}}
+import tempfile
+from pathlib import Path
+
+from tests.conftest import query_source
+
+SMALL = {
+    "balancer": {"servers": 12, "requests": 6000, "keys": 1500, "zipf_offset": 100},
+    "query": query_source(Path(tempfile.gettempdir()) / "aiprim-contract", queries_per_template=3),
+}
 
 
 @pytest.fixture(params=primitives.names())
@@ -47,11 +55,11 @@ class TestPrimitiveContract:
         assert any(len(a_held[n]) < len(tables[n]) for n in tables), "something must be held out"
 
     def test_train_export_load_evaluate(self, prim, tmp_path):
-        tables, _ = prim.generate(SMALL[prim.name], seed=3)
+        tables, extra = prim.generate(SMALL[prim.name], seed=3)
         train, held_out = prim.split(tables, 0.2)
         runtime = prim.train_runtime(train, {"max_epochs": 2, "scenarios_per_epoch": 4}, tmp_path)
         assert type(prim.load_runtime(tmp_path)) is type(runtime)
-        report = prim.evaluate(runtime, held_out, {"disruption_trials": 1})
+        report = prim.evaluate(runtime, held_out, {"disruption_trials": 1, "repeats": 1, "warmup": 0, "manifest": extra})
         assert prim.primary_metric in report["metrics"]
         assert report["baselines"], "every primitive is scored beside classical peers"
         for peer in report["baselines"].values():
@@ -67,7 +75,7 @@ class TestPrimitiveContract:
         assert result.returncode == 0, result.stdout + result.stderr
 
     def test_evaluate_can_skip_the_peers(self, prim, tmp_path):
-        tables, _ = prim.generate(SMALL[prim.name], seed=4)
+        tables, extra = prim.generate(SMALL[prim.name], seed=4)
         runtime = prim.train_runtime(tables, {"max_epochs": 1, "scenarios_per_epoch": 2}, tmp_path)
-        report = prim.evaluate(runtime, tables, {"disruption_trials": 1, "baselines": False})
+        report = prim.evaluate(runtime, tables, {"disruption_trials": 1, "repeats": 1, "warmup": 0, "baselines": False, "manifest": extra})
         assert report["baselines"] == {} and prim.primary_metric in report["metrics"]

@@ -1,0 +1,93 @@
+"""Data tests of the query optimizer's telemetry: each bad input of the issue gets one readable
+line naming it, the snapshot is quarantined, and nothing is trained or promoted from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flows.cli import main
+
+
+def _write(root: Path, tables: dict, extra: dict) -> Path:
+    import primitives
+    from primitives._snapshot import write_snapshot
+
+    prim = primitives.get("query")
+    return write_snapshot("query", prim.schema, tables, root, source="tests", extra=extra)
+
+
+def _edit(tables, table, fn):
+    out = {k: v.copy() for k, v in tables.items()}
+    out[table] = fn(out[table])
+    return out
+
+
+def _set(column, row, value):
+    def fn(frame):
+        frame.loc[row, column] = value
+        return frame
+
+    return fn
+
+
+CASES = {
+    "execution of an unknown query": (lambda t: _edit(t, "executions", _set("query_id", 0, "no-such-query")),
+                                      "executions: 1 rows break the rule: query_id names a query of queries.parquet (first: query_id 'no-such-query')"),
+    "execution of an unknown arm": (lambda t: _edit(t, "executions", lambda f: f.assign(arm=f["arm"].where(f.index != 2, 42))),
+                                    "arm names an arm of arms.parquet"),
+    "a write statement": (lambda t: _edit(t, "queries", _set("sql", 1, "DELETE FROM title")),
+                          "queries: 1 rows break the rule: sql is exactly one read-only statement"),
+    "two statements": (lambda t: _edit(t, "queries", _set("sql", 0, "SELECT 1; SELECT 2")), "sql is exactly one read-only statement"),
+    "settings that are not a JSON list": (lambda t: _edit(t, "arms", _set("settings", 2, "enable_nestloop=off")),
+                                          "settings is a JSON list"),
+    "negative latency": (lambda t: _edit(t, "executions", _set("latency_ms", 0, -3.0)), "column latency_ms: 1 rows out of range"),
+    "duplicate query id": (lambda t: _edit(t, "queries", _set("query_id", 1, t["queries"]["query_id"][0])),
+                           "column query_id: 2 rows are duplicates"),
+    "plan that is not JSON": (lambda t: _edit(t, "executions", _set("plan", 0, "Hash Join (cost=1..2)")), "plan is the engine's plan as JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_query_telemetry_is_rejected(case, project, query_tables, capsys):
+    tables, extra = query_tables
+    make, expected = CASES[case]
+    directory = _write(project / "data" / "snapshots", make(tables), extra)
+    code = main(["validate", "query", str(directory)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1, err
+    assert err.startswith("aiprim: error: query snapshot") and expected in err, err
+    assert not directory.exists() and list((project / "data" / "quarantine" / "query").iterdir())
+
+
+def test_manifest_must_name_the_database(project, query_tables, capsys):
+    tables, extra = query_tables
+    directory = _write(project / "data" / "snapshots", tables, {"engine": "duckdb"})
+    assert main(["validate", "query", str(directory)]) != 0
+    assert "manifest.json: missing key 'database_uri'" in capsys.readouterr().err
+
+
+def test_a_failed_snapshot_never_reaches_training(project, query_tables, capsys):
+    tables, extra = query_tables
+    bad = _edit(tables, "executions", _set("query_id", 0, "ghost"))
+    directory = _write(project / "data" / "snapshots", bad, extra)
+    assert main(["train", "query", str(directory)]) != 0
+    assert "query_id names a query of queries.parquet (first: query_id 'ghost')" in capsys.readouterr().err
+    assert not (project / "mlruns.db").exists() or _no_versions()
+
+
+def _no_versions() -> bool:
+    from registry import configure
+
+    return not configure().search_model_versions("name='aiprim-query'")
+
+
+def test_valid_snapshot_is_accepted(project, query_tables, capsys):
+    tables, extra = query_tables
+    directory = _write(project / "data" / "snapshots", tables, extra)
+    assert main(["validate", "query", str(directory), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["valid"], report
