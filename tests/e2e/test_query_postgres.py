@@ -1,0 +1,97 @@
+"""End to end against real engines: a PostgreSQL server the tests start themselves (initdb in a
+temporary folder, 127.0.0.1, a free port) and DuckDB files; bad inputs name what is wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import primitives
+from flows.cli import main
+from primitives._snapshot import write_snapshot
+from tests.conftest import QUERY_SMALL
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pg_snapshot(postgres_workload, tmp_path_factory):
+    prim = primitives.get("query")
+    source = {**QUERY_SMALL, "engine": "postgres", "database_uri": postgres_workload, "load": False, "queries_per_template": 3}
+    tables, extra = prim.generate(source, seed=5)
+    directory = write_snapshot("query", prim.schema, tables, tmp_path_factory.mktemp("snapshots"), "tests", extra)
+    return directory, tables, extra
+
+
+def test_postgres_telemetry_trains_a_model_that_chooses_live(pg_snapshot, project, tmp_path, capsys):
+    import psycopg
+
+    from flows import config, steps
+
+    directory, tables, extra = pg_snapshot
+    assert extra["engine"] == "postgres" and len(tables["arms"]) >= 5
+    assert tables["executions"]["plan"].str.contains('"Node Type"').all(), "plans come from EXPLAIN (FORMAT JSON)"
+    assert steps.validate("query", directory, config.load()).ok
+
+    prim = primitives.get("query")
+    train, held_out = prim.split(tables, 0.3)
+    runtime = prim.train_runtime(train, {"max_epochs": 8, "members": 3, "hidden": 32}, tmp_path / "rt")
+    report = prim.evaluate(runtime, held_out, {"repeats": 1, "warmup": 0, "manifest": extra})
+    for key in ("total_latency_ratio", "p95_latency_ratio", "p99_latency_ratio", "worst_query_ratio", "q_error_median",
+                "q_error_p95", "planning_overhead_ratio"):
+        assert key in report["metrics"], key
+    assert set(report["baselines"]) == {"native", "best_single_arm", "oracle"}
+    assert report["baselines"]["oracle"]["total_latency_ratio"] <= 1.0
+    assert {"query_id", "arm", "native_ms", "learned_ms", "best_ms"} <= set(report["queries"][0])
+    assert {q["split"] for q in report["queries"]} == {"unseen_params", "unseen_templates"}
+
+    with psycopg.connect(extra["database_uri"], autocommit=True) as connection:
+        arm = runtime.choose(held_out["queries"]["sql"].iloc[0], connection)
+        assert arm in set(tables["arms"]["arm"]) and runtime.last_overhead_ms > 0
+        # choosing leaves no setting behind on the caller's connection
+        assert connection.execute("SHOW enable_nestloop").fetchone()[0] == "on"
+
+
+def test_a_rejected_arm_is_named_and_the_rest_still_runs(pg_snapshot, capsys):
+    directory, tables, extra = pg_snapshot
+    arms = pd.concat([tables["arms"], pd.DataFrame({"arm": [9], "name": ["bogus"], "settings": ['["enable_teleport=on"]']})])
+    queries = tables["queries"].head(3)
+    report = primitives.get("query").evaluate(None, {"queries": queries, "arms": arms.astype({"arm": "int32"})},
+                                              {"repeats": 1, "warmup": 0, "manifest": extra})
+    assert report["metrics"]["queries_measured"] == 3 and "native" in report["baselines"]
+    assert "arm 9 (bogus): the engine rejects its settings" in capsys.readouterr().err
+
+
+def _queries_only(root: Path, sql: list[str], database_uri: str, engine: str) -> Path:
+    root.mkdir(parents=True)
+    pd.DataFrame({"query_id": [f"u{i}" for i in range(len(sql))], "template": ["user"] * len(sql), "sql": sql}).to_parquet(root / "queries.parquet")
+    (root / "manifest.json").write_text(json.dumps({"primitive": "query", "schema_version": 1, "engine": engine,
+                                                    "database_uri": database_uri, "tables": {}}))
+    return root
+
+
+def test_evaluate_measures_a_users_queries_live_and_names_the_bad_ones(query_tables, project, tmp_path, capsys):
+    _, extra = query_tables
+    good = "SELECT COUNT(*) FROM title t JOIN movie_companies mc ON mc.title_id = t.id WHERE t.country_id = 2"
+    snapshot = _queries_only(tmp_path / "mine", [good, "DELETE FROM title", "SELECT * FROM no_such_table", good + " AND t.genre_id = 3"],
+                             extra["database_uri"], "duckdb")
+    assert main(["evaluate", "query", "--snapshot", str(snapshot), "--model", "none", "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["metrics"]["queries_measured"] == 2
+    assert "query u1: skipped: a DELETE statement is not read-only" in captured.err
+    assert "query u2: cannot run: Catalog Error" in captured.err
+
+
+@pytest.mark.parametrize("uri, engine, message", [
+    ("postgresql://aiprim@127.0.0.1:1/postgres", "postgres", "cannot connect"),
+    ("missing.duckdb", "duckdb", "DuckDB file not found"),
+])
+def test_an_unreachable_database_is_one_line(uri, engine, message, project, tmp_path, capsys):
+    snapshot = _queries_only(tmp_path / "s", ["SELECT 1"], uri, engine)
+    assert main(["evaluate", "query", "--snapshot", str(snapshot), "--model", "none"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("aiprim: error: ") and message in err, err
