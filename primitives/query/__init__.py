@@ -88,12 +88,14 @@ class QueryOptimizer(Primitive):
         datamodule.uncertainty_z = float(params.get("uncertainty_z", 1.0))
         datamodule.min_gain = float(params.get("min_gain", 0.1))
         datamodule.arms_by_engine = arms_by_engine(tables["arms"]) if "arms" in tables else {}
+        datamodule.calibrate = bool(params.get("calibrate", True))
+        datamodule.calibrate_max_regression = float(params.get("calibrate_max_regression", 1.3))
         return datamodule
 
     def build_module(self, datamodule, params):
         from ._model import QueryModule
 
-        keys = ("hidden", "depth", "lr", "weight_decay")
+        keys = ("hidden", "depth", "lr", "weight_decay", "relative_weight")
         return QueryModule(members=datamodule.members, target_mean=datamodule.target_mean, target_std=datamodule.target_std,
                            **{k: params[k] for k in keys if k in params})
 
@@ -104,19 +106,21 @@ class QueryOptimizer(Primitive):
             "hidden": trial.suggest_categorical("hidden", [32, 64, 128]),
             "depth": trial.suggest_int("depth", 2, 4),
             "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+            "relative_weight": trial.suggest_float("relative_weight", 0.0, 4.0),
         }
 
     def export_runtime(self, module, datamodule, directory):
-        from ._model import export_weights
+        from ._model import calibrate_decision, export_weights
 
-        arms = getattr(datamodule, "arms_by_engine", {})
         meta = {
             "target_mean": module.hparams.target_mean,
             "target_std": module.hparams.target_std,
-            "uncertainty_z": float(getattr(datamodule, "uncertainty_z", 1.0)),
-            "min_gain": float(getattr(datamodule, "min_gain", 0.1)),
-            "arms": arms,
+            "uncertainty_z": datamodule.uncertainty_z,
+            "min_gain": datamodule.min_gain,
+            "arms": datamodule.arms_by_engine,
         }
+        if datamodule.calibrate:  # the decision rule is fitted on the validation queries' recorded latencies
+            meta.update(calibrate_decision(module, datamodule, datamodule.calibrate_max_regression))
         QueryRuntime(export_weights(module), meta).save(Path(directory))
 
     def evaluate(self, runtime, tables, config):

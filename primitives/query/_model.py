@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ._plans import N_FEATURES, pack, parse_plan
 
@@ -63,15 +63,28 @@ def _stable_fraction(text: str) -> float:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 2**32
 
 
-class PlanDataset(Dataset):
-    def __init__(self, parsed, targets, censored, weights):
-        self.parsed, self.targets, self.censored, self.weights = parsed, targets, censored, weights
+class QueryBatchSampler(torch.utils.data.Sampler):
+    """Batches of whole queries (all their executions), reshuffled every epoch."""
+
+    def __init__(self, codes: np.ndarray, positions: np.ndarray, batch_size: int, seed: int):
+        self.groups = [positions[codes == c].tolist() for c in np.unique(codes)]
+        self.batch_size, self.epoch, self.seed = batch_size, 0, seed
+
+    def __iter__(self):
+        order = np.random.default_rng(self.seed + self.epoch).permutation(len(self.groups))
+        self.epoch += 1
+        batch = []
+        for g in order:
+            batch += self.groups[g]
+            if len(batch) >= self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
     def __len__(self):
-        return len(self.parsed)
-
-    def __getitem__(self, i):
-        return i
+        total = sum(len(g) for g in self.groups)
+        return max(1, -(-total // self.batch_size))
 
 
 def training_samples(queries: pd.DataFrame, executions: pd.DataFrame) -> pd.DataFrame:
@@ -101,14 +114,27 @@ class QueryDataModule(L.LightningDataModule):
         self.censored = samples["timed_out"].astype(bool).to_numpy()
         rng = np.random.default_rng(seed)
         self.weights = rng.poisson(1.0, size=(len(samples), members)).astype(np.float32)  # bootstrap per member
+        in_val = self._validation_mask(samples, val_fraction)
+        self.train_index, self.val_index = np.flatnonzero(~in_val), np.flatnonzero(in_val)
+        self.batch_size = batch_size
+        self.members = members
+        self.seed = seed
+        self.query_codes = pd.factorize(samples["query_id"])[0]
+        self.arms = sorted(samples["arm"].astype(int).unique())
+
+    @staticmethod
+    def _validation_mask(samples: pd.DataFrame, val_fraction: float) -> np.ndarray:
+        """Whole templates are held out for validation (when there are enough), so the validation loss and the
+        decision rule calibrated on it reflect templates never trained on; otherwise whole queries."""
+        templates = sorted(samples["template"].unique(), key=lambda t: _stable_fraction(f"val|{t}"))
+        if len(templates) >= 4:
+            chosen = templates[: max(1, int(round(len(templates) * val_fraction)))]
+            return samples["template"].isin(chosen).to_numpy()
         in_val = samples["query_id"].map(lambda q: _stable_fraction(f"val|{q}") < val_fraction).to_numpy()
         if in_val.all() or not in_val.any():
             in_val = np.zeros(len(samples), bool)
             in_val[:: max(2, int(1 / max(val_fraction, 1e-3)))] = True
-        self.train_index, self.val_index = np.flatnonzero(~in_val), np.flatnonzero(in_val)
-        self.batch_size = batch_size
-        self.members = members
-        self.arms = sorted(samples["arm"].astype(int).unique())
+        return in_val
 
     def collate(self, indices):
         idx = np.asarray(indices)
@@ -121,10 +147,13 @@ class QueryDataModule(L.LightningDataModule):
             "target": torch.from_numpy(self.targets[idx]),
             "censored": torch.from_numpy(self.censored[idx]),
             "weight": torch.from_numpy(self.weights[idx]).T.contiguous(),  # members x batch
+            "query": torch.from_numpy(self.query_codes[idx]),
         }
 
     def train_dataloader(self):
-        return DataLoader(self.train_index.tolist(), batch_size=self.batch_size, shuffle=True, collate_fn=self.collate)
+        # Whole queries per batch: the relative loss compares the arms of one query with each other.
+        sampler = QueryBatchSampler(self.query_codes[self.train_index], self.train_index, self.batch_size, self.seed)
+        return DataLoader(range(len(self.samples)), batch_sampler=sampler, collate_fn=self.collate)
 
     def val_dataloader(self):
         return DataLoader(self.val_index.tolist(), batch_size=256, shuffle=False, collate_fn=self.collate)
@@ -134,7 +163,7 @@ class QueryModule(L.LightningModule):
     """Thin Lightning wrapper: loss, optimiser, ``train/`` and ``val/`` metrics."""
 
     def __init__(self, members: int = 5, hidden: int = 64, depth: int = 3, lr: float = 3e-3, weight_decay: float = 1e-4,
-                 target_mean: float = 0.0, target_std: float = 1.0):
+                 target_mean: float = 0.0, target_std: float = 1.0, relative_weight: float = 1.0):
         super().__init__()
         self.save_hyperparameters()
         self.net = TreeConvEnsemble(members, hidden, depth)
@@ -144,10 +173,19 @@ class QueryModule(L.LightningModule):
         error = pred - batch["target"][None, :]
         # Censored (timed out): the true latency is at least the limit, so only an under-prediction is wrong.
         error = torch.where(batch["censored"][None, :], torch.clamp(error, max=0.0), error)
-        if weighted:
-            w = batch["weight"]
-            return (w * error**2).sum() / w.sum().clamp(min=1.0), pred
-        return (error**2).mean(), pred
+        w = batch["weight"] if weighted else torch.ones_like(pred)
+        loss = (w * error**2).sum() / w.sum().clamp(min=1.0)
+        # Relative loss: within a query, the predicted gap between two finished arms should match the measured one.
+        # The choice depends only on these gaps, which an absolute loss learns only indirectly.
+        finished = ~batch["censored"]
+        pair = (batch["query"][:, None] == batch["query"][None, :]) & finished[:, None] & finished[None, :]
+        pair = torch.triu(pair, diagonal=1)
+        if self.hparams.relative_weight > 0 and pair.any():
+            gap_pred = pred[:, :, None] - pred[:, None, :]
+            gap_true = batch["target"][:, None] - batch["target"][None, :]
+            pw = w[:, :, None] * w[:, None, :] * pair
+            loss = loss + self.hparams.relative_weight * (pw * (gap_pred - gap_true) ** 2).sum() / pw.sum().clamp(min=1.0)
+        return loss, pred
 
     def training_step(self, batch, batch_idx):
         loss, _ = self._loss(batch, weighted=True)
@@ -173,3 +211,49 @@ def export_weights(module: QueryModule) -> dict[str, np.ndarray]:
     for name in ("head_w1", "head_b1", "head_w2", "head_b2"):
         out[name] = getattr(net, name).detach().cpu().numpy()
     return out
+
+
+def member_predictions(module: QueryModule, datamodule: QueryDataModule, index: np.ndarray) -> np.ndarray:
+    """Per-member predicted log latency (ms) of the samples at ``index``: members x samples."""
+    module.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(index), 512):
+            batch = datamodule.collate(index[start:start + 512].tolist())
+            pred = module.net(*(batch[k].to(module.device) for k in ("features", "left", "right", "starts")))
+            out.append(pred.cpu().numpy())
+    return np.concatenate(out, axis=1) * datamodule.target_std + datamodule.target_mean if out else np.zeros((datamodule.members, 0))
+
+
+def calibrate_decision(module: QueryModule, datamodule: QueryDataModule, max_regression: float = 1.3,
+                       z_grid=(0.5, 1.0, 1.5, 2.0, 3.0), gain_grid=(0.05, 0.1, 0.2, 0.3, 0.5, 0.8)) -> dict:
+    """Pick the decision rule (z, min_gain) on the validation queries' recorded latencies.
+
+    The rule that minimises their total latency while keeping every query within
+    ``max_regression`` of native wins; ties go to the more conservative rule.
+    Without validation queries that ran under several arms, the defaults stay.
+    """
+    from ._runtime import decide
+
+    samples = datamodule.samples.iloc[datamodule.val_index]
+    finished = ~samples["timed_out"].astype(bool).to_numpy()
+    log_pred = member_predictions(module, datamodule, datamodule.val_index)
+    queries = []
+    for _, rows in samples.assign(_row=np.arange(len(samples)), _ok=finished).groupby("query_id"):
+        rows = rows.sort_values("arm")
+        if len(rows) < 2 or rows["arm"].iloc[0] != 0 or not rows["_ok"].iloc[0]:
+            continue
+        queries.append((rows["arm"].astype(int).tolist(), log_pred[:, rows["_row"].to_numpy()], rows["bound_ms"].to_numpy()))
+    if len(queries) < 5:
+        return {}
+    native_total = sum(lat[0] for _, _, lat in queries)
+    best = None
+    for z in z_grid:
+        for gain in gain_grid:
+            chosen = [lat[arms.index(decide(pred, arms, z, gain))] for arms, pred, lat in queries]
+            worst = max(c / lat[0] for c, (_, _, lat) in zip(chosen, queries))
+            total = sum(chosen) / native_total
+            key = (worst > max_regression, round(total, 3), -z, -gain)
+            if best is None or key < best[0]:
+                best = (key, {"uncertainty_z": z, "min_gain": gain, "val_total_latency_ratio": total, "val_worst_query_ratio": worst})
+    return best[1]

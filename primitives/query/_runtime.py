@@ -26,6 +26,22 @@ def _leaky_relu(x: np.ndarray) -> np.ndarray:
     return np.where(x > 0, x, 0.01 * x)
 
 
+def decide(log_predictions: np.ndarray, arms: list[int], z: float, min_gain: float) -> int:
+    """Leave the native plan (arm 0) only for an arm every member expects to be clearly faster.
+
+    The gain is the per-member log ratio native / best; it must exceed ``min_gain`` on
+    average and stay positive ``z`` standard deviations (of the members' spread) below that.
+    """
+    native = arms.index(0)
+    best = int(np.argmin(log_predictions.mean(axis=0)))
+    if best == native:
+        return 0
+    gain = log_predictions[:, native] - log_predictions[:, best]
+    if gain.mean() > min_gain and gain.mean() - z * gain.std() > 0:
+        return arms[best]
+    return 0
+
+
 class QueryRuntime(Runtime):
     def __init__(self, weights: dict[str, np.ndarray], meta: dict):
         self.weights = weights
@@ -71,16 +87,7 @@ class QueryRuntime(Runtime):
 
     def decide(self, log_predictions: np.ndarray, arms: list[int]) -> int:
         """The arm to run, from members x arms predictions (column of arm 0 must be present)."""
-        native = arms.index(0)
-        mean = log_predictions.mean(axis=0)
-        best = int(np.argmin(mean))
-        if best == native:
-            return 0
-        gain = log_predictions[:, native] - log_predictions[:, best]  # per member, log ratio native / best
-        z, min_gain = float(self.meta.get("uncertainty_z", 1.0)), float(self.meta.get("min_gain", 0.1))
-        if gain.mean() > min_gain and gain.mean() - z * gain.std() > 0:
-            return arms[best]
-        return 0
+        return decide(log_predictions, arms, float(self.meta.get("uncertainty_z", 1.0)), float(self.meta.get("min_gain", 0.1)))
 
     def sample_arm(self, log_predictions: np.ndarray, arms: list[int], rng: np.random.Generator) -> int:
         """Thompson sampling: the best arm of one member drawn at random (exploration)."""

@@ -1,0 +1,144 @@
+"""Benchmark: the learned query optimizer beside native, the best single arm and the per-query oracle.
+
+For each engine (DuckDB embedded, and a PostgreSQL server this script starts on
+127.0.0.1 and stops) the embedded source runs the training queries of both
+workloads under every arm; one value model is trained on that telemetry with
+the pipeline's training config; then the held-out queries (unseen parameters
+of seen templates, and unseen templates) are measured live under every arm
+(one warm-up, median of 3) and each workload is scored on its own.
+
+    .venv/bin/python benchmarks/query.py                       # both engines (~10-15 min on 2 cores)
+    .venv/bin/python benchmarks/query.py --engines duckdb --quick
+
+Results: benchmarks/results/query.json and a markdown table on stdout (pasted into RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+KEYS = ("total_latency_ratio", "p95_latency_ratio", "p99_latency_ratio", "worst_query_ratio", "oracle_gap_closed",
+        "q_error_median", "q_error_p95", "planning_overhead_ratio", "planning_overhead_ms", "total_latency_ms")
+
+
+def load_config() -> dict:
+    import yaml
+
+    return yaml.safe_load((REPO / "configs" / "query.yaml").read_text())
+
+
+def run_engine(engine: str, dsn: str | None, args, cfg: dict, workdir: Path) -> dict:
+    import primitives
+    from primitives.query import workload_of
+
+    prim = primitives.get("query")
+    source = {**cfg["source"], "engine": engine, "database_dir": str(workdir / "databases"),
+              "skewed_scale": args.skewed_scale, "tpch_scale": args.tpch_scale, "queries_per_template": args.queries_per_template}
+    if dsn:
+        source["database_uri"] = dsn
+    seed = int(source.pop("seed", 0))
+    started = time.perf_counter()
+    tables, extra = prim.generate(source, seed)
+    gathered_s = time.perf_counter() - started
+    train, held_out = prim.split(tables, args.holdout)
+    started = time.perf_counter()
+    runtime = prim.train_runtime(train, cfg["train"], workdir / f"runtime-{engine}", seed)
+    train_s = time.perf_counter() - started
+    out = {"telemetry_s": gathered_s, "train_s": train_s, "train_queries": len(train["queries"]),
+           "executions": len(tables["executions"]), "timed_out": int(tables["executions"]["timed_out"].sum()), "workloads": {}}
+    for workload in sorted({workload_of(t) for t in held_out["queries"]["template"]}):
+        part = {**held_out, "queries": held_out["queries"][held_out["queries"]["template"].map(workload_of) == workload]}
+        started = time.perf_counter()
+        report = prim.evaluate(runtime, part, {**cfg["evaluate"], "manifest": extra})
+        out["workloads"][workload] = {
+            "held_out_queries": len(part["queries"]),
+            "native_median_ms": float(sorted(q["native_ms"] for q in report["queries"])[len(report["queries"]) // 2]),
+            "learned": {k: report["metrics"][k] for k in report["metrics"]},
+            "peers": report["baselines"],
+            "chosen_arms": _count(q["arm"] for q in report["queries"]),
+            "oracle_arms": _count(q["best_arm"] for q in report["queries"]),
+            "evaluate_s": time.perf_counter() - started,
+        }
+        print(f"[bench] {engine}/{workload}: learned total {report['metrics']['total_latency_ratio']:.3f} "
+              f"oracle {report['baselines']['oracle']['total_latency_ratio']:.3f}", file=sys.stderr, flush=True)
+    return out
+
+
+def _count(values) -> dict:
+    out = {}
+    for v in values:
+        out[str(v)] = out.get(str(v), 0) + 1
+    return dict(sorted(out.items()))
+
+
+def markdown(results: dict) -> str:
+    lines = ["| engine | workload | held-out queries | native median ms | learned total | best single arm | oracle | "
+             "worst query | p99 | oracle gap closed | q-error median / p95 | planning overhead (ratio, ms) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for engine, res in results["engines"].items():
+        for workload, w in res["workloads"].items():
+            m, p = w["learned"], w["peers"]
+            gap = f"{m['oracle_gap_closed']:.2f}" if "oracle_gap_closed" in m else "n/a (no gap)"
+            lines.append(
+                f"| {engine} | {workload} | {w['held_out_queries']} | {w['native_median_ms']:.1f} | {m['total_latency_ratio']:.3f} | "
+                f"{p['best_single_arm']['total_latency_ratio']:.3f} | {p['oracle']['total_latency_ratio']:.3f} | "
+                f"{m['worst_query_ratio']:.2f} | {m['p99_latency_ratio']:.2f} | {gap} | "
+                f"{m.get('q_error_median', float('nan')):.2f} / {m.get('q_error_p95', float('nan')):.2f} | "
+                f"{m['planning_overhead_ratio']:.2f}, {m['planning_overhead_ms']:.1f} |")
+            for split in ("unseen_params", "unseen_templates"):
+                if f"total_latency_ratio_{split}" in m:
+                    lines.append(f"| | ↳ {split.replace('_', ' ')} | | | {m[f'total_latency_ratio_{split}']:.3f} | | | "
+                                 f"{m[f'worst_query_ratio_{split}']:.2f} | {m[f'p99_latency_ratio_{split}']:.2f} | "
+                                 f"{m.get(f'oracle_gap_closed_{split}', float('nan')):.2f} | | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engines", default="duckdb,postgres")
+    parser.add_argument("--skewed-scale", type=float, default=1.0)
+    parser.add_argument("--tpch-scale", type=float, default=0.1)
+    parser.add_argument("--queries-per-template", type=int, default=12)
+    parser.add_argument("--holdout", type=float, default=0.3)
+    parser.add_argument("--quick", action="store_true", help="small data, few queries: a smoke test")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "query.json"))
+    args = parser.parse_args()
+    if args.quick:
+        args.skewed_scale, args.tpch_scale, args.queries_per_template = 0.3, 0.02, 4
+    warnings.filterwarnings("ignore")
+    import logging
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    cfg = load_config()
+    results = {"machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform(),
+                           "python": platform.python_version()},
+               "args": vars(args), "evaluate": cfg["evaluate"], "train": cfg["train"], "engines": {}}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="aiprim-bench-query-") as tmp:
+        for engine in args.engines.split(","):
+            if engine == "postgres":
+                from primitives.query._postgres import LocalPostgres
+
+                with LocalPostgres() as server:
+                    results["engines"][engine] = run_engine(engine, server.dsn, args, cfg, Path(tmp))
+            else:
+                results["engines"][engine] = run_engine(engine, None, args, cfg, Path(tmp))
+    results["wall_s"] = time.perf_counter() - started
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    Path(args.out).with_suffix(".md").write_text(markdown(results) + "\n")
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
