@@ -57,14 +57,21 @@ def test_bigger_inputs_are_predicted_slower(nested_loops_are_slow):
     assert big > 3 * small
 
 
-def test_an_unsure_ensemble_keeps_the_native_plan(nested_loops_are_slow):
-    runtime = nested_loops_are_slow
+def test_an_unsure_ensemble_keeps_the_native_plan():
+    from primitives.query._runtime import decide
+
     # Members that disagree about which arm is faster: no arm is chosen over the native plan.
     disagree = np.array([[1.0, 0.2], [1.0, 1.9], [1.0, 0.1], [1.0, 2.0]])
-    assert runtime.decide(disagree, [0, 1]) == 0
+    assert decide(disagree, [0, 1], z=1.0, min_gain=0.1) == 0
     # A tiny predicted gain is not worth leaving the native plan either, however sure.
-    assert runtime.decide(np.array([[1.0, 0.97]] * 4), [0, 1]) == 0
-    assert runtime.decide(np.array([[1.0, 0.3]] * 4), [0, 1]) == 1
+    assert decide(np.array([[1.0, 0.97]] * 4), [0, 1], z=1.0, min_gain=0.1) == 0
+    assert decide(np.array([[1.0, 0.3]] * 4), [0, 1], z=1.0, min_gain=0.1) == 1
+
+
+def test_the_decision_rule_is_calibrated_and_stored(nested_loops_are_slow):
+    meta = nested_loops_are_slow.meta
+    assert {"uncertainty_z", "min_gain", "val_total_latency_ratio"} <= set(meta)
+    assert meta["val_total_latency_ratio"] < 0.5, "on its validation templates the rule takes the 10x faster arm"
 
 
 def test_thompson_sampling_explores_what_members_prefer(nested_loops_are_slow):
