@@ -15,6 +15,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/balancer.py
+	$(PY) benchmarks/query.py
 
 setup: $(STAMP)
 
