@@ -1,0 +1,39 @@
+"""The embedded source: first round explores every arm, later rounds follow the champion (on-policy)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import primitives
+from tests.conftest import query_source
+
+
+def test_first_round_runs_every_arm_with_native_first(query_tables):
+    tables, extra = query_tables
+    executions = tables["executions"]
+    per_query = executions.groupby("query_id")["arm"].apply(list)
+    assert (per_query.map(lambda arms: arms[0] == 0)).all(), "arm 0 runs first: it sets the others' time limit"
+    assert per_query.map(len).max() == len(tables["arms"])
+    assert extra["engine"] == "duckdb" and extra["database_uri"].endswith(".duckdb")
+
+
+def test_later_rounds_are_on_policy(query_tables, tmp_path_factory):
+    tables, _ = query_tables
+    prim = primitives.get("query")
+    policy = tmp_path_factory.mktemp("policy")
+    prim.train_runtime(tables, {"max_epochs": 3, "members": 3, "hidden": 16}, policy)
+    again, _ = prim.generate(query_source(tmp_path_factory.getbasetemp(), policy_dir=str(policy), explore_arms=1), seed=5)
+    per_query = again["executions"].groupby("query_id")["arm"].apply(list)
+    assert per_query.map(lambda arms: arms[0] == 0).all()
+    # native + champion's choice + a Thompson sample + one random arm: at most 4 of 6
+    assert per_query.map(len).max() <= 4 and per_query.map(len).mean() < len(tables["arms"])
+
+
+def test_a_runaway_arm_is_recorded_as_timed_out_not_waited_for(tmp_path_factory):
+    prim = primitives.get("query")
+    tables, _ = prim.generate(query_source(tmp_path_factory.getbasetemp(), timeout_ms=1.0, min_timeout_ms=1.0,
+                                           queries_per_template=1), seed=5)
+    executions = tables["executions"]
+    assert executions["timed_out"].any()
+    assert executions.loc[executions["timed_out"], "latency_ms"].isna().all()
+    assert np.isfinite(executions.loc[~executions["timed_out"], "latency_ms"]).all()
