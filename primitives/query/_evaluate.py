@@ -106,7 +106,7 @@ def _learned_choices(runtime, engine, connection, queries, arm_ids):
     for i, q in enumerate(queries.itertuples()):
         started = time.perf_counter()
         planned, plans = runtime.plan_arms(q.sql, connection, engine)
-        log_pred = runtime.predict_log(plans)
+        log_pred = runtime.predict_log(plans, plans[planned.index(0)])
         chosen[i] = runtime.decide(log_pred, planned)
         overhead[i] = (time.perf_counter() - started) * 1000.0
         for a, p in zip(planned, np.exp(log_pred.mean(axis=0))):

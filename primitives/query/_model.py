@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ._plans import N_FEATURES, pack, parse_plan
+from ._plans import N_FEATURES, pack, parse_plan, plan_totals
 
 
 class TreeConvEnsemble(nn.Module):
@@ -107,7 +107,9 @@ class QueryDataModule(L.LightningDataModule):
         if samples.empty:
             raise ValueError("no executions with a plan and a latency to learn from")
         self.samples = samples
-        self.parsed = [parse_plan(p) for p in samples["plan"]]
+        # Each plan is compared with its query's native plan where the telemetry has one (arm 0 runs first).
+        native = {q: plan_totals(p) for q, p in samples.loc[samples["arm"] == 0, ["query_id", "plan"]].itertuples(index=False)}
+        self.parsed = [parse_plan(p, native.get(q)) for q, p in samples[["query_id", "plan"]].itertuples(index=False)]
         log_ms = np.log(np.maximum(samples["bound_ms"].to_numpy(float), 0.01))
         self.target_mean, self.target_std = float(log_ms.mean()), float(log_ms.std() or 1.0)
         self.targets = ((log_ms - self.target_mean) / self.target_std).astype(np.float32)

@@ -3,7 +3,11 @@
 Each node becomes a vector of its operator kind (one-hot over kinds every
 engine has: scans, the three join algorithms, aggregation, sorting, ...),
 its estimated output rows, its estimated cost where the engine gives one,
-and its depth. Trees are binarised (Bao's tree convolution slides over a
+and its depth; and, on every node, how the whole plan compares with the
+native plan of the same query (log ratio of the root costs and of the summed
+estimated rows). The engine's own cost model is a strong hint: an arm whose
+plan the engine prices far above its own choice is rarely faster, and a
+close call is where a learned correction pays. Trees are binarised (Bao's tree convolution slides over a
 node and its two children) and packed into flat arrays:
 
 ``features`` (nodes x F), ``left`` and ``right`` child indices (0 = no
@@ -21,7 +25,7 @@ import numpy as np
 KINDS = ("seq_scan", "index_scan", "hash_join", "merge_join", "nested_loop", "hash_build", "aggregate", "sort",
          "filter", "materialize", "projection", "other")
 _KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
-N_FEATURES = len(KINDS) + 4  # + log rows, log cost, has cost, relative depth
+N_FEATURES = len(KINDS) + 6  # + log rows, log cost, has cost, relative depth, cost and rows against the native plan
 
 
 def kind_of(operator: str) -> str:
@@ -70,8 +74,20 @@ def _nodes_duckdb(node: dict) -> tuple[str, float | None, float | None, list]:
     return node.get("name", "other"), rows, None, node.get("children", [])
 
 
-def parse_plan(plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One plan (JSON text or parsed) -> (features, left, right) with local indices (root = 0, no child = -1)."""
+def plan_totals(plan) -> tuple[float | None, float]:
+    """(log root cost or None, log summed estimated rows) of a plan: its size as the engine sees it."""
+    features, _, _ = parse_plan(plan)
+    base = len(KINDS)
+    cost = float(np.expm1(features[0, base + 1] * 10.0)) if features[0, base + 2] > 0 else None
+    rows = float(np.expm1(features[:, base] * 10.0).sum())
+    return (np.log1p(cost) if cost is not None else None), float(np.log1p(rows))
+
+
+def parse_plan(plan, native: tuple[float | None, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One plan (JSON text or parsed) -> (features, left, right) with local indices (root = 0, no child = -1).
+
+    ``native`` is ``plan_totals`` of the same query's native plan; without it the comparison features are 0.
+    """
     doc = json.loads(plan) if isinstance(plan, str) else plan
     if isinstance(doc, list):
         doc = doc[0] if doc else {}
@@ -117,6 +133,12 @@ def parse_plan(plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             features[i, base + 1] = math.log1p(cost) / 10.0
             features[i, base + 2] = 1.0
         features[i, base + 3] = depth / max_depth
+    if native is not None:
+        own_cost = math.log1p(rows_out[0][2]) if rows_out[0][2] is not None else None
+        own_rows = math.log1p(sum(r[1] or 0.0 for r in rows_out))
+        if own_cost is not None and native[0] is not None:
+            features[:, base + 4] = (own_cost - native[0]) / 5.0
+        features[:, base + 5] = (own_rows - native[1]) / 5.0
     return features, np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
 
 

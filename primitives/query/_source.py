@@ -96,7 +96,7 @@ def arms_to_run(policy, arm_ids: list[int], plans: dict[int, str], explore: int,
     if policy is None:
         return list(arm_ids)
     planned = [a for a in arm_ids if a in plans]
-    predictions = policy.predict_log([plans[a] for a in planned])
+    predictions = policy.predict_log([plans[a] for a in planned], plans[0])
     chosen = [0, policy.decide(predictions, planned), policy.sample_arm(predictions, planned, rng)]
     others = [a for a in arm_ids if a not in chosen]
     chosen += list(rng.choice(others, size=min(explore, len(others)), replace=False)) if others else []

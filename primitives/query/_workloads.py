@@ -219,8 +219,41 @@ SKEWED_TEMPLATES = [
           AND it.id = {it} AND ci.role_id IN (1, 2)
         GROUP BY gn.name""",
              lambda rng: {**_country_genre(rng), **_years(rng, (3, 15)), "it": int(rng.integers(1, N_INFO_TYPES + 1))}),
+    Template("skewed_company_keywords_cast", "skewed", """
+        SELECT MIN(k.topic_id) AS topic, COUNT(*) AS n
+        FROM company co JOIN movie_companies mc ON mc.company_id = co.id JOIN title t ON t.id = mc.title_id
+        JOIN movie_keyword mk ON mk.title_id = t.id JOIN keyword k ON k.id = mk.keyword_id
+        JOIN cast_info ci ON ci.title_id = t.id
+        WHERE co.country_id = {c} AND t.country_id = {c} AND k.topic_id = {topic} AND ci.role_id = {role}
+          AND t.genre_id = {g}""",
+             lambda rng: {**_country_genre(rng), "role": int(rng.integers(1, 4))}),
+    Template("skewed_people_info", "skewed", """
+        SELECT MIN(mi.info_value) AS lo, MAX(p.birth_year) AS young, COUNT(*) AS n
+        FROM title t JOIN cast_info ci ON ci.title_id = t.id JOIN person p ON p.id = ci.person_id
+        JOIN movie_info mi ON mi.title_id = t.id JOIN info_type it ON it.id = mi.info_type_id
+        JOIN kind_type kt ON kt.id = t.kind_id JOIN country cn ON cn.id = t.country_id
+        WHERE cn.id = {c} AND t.genre_id = {g} AND p.gender = '{gender}' AND it.id = {it}
+          AND mi.info_value BETWEEN {v} AND {v} + 30 AND kt.kind = 'movie'""",
+             lambda rng: {**_country_genre(rng), "gender": "fm"[int(rng.integers(2))], "it": int(rng.integers(1, N_INFO_TYPES + 1)),
+                          "v": int(rng.integers(0, 90))}),
+    Template("skewed_rated_companies", "skewed", """
+        SELECT co.kind_id, COUNT(*) AS n, MIN(t.rating) AS low
+        FROM title t JOIN movie_companies mc ON mc.title_id = t.id JOIN company co ON co.id = mc.company_id
+        JOIN genre gn ON gn.id = t.genre_id JOIN movie_info mi ON mi.title_id = t.id
+        WHERE t.rating >= {r} AND t.genre_id = {g} AND co.country_id = {c} AND mi.info_type_id = {it}
+          AND t.production_year BETWEEN {y0} AND {y1}
+        GROUP BY co.kind_id""",
+             lambda rng: {**_country_genre(rng), **_years(rng, (10, 40)), "r": round(float(rng.uniform(1, 8)), 1),
+                          "it": int(rng.integers(1, N_INFO_TYPES + 1))}),
+    Template("skewed_topic_people", "skewed", """
+        SELECT COUNT(DISTINCT p.id) AS people, COUNT(*) AS n
+        FROM keyword k JOIN movie_keyword mk ON mk.keyword_id = k.id JOIN title t ON t.id = mk.title_id
+        JOIN cast_info ci ON ci.title_id = t.id JOIN person p ON p.id = ci.person_id
+        JOIN country pc ON pc.id = p.country_id JOIN genre gn ON gn.id = t.genre_id
+        WHERE k.topic_id = {topic} AND gn.id = {g} AND pc.region_id = {region} AND t.country_id = {c}
+          AND p.birth_year > {b}""",
+             lambda rng: {**_country_genre(rng), "region": int(rng.integers(1, 6)), "b": int(rng.integers(1900, 1990))}),
 ]
-
 
 # --- tpch ---------------------------------------------------------------------
 
