@@ -113,3 +113,9 @@ def test_numpy_runtime_computes_what_the_torch_model_computes():
     with torch.no_grad():
         expected = module.net(*(torch.from_numpy(packed[k]) for k in ("features", "left", "right", "starts"))).numpy()
     np.testing.assert_allclose(runtime.predict_log(plans), expected * 1.5 + 2.0, rtol=1e-4, atol=1e-4)
+
+
+def test_postgres_disable_penalty_is_not_read_as_cost():
+    forced = json.dumps([{"Plan": {"Node Type": "Seq Scan", "Plan Rows": 10, "Total Cost": 1.0e10 + 35.5}}])
+    plain = json.dumps([{"Plan": {"Node Type": "Seq Scan", "Plan Rows": 10, "Total Cost": 35.5}}])
+    np.testing.assert_allclose(parse_plan(forced)[0], parse_plan(plain)[0])
