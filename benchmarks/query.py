@@ -50,6 +50,11 @@ def run_engine(engine: str, dsn: str | None, args, cfg: dict, workdir: Path) -> 
     started = time.perf_counter()
     tables, extra = prim.generate(source, seed)
     gathered_s = time.perf_counter() - started
+    if args.keep:  # the telemetry, for looking at the model offline
+        from primitives._snapshot import write_snapshot
+
+        kept = write_snapshot("query", prim.schema, tables, Path(args.keep) / engine, f"benchmarks/query.py ({engine})", extra)
+        print(f"[bench] telemetry kept in {kept}", file=sys.stderr, flush=True)
     train, held_out = prim.split(tables, args.holdout)
     started = time.perf_counter()
     runtime = prim.train_runtime(train, cfg["train"], workdir / f"runtime-{engine}", seed)
@@ -111,6 +116,7 @@ def main() -> None:
     parser.add_argument("--queries-per-template", type=int, default=12)
     parser.add_argument("--holdout", type=float, default=0.3)
     parser.add_argument("--quick", action="store_true", help="small data, few queries: a smoke test")
+    parser.add_argument("--keep", help="also write each engine's telemetry as a snapshot under this folder")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "query.json"))
     args = parser.parse_args()
     if args.quick:
