@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 MODEL_PREFIX = "aiprim-"
@@ -26,15 +27,29 @@ def tracking_uri() -> str:
     return _settings()[0]
 
 
+_store_lock = threading.Lock()
+_stores_ready: set[str] = set()
+
+
 def configure():
-    """Point MLflow's fluent API and registry at the project's store; returns a client."""
+    """Point MLflow's fluent API and registry at the project's store; returns a client.
+
+    The first use of a store creates its schema; two pipeline branches doing that at
+    once race on SQLite ("table alembic_version already exists"), so it happens once, under a lock.
+    """
     import mlflow
     from mlflow import MlflowClient
 
     uri, _ = _settings()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with _store_lock:
+        if uri not in _stores_ready:
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+            _stores_ready.add(uri)
+    return client
 
 
 def experiment(primitive: str) -> str:
