@@ -6,20 +6,16 @@ Public surface: ``QueryOptimizer`` (the primitive, registered as "query") and
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from .._base import Guardrail, Primitive, register
+from ._common import stable_fraction
 from ._runtime import QueryRuntime
 from ._schema import SCHEMA
 
 __all__ = ["QueryOptimizer", "QueryRuntime"]
-
-
-def _stable_fraction(text: str) -> float:
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 2**32
 
 
 def workload_of(template: str) -> str:
@@ -62,11 +58,11 @@ class QueryOptimizer(Primitive):
         templates = sorted(queries["template"].unique())
         unseen_templates = set()
         for workload in sorted({workload_of(t) for t in templates}):
-            own = sorted((t for t in templates if workload_of(t) == workload), key=lambda t: _stable_fraction(f"template|{t}"))
+            own = sorted((t for t in templates if workload_of(t) == workload), key=lambda t: stable_fraction(f"template|{t}"))
             if len(own) >= 3:
                 unseen_templates.update(own[: max(1, int(round(len(own) * holdout_fraction / 2)))])
         in_unseen_template = queries["template"].isin(unseen_templates)
-        unseen_params = ~in_unseen_template & queries["query_id"].map(lambda q: _stable_fraction(f"query|{q}") < holdout_fraction)
+        unseen_params = ~in_unseen_template & queries["query_id"].map(lambda q: stable_fraction(f"query|{q}") < holdout_fraction)
         held = in_unseen_template | unseen_params
         held_queries = queries[held].assign(split=np.where(in_unseen_template[held], "unseen_templates", "unseen_params"))
         train = {**tables, "queries": queries[~held].reset_index(drop=True)}
@@ -84,18 +80,15 @@ class QueryOptimizer(Primitive):
             raise ValueError("the snapshot has no executions.parquet to learn from")
         keys = ("members", "batch_size", "val_fraction")
         datamodule = QueryDataModule(tables["queries"], tables["executions"], seed=seed, **{k: params[k] for k in keys if k in params})
-        # What the runtime needs beside the weights: its decision rule and the arms it was trained on.
-        datamodule.uncertainty_z = float(params.get("uncertainty_z", 1.0))
-        datamodule.min_gain = float(params.get("min_gain", 0.1))
+        # The runtime ships with the arms it was trained on.
         datamodule.arms_by_engine = arms_by_engine(tables["arms"]) if "arms" in tables else {}
-        datamodule.calibrate = bool(params.get("calibrate", True))
-        datamodule.calibrate_max_regression = float(params.get("calibrate_max_regression", 1.3))
         return datamodule
 
     def build_module(self, datamodule, params):
         from ._model import QueryModule
 
-        keys = ("hidden", "depth", "lr", "weight_decay", "relative_weight")
+        keys = ("hidden", "depth", "lr", "weight_decay", "relative_weight", "uncertainty_z", "min_gain", "calibrate",
+                "calibrate_max_regression")
         return QueryModule(members=datamodule.members, target_mean=datamodule.target_mean, target_std=datamodule.target_std,
                            **{k: params[k] for k in keys if k in params})
 
@@ -115,12 +108,12 @@ class QueryOptimizer(Primitive):
         meta = {
             "target_mean": module.hparams.target_mean,
             "target_std": module.hparams.target_std,
-            "uncertainty_z": datamodule.uncertainty_z,
-            "min_gain": datamodule.min_gain,
+            "uncertainty_z": module.hparams.uncertainty_z,
+            "min_gain": module.hparams.min_gain,
             "arms": datamodule.arms_by_engine,
         }
-        if datamodule.calibrate:  # the decision rule is fitted on the validation queries' recorded latencies
-            meta.update(calibrate_decision(module, datamodule, datamodule.calibrate_max_regression))
+        if module.hparams.calibrate:  # the decision rule is fitted on the validation queries' recorded latencies
+            meta.update(calibrate_decision(module, datamodule, module.hparams.calibrate_max_regression))
         QueryRuntime(export_weights(module), meta).save(Path(directory))
 
     def evaluate(self, runtime, tables, config):

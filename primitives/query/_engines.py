@@ -114,11 +114,14 @@ class Engine(abc.ABC):
     def connect(self, uri: str):
         """A read-only connection; QueryError names the database when it cannot be reached."""
 
-    @abc.abstractmethod
-    def _apply(self, connection, settings: list[tuple[str, str]]) -> None: ...
+    def _apply(self, connection, settings: list[tuple[str, str]]) -> None:
+        # The same SQL on both engines; values are checked words (parse_settings), quoted as literals.
+        for name, value in settings:
+            connection.execute(f"SET {name} = '{value}'")
 
-    @abc.abstractmethod
-    def _reset(self, connection, settings: list[tuple[str, str]]) -> None: ...
+    def _reset(self, connection, settings: list[tuple[str, str]]) -> None:
+        for name, _ in settings:
+            connection.execute(f"RESET {name}")
 
     @abc.abstractmethod
     def _explain(self, connection, sql: str) -> str: ...
@@ -201,14 +204,6 @@ class DuckDBEngine(Engine):
             connection.execute(f"SET threads = {int(self.threads)}")
         return connection
 
-    def _apply(self, connection, settings):
-        for name, value in settings:
-            connection.execute(f"SET {name} = '{value}'")
-
-    def _reset(self, connection, settings):
-        for name, _ in settings:
-            connection.execute(f"RESET {name}")
-
     def _explain(self, connection, sql):
         rows = connection.execute(f"EXPLAIN (FORMAT JSON) {sql}").fetchall()
         return rows[0][1]
@@ -262,14 +257,6 @@ class PostgresEngine(Engine):
         connection.execute("SET default_transaction_read_only = on")
         return connection
 
-    def _apply(self, connection, settings):
-        for name, value in settings:
-            connection.execute(f"SET {name} = '{value}'")
-
-    def _reset(self, connection, settings):
-        for name, _ in settings:
-            connection.execute(f"RESET {name}")
-
     def _explain(self, connection, sql):
         import psycopg
 
@@ -304,10 +291,9 @@ ENGINES = {"duckdb": DuckDBEngine, "postgres": PostgresEngine}
 
 
 def engine_named(name: str, **options) -> Engine:
-    try:
-        return ENGINES[name](**options) if name == "duckdb" else ENGINES[name]()
-    except KeyError:
-        raise QueryError(f"unknown engine {name!r} (known: {', '.join(ENGINES)})") from None
+    if name not in ENGINES:
+        raise QueryError(f"unknown engine {name!r} (known: {', '.join(ENGINES)})")
+    return ENGINES[name](**options)
 
 
 def engine_for_uri(uri: str) -> Engine:

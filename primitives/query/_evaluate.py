@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ._engines import QueryError, arms_from_table, check_read_only, engine_for_uri, engine_named
-from ._metrics import _progress, measure_workload, q_errors, score
+from ._common import progress as _progress
+from ._metrics import measure_workload, q_errors, score
 
 
 def database_of(config: dict) -> tuple[str, str]:
@@ -106,7 +107,7 @@ def _learned_choices(runtime, engine, connection, queries, arm_ids):
     for i, q in enumerate(queries.itertuples()):
         started = time.perf_counter()
         planned, plans = runtime.plan_arms(q.sql, connection, engine)
-        log_pred = runtime.predict_log(plans, plans[planned.index(0)])
+        log_pred = runtime.predict_log(plans, planned.index(0))
         chosen[i] = runtime.decide(log_pred, planned)
         overhead[i] = (time.perf_counter() - started) * 1000.0
         for a, p in zip(planned, np.exp(log_pred.mean(axis=0))):

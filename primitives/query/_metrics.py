@@ -15,21 +15,17 @@ total on these queries: an optimistic peer, picked with hindsight) and
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 import pandas as pd
 
+from ._common import arm_limit_ms, progress as _progress
 from ._engines import Arm, Engine, QueryError
 
 # Measurements of (database, sql, arm settings, protocol) in this process: re-scoring the
 # champion right after the challenger reuses the very same timings, so the two are judged on equal noise.
 _MEASURED: dict[tuple, tuple[float, bool]] = {}
-
-
-def _progress(message: str) -> None:
-    print(f"[aiprim query] {message}", file=sys.stderr, flush=True)
 
 
 def measure(engine: Engine, connection, uri: str, sql: str, arm: Arm, limit_ms: float, repeats: int, warmup: int) -> tuple[float, bool]:
@@ -54,7 +50,7 @@ def measure(engine: Engine, connection, uri: str, sql: str, arm: Arm, limit_ms: 
 def measure_workload(engine: Engine, connection, uri: str, queries: pd.DataFrame, arms: list[Arm], cfg: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Latency matrix (queries x arms), its timed-out mask, and the ids of queries that could not run natively."""
     repeats, warmup = int(cfg.get("repeats", 3)), int(cfg.get("warmup", 1))
-    cap, factor, floor = float(cfg.get("timeout_ms", 3000.0)), float(cfg.get("timeout_factor", 4.0)), float(cfg.get("min_timeout_ms", 50.0))
+    cap = float(cfg.get("timeout_ms", 3000.0))
     latency = np.full((len(queries), len(arms)), np.nan)
     timed_out = np.zeros_like(latency, dtype=bool)
     failed = []
@@ -66,7 +62,7 @@ def measure_workload(engine: Engine, connection, uri: str, queries: pd.DataFrame
             _progress(f"query {q.query_id}: {error}")
             failed.append(q.query_id)
             continue
-        limit = float(np.clip(latency[i, 0] * factor, floor, cap))
+        limit = arm_limit_ms(latency[i, 0], cfg)
         for j, arm in enumerate(arms[1:], 1):
             try:
                 latency[i, j], timed_out[i, j] = measure(engine, connection, uri, q.sql, arm, limit, repeats, warmup)

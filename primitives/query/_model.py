@@ -12,8 +12,6 @@ execution is a censored sample (only predicting *below* its limit is an error).
 
 from __future__ import annotations
 
-import hashlib
-
 import lightning as L
 import numpy as np
 import pandas as pd
@@ -21,7 +19,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ._plans import N_FEATURES, pack, parse_plan, plan_totals
+from ._common import stable_fraction
+from ._plans import N_FEATURES, featurize, pack, totals, walk
 
 
 class TreeConvEnsemble(nn.Module):
@@ -57,10 +56,6 @@ class TreeConvEnsemble(nn.Module):
         pooled = pooled.scatter_reduce(1, index, h[:, 1:], reduce="amax", include_self=True)
         z = nn.functional.leaky_relu(torch.einsum("mbc,mcd->mbd", pooled, self.head_w1) + self.head_b1[:, None, :])
         return (torch.einsum("mbc,mcd->mbd", z, self.head_w2) + self.head_b2[:, None, :]).squeeze(-1)
-
-
-def _stable_fraction(text: str) -> float:
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 2**32
 
 
 class QueryBatchSampler(torch.utils.data.Sampler):
@@ -108,8 +103,9 @@ class QueryDataModule(L.LightningDataModule):
             raise ValueError("no executions with a plan and a latency to learn from")
         self.samples = samples
         # Each plan is compared with its query's native plan where the telemetry has one (arm 0 runs first).
-        native = {q: plan_totals(p) for q, p in samples.loc[samples["arm"] == 0, ["query_id", "plan"]].itertuples(index=False)}
-        self.parsed = [parse_plan(p, native.get(q)) for q, p in samples[["query_id", "plan"]].itertuples(index=False)]
+        walked = [walk(p) for p in samples["plan"]]
+        native = {q: totals(w) for q, w, arm in zip(samples["query_id"], walked, samples["arm"]) if arm == 0}
+        self.parsed = [featurize(w, native.get(q)) for q, w in zip(samples["query_id"], walked)]
         log_ms = np.log(np.maximum(samples["bound_ms"].to_numpy(float), 0.01))
         self.target_mean, self.target_std = float(log_ms.mean()), float(log_ms.std() or 1.0)
         self.targets = ((log_ms - self.target_mean) / self.target_std).astype(np.float32)
@@ -122,17 +118,16 @@ class QueryDataModule(L.LightningDataModule):
         self.members = members
         self.seed = seed
         self.query_codes = pd.factorize(samples["query_id"])[0]
-        self.arms = sorted(samples["arm"].astype(int).unique())
 
     @staticmethod
     def _validation_mask(samples: pd.DataFrame, val_fraction: float) -> np.ndarray:
         """Whole templates are held out for validation (when there are enough), so the validation loss and the
         decision rule calibrated on it reflect templates never trained on; otherwise whole queries."""
-        templates = sorted(samples["template"].unique(), key=lambda t: _stable_fraction(f"val|{t}"))
+        templates = sorted(samples["template"].unique(), key=lambda t: stable_fraction(f"val|{t}"))
         if len(templates) >= 4:
             chosen = templates[: max(1, int(round(len(templates) * val_fraction)))]
             return samples["template"].isin(chosen).to_numpy()
-        in_val = samples["query_id"].map(lambda q: _stable_fraction(f"val|{q}") < val_fraction).to_numpy()
+        in_val = samples["query_id"].map(lambda q: stable_fraction(f"val|{q}") < val_fraction).to_numpy()
         if in_val.all() or not in_val.any():
             in_val = np.zeros(len(samples), bool)
             in_val[:: max(2, int(1 / max(val_fraction, 1e-3)))] = True
@@ -165,7 +160,8 @@ class QueryModule(L.LightningModule):
     """Thin Lightning wrapper: loss, optimiser, ``train/`` and ``val/`` metrics."""
 
     def __init__(self, members: int = 5, hidden: int = 64, depth: int = 3, lr: float = 3e-3, weight_decay: float = 1e-4,
-                 target_mean: float = 0.0, target_std: float = 1.0, relative_weight: float = 1.0):
+                 target_mean: float = 0.0, target_std: float = 1.0, relative_weight: float = 1.0,
+                 uncertainty_z: float = 1.0, min_gain: float = 0.1, calibrate: bool = True, calibrate_max_regression: float = 1.3):
         super().__init__()
         self.save_hyperparameters()
         self.net = TreeConvEnsemble(members, hidden, depth)
@@ -253,7 +249,7 @@ def calibrate_decision(module: QueryModule, datamodule: QueryDataModule, max_reg
     if len(queries) < 5:
         return {}
     native_total = sum(lat[0] for _, _, lat in queries)
-    z0, gain0 = datamodule.uncertainty_z, datamodule.min_gain
+    z0, gain0 = module.hparams.uncertainty_z, module.hparams.min_gain
     scored = []
     for z in sorted(set(z_grid) | {z0}):
         for gain in sorted(set(gain_grid) | {gain0}):

@@ -82,20 +82,9 @@ def _nodes_duckdb(node: dict) -> tuple[str, float | None, float | None, list]:
     return node.get("name", "other"), rows, None, node.get("children", [])
 
 
-def plan_totals(plan) -> tuple[float | None, float]:
-    """(log root cost or None, log summed estimated rows) of a plan: its size as the engine sees it."""
-    features, _, _ = parse_plan(plan)
-    base = len(KINDS)
-    cost = float(np.expm1(features[0, base + 1] * 10.0)) if features[0, base + 2] > 0 else None
-    rows = float(np.expm1(features[:, base] * 10.0).sum())
-    return (np.log1p(cost) if cost is not None else None), float(np.log1p(rows))
-
-
-def parse_plan(plan, native: tuple[float | None, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One plan (JSON text or parsed) -> (features, left, right) with local indices (root = 0, no child = -1).
-
-    ``native`` is ``plan_totals`` of the same query's native plan; without it the comparison features are 0.
-    """
+def walk(plan) -> tuple[list[tuple], list[int], list[int]]:
+    """One plan (JSON text or parsed) -> its binarised nodes ``(kind, est_rows, cost, depth)`` in
+    pre-order, with left and right child indices (root = 0, no child = -1)."""
     doc = json.loads(plan) if isinstance(plan, str) else plan
     if isinstance(doc, list):
         doc = doc[0] if doc else {}
@@ -103,12 +92,12 @@ def parse_plan(plan, native: tuple[float | None, float] | None = None) -> tuple[
         root, unpack = doc["Plan"], _nodes_postgres
     else:
         root, unpack = doc, _nodes_duckdb
-    rows_out, left, right = [], [], []
+    nodes, left, right = [], [], []
 
     def visit(node, depth) -> int:
         name, est_rows, cost, children = unpack(node)
-        index = len(rows_out)
-        rows_out.append((kind_of(str(name)), est_rows, cost, depth))
+        index = len(nodes)
+        nodes.append((kind_of(str(name)), est_rows, cost, depth))
         left.append(-1)
         right.append(-1)
         children = [c for c in children if isinstance(c, dict)]
@@ -121,8 +110,8 @@ def parse_plan(plan, native: tuple[float | None, float] | None = None) -> tuple[
         return index
 
     def visit_chain(children, depth) -> int:
-        index = len(rows_out)
-        rows_out.append(("other", None, None, depth))
+        index = len(nodes)
+        nodes.append(("other", None, None, depth))
         left.append(visit(children[0], depth + 1))
         right.append(-1)
         if len(children) > 1:
@@ -130,11 +119,31 @@ def parse_plan(plan, native: tuple[float | None, float] | None = None) -> tuple[
         return index
 
     visit(root, 0)
-    n = len(rows_out)
-    max_depth = max(r[3] for r in rows_out) or 1
-    features = np.zeros((n, N_FEATURES), dtype=np.float32)
+    return nodes, left, right
+
+
+Totals = tuple[float | None, float]
+
+
+def totals(walked) -> Totals:
+    """(log root cost or None, log summed estimated rows) of a walked plan: its size as the engine sees it."""
+    nodes = walked[0]
+    cost = nodes[0][2]
+    return (math.log1p(cost) if cost is not None else None), math.log1p(sum(n[1] or 0.0 for n in nodes))
+
+
+def plan_totals(plan) -> Totals:
+    return totals(walk(plan))
+
+
+def featurize(walked, native: Totals | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A walked plan -> (features, left, right); ``native`` is ``totals`` of the same query's native plan
+    (without it the comparison features are 0)."""
+    nodes, left, right = walked
+    max_depth = max(n[3] for n in nodes) or 1
+    features = np.zeros((len(nodes), N_FEATURES), dtype=np.float32)
     base = len(KINDS)
-    for i, (kind, est_rows, cost, depth) in enumerate(rows_out):
+    for i, (kind, est_rows, cost, depth) in enumerate(nodes):
         features[i, _KIND_INDEX[kind]] = 1.0
         features[i, base] = math.log1p(est_rows or 0.0) / 10.0
         if cost is not None:
@@ -142,12 +151,23 @@ def parse_plan(plan, native: tuple[float | None, float] | None = None) -> tuple[
             features[i, base + 2] = 1.0
         features[i, base + 3] = depth / max_depth
     if native is not None:
-        own_cost = math.log1p(rows_out[0][2]) if rows_out[0][2] is not None else None
-        own_rows = math.log1p(sum(r[1] or 0.0 for r in rows_out))
+        own_cost, own_rows = totals(walked)
         if own_cost is not None and native[0] is not None:
             features[:, base + 4] = (own_cost - native[0]) / 5.0
         features[:, base + 5] = (own_rows - native[1]) / 5.0
     return features, np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
+
+
+def parse_plan(plan, native: Totals | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One plan -> (features, left, right) with local indices (root = 0, no child = -1)."""
+    return featurize(walk(plan), native)
+
+
+def parse_plans(plans, native_index: int | None = None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The plans of one query, each walked once and compared with ``plans[native_index]`` (the native plan)."""
+    walked = [walk(p) for p in plans]
+    reference = totals(walked[native_index]) if native_index is not None else None
+    return [featurize(w, reference) for w in walked]
 
 
 def pack(parsed: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -166,6 +186,5 @@ def pack(parsed: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, n
 
 def plan_summary(plan) -> dict:
     """Operator counts of a plan, for reports and debugging."""
-    features, _, _ = parse_plan(plan)
-    counts = features[:, : len(KINDS)].sum(axis=0)
-    return {k: int(c) for k, c in zip(KINDS, counts) if c}
+    kinds = [n[0] for n in walk(plan)[0]]
+    return {k: kinds.count(k) for k in KINDS if k in kinds}

@@ -16,7 +16,7 @@ import numpy as np
 
 from .._base import Runtime
 from ._engines import Arm, QueryError, engine_of
-from ._plans import pack, parse_plan, plan_totals
+from ._plans import pack, parse_plans
 
 WEIGHTS = "value_model.npz"
 META = "query_runtime.json"
@@ -64,13 +64,12 @@ class QueryRuntime(Runtime):
         return cls(weights, json.loads((directory / META).read_text()))
 
     # --- the value model ----------------------------------------------------
-    def predict_log(self, plans, native=None) -> np.ndarray:
+    def predict_log(self, plans, native_index: int | None = None) -> np.ndarray:
         """Per-member predicted log latency (ms) of each plan: members x plans.
 
-        ``native`` is the native plan (arm 0) of the same query, which all ``plans`` are compared with.
+        ``plans`` are one query's plans and ``plans[native_index]`` its native plan (arm 0), which all are compared with.
         """
-        reference = plan_totals(native) if native is not None else None
-        packed = pack([parse_plan(p, reference) for p in plans])
+        packed = pack(parse_plans(plans, native_index))
         feats, left, right, starts = packed["features"], packed["left"], packed["right"], packed["starts"]
         keep = np.ones((len(feats), 1), np.float32)
         keep[0] = 0.0
@@ -85,9 +84,9 @@ class QueryRuntime(Runtime):
         out = (np.einsum("mbc,mcd->mbd", z, self.weights["head_w2"]) + self.weights["head_b2"][:, None, :])[..., 0]
         return out * self.meta["target_std"] + self.meta["target_mean"]
 
-    def predict(self, plans, native=None) -> np.ndarray:
+    def predict(self, plans, native_index: int | None = None) -> np.ndarray:
         """Predicted latency (ms) of each plan: the ensemble's geometric mean."""
-        return np.exp(self.predict_log(plans, native).mean(axis=0))
+        return np.exp(self.predict_log(plans, native_index).mean(axis=0))
 
     def decide(self, log_predictions: np.ndarray, arms: list[int]) -> int:
         """The arm to run, from members x arms predictions (column of arm 0 must be present)."""
@@ -127,7 +126,7 @@ class QueryRuntime(Runtime):
         """
         started = time.perf_counter()
         arms, plans = self.plan_arms(sql, connection)
-        arm = self.decide(self.predict_log(plans, plans[arms.index(0)]), arms)
+        arm = self.decide(self.predict_log(plans, arms.index(0)), arms)
         self.last_overhead_ms = (time.perf_counter() - started) * 1000.0
         return arm
 
@@ -135,6 +134,7 @@ class QueryRuntime(Runtime):
         """MLflow pyfunc: a frame with a ``plan`` column (and optionally ``native_plan``) -> predicted latency (ms)."""
         import pandas as pd
 
-        native = frame["native_plan"] if "native_plan" in frame else [None] * len(frame)
-        predicted = [self.predict([plan], ref)[0] for plan, ref in zip(frame["plan"], native)]
+        if "native_plan" not in frame:
+            return pd.Series(self.predict(list(frame["plan"])), name="predicted_latency_ms")
+        predicted = [self.predict([native, plan], native_index=0)[1] for plan, native in zip(frame["plan"], frame["native_plan"])]
         return pd.Series(predicted, name="predicted_latency_ms")

@@ -9,30 +9,28 @@ import pandas as pd
 from .._schema import Column, Rule, Schema, Table
 
 
-def _json_list_of_settings(frames) -> pd.Series:
-    from ._engines import parse_settings
-
-    def ok(text) -> bool:
+def _passes(check, values: pd.Series) -> pd.Series:
+    """True where ``check(value)`` does not raise ValueError."""
+    def ok(value) -> bool:
         try:
-            parse_settings(text)
+            check(value)
         except ValueError:
             return False
         return True
 
-    return frames["arms"]["settings"].map(ok).astype(bool)
+    return values.map(ok).astype(bool)
+
+
+def _json_list_of_settings(frames) -> pd.Series:
+    from ._engines import parse_settings
+
+    return _passes(parse_settings, frames["arms"]["settings"])
 
 
 def _read_only_statement(frames) -> pd.Series:
     from ._engines import check_read_only
 
-    def ok(sql) -> bool:
-        try:
-            check_read_only(sql)
-        except ValueError:
-            return False
-        return True
-
-    return frames["queries"]["sql"].map(ok).astype(bool)
+    return _passes(check_read_only, frames["queries"]["sql"])
 
 
 def _query_known(frames) -> pd.Series:

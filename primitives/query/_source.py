@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ._common import arm_limit_ms, progress as _progress
 from ._engines import Arm, Engine, QueryError, engine_named, redact
 from ._workloads import TEMPLATES, WORKLOADS, build_duckdb, load_postgres, workload_tables
 
@@ -39,10 +39,6 @@ DEFAULTS = {
     "database_dir": "data/databases",
     "threads": None,
 }
-
-
-def _progress(message: str) -> None:
-    print(f"[aiprim query] {message}", file=sys.stderr, flush=True)
 
 
 def database_key(cfg: dict, seed: int) -> str:
@@ -96,7 +92,7 @@ def arms_to_run(policy, arm_ids: list[int], plans: dict[int, str], explore: int,
     if policy is None:
         return list(arm_ids)
     planned = [a for a in arm_ids if a in plans]
-    predictions = policy.predict_log([plans[a] for a in planned], plans[0])
+    predictions = policy.predict_log([plans[a] for a in planned], planned.index(0))
     chosen = [0, policy.decide(predictions, planned), policy.sample_arm(predictions, planned, rng)]
     others = [a for a in arm_ids if a not in chosen]
     chosen += list(rng.choice(others, size=min(explore, len(others)), replace=False)) if others else []
@@ -134,8 +130,7 @@ def run_workload(engine: Engine, connection, queries: pd.DataFrame, arms: list[A
             rows.append({"query_id": q.query_id, "arm": arm_id, "plan": plans[arm_id], "latency_ms": ex.latency_ms,
                          "timed_out": ex.timed_out, "rows": ex.rows, "ts": time.perf_counter() - started, "timeout_ms": limit})
             if arm_id == 0:  # the native latency sets the other arms' limit
-                native = ex.latency_ms if ex.latency_ms is not None else float(cfg["timeout_ms"])
-                limit = float(np.clip(native * float(cfg["timeout_factor"]), float(cfg["min_timeout_ms"]), float(cfg["timeout_ms"])))
+                limit = arm_limit_ms(ex.latency_ms if ex.latency_ms is not None else float(cfg["timeout_ms"]), cfg)
         if n % 20 == 0 or n == len(queries):
             _progress(f"ran {n}/{len(queries)} queries, {len(rows)} executions in {time.perf_counter() - started:.1f}s")
     if problems:

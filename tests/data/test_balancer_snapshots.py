@@ -16,20 +16,7 @@ import pytest
 
 from flows.cli import main
 from tests.conftest import write_balancer_snapshot
-
-
-def _edit(tables, table, fn):
-    out = {k: v.copy() for k, v in tables.items()}
-    out[table] = fn(out[table])
-    return out
-
-
-def _set(column, row, value):
-    def fn(frame):
-        frame.loc[row, column] = value
-        return frame
-
-    return fn
+from tests.data.edits import edit as _edit, set_cell as _set
 
 
 VALUE_CASES = {

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from flows.cli import main
+from tests.data.edits import edit as _edit, set_cell as _set
 
 
 def _write(root: Path, tables: dict, extra: dict) -> Path:
@@ -18,20 +18,6 @@ def _write(root: Path, tables: dict, extra: dict) -> Path:
 
     prim = primitives.get("query")
     return write_snapshot("query", prim.schema, tables, root, source="tests", extra=extra)
-
-
-def _edit(tables, table, fn):
-    out = {k: v.copy() for k, v in tables.items()}
-    out[table] = fn(out[table])
-    return out
-
-
-def _set(column, row, value):
-    def fn(frame):
-        frame.loc[row, column] = value
-        return frame
-
-    return fn
 
 
 CASES = {
