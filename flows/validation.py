@@ -135,7 +135,8 @@ def run_expectations(primitive: Primitive, frames: dict, reference: dict | None,
             frame[RULE_PREFIX + rule.name] = ok
             key = table.columns[0].name
             if not ok.all() and key in frame:
-                examples[rule.name] = f"{key} {frame[key].iloc[int((~ok).argmax())]!r}"
+                first = int((~ok).argmax())
+                examples[rule.name] = rule.explain(frames, first) if rule.explain else f"{key} {frame[key].iloc[first]!r}"
         suite = context.suites.add(gx.ExpectationSuite(name=f"{primitive.name}.{table.name}"))
         for expectation in expectations_for(table, (reference or {}).get(table.name), drift_threshold, set(frame.columns)):
             suite.add_expectation(expectation)

@@ -37,11 +37,15 @@ class Runtime(abc.ABC):
 
 @dataclass(frozen=True)
 class Guardrail:
+    """A bound on one metric of the challenger: fixed (``max``/``min``), or the champion's own value."""
+
     metric: str
     max: float | None = None
     min: float | None = None
+    no_worse_than_champion: bool = False
+    higher_is_better: bool = False  # direction, for ``no_worse_than_champion``
 
-    def broken_by(self, metrics: dict[str, Any]) -> str | None:
+    def broken_by(self, metrics: dict[str, Any], champion: dict[str, Any] | None = None) -> str | None:
         value = metrics.get(self.metric)
         if value is None:
             return f"{self.metric} missing"
@@ -49,6 +53,11 @@ class Guardrail:
             return f"{self.metric}={value:.4g} > {self.max:g}"
         if self.min is not None and value < self.min:
             return f"{self.metric}={value:.4g} < {self.min:g}"
+        reference = (champion or {}).get(self.metric) if self.no_worse_than_champion else None
+        if reference is not None:
+            worse = value < reference if self.higher_is_better else value > reference
+            if worse:
+                return f"{self.metric}={value:.4g} worse than the champion's {reference:.4g}"
         return None
 
 
@@ -134,6 +143,10 @@ class Primitive(abc.ABC):
     def guardrails(self, config: dict) -> tuple[Guardrail, ...]:
         """Bounds a challenger must respect to be promoted."""
 
+    def evaluation_figures(self, report: dict) -> dict:
+        """Extra plots of an evaluation report, ``{artifact path: matplotlib figure}``, logged to MLflow."""
+        return {}
+
     def input_example(self, tables: dict[str, Any]):
         """A small input for the logged model's signature."""
         return None
@@ -180,7 +193,7 @@ def _load_builtin_and_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    from . import balancer, query  # noqa: F401  (register themselves)
+    from . import balancer, compiler, query  # noqa: F401  (register themselves)
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name not in _REGISTRY:

@@ -43,6 +43,8 @@ class Rule:
     name: str
     description: str
     check: object  # Callable[[dict[str, DataFrame]], pd.Series]
+    # Optional Callable[[dict[str, DataFrame], int], str]: why row ``i`` breaks the rule, naming it.
+    explain: object = None
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,8 @@ def _set_champion(client, primitive: str, version: str) -> str | None:
 def decide(primitive_obj, challenger: dict, champion: dict | None, config: dict, margin: float, version: str) -> Decision:
     """Pure policy: challenger/champion are evaluation reports on the same held-out data."""
     metric = primitive_obj.primary_metric
-    broken = [b for g in primitive_obj.guardrails(config) if (b := g.broken_by(challenger["metrics"]))]
+    champion_metrics = champion["metrics"] if champion else None
+    broken = [b for g in primitive_obj.guardrails(config) if (b := g.broken_by(challenger["metrics"], champion_metrics))]
     value = challenger["metrics"].get(metric)
     decision = Decision(primitive_obj.name, version, False, "", challenger_metric=value, broken_guardrails=broken)
     if broken:

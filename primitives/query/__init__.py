@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .._base import Guardrail, Primitive, register
-from ._common import stable_fraction
+from .._split import stable_fraction
 from ._runtime import QueryRuntime
 from ._schema import SCHEMA
 

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 
 
 def progress(message: str) -> None:
     # Progress goes to stderr so stdout stays clean for --json output.
     print(f"[aiprim query] {message}", file=sys.stderr, flush=True)
-
-
-def stable_fraction(text: str) -> float:
-    """A number in [0, 1) fixed by ``text``: deterministic splits that survive reordering."""
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 2**32
 
 
 def arm_limit_ms(native_ms: float, cfg: dict) -> float:

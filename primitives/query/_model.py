@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ._common import stable_fraction
+from .._split import stable_fraction
 from ._plans import N_FEATURES, featurize, pack, totals, walk
 
 

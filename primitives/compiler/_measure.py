@@ -1,0 +1,199 @@
+"""Compile every schedule of a task and time it, one schedule at a time, in a worker process.
+
+Protocol per schedule: one run checked against a float64 reference (it is
+also the warm-up), then ``repeats`` timed samples (several calls per sample
+for kernels under ``min_sample_s``); the median is the runtime and the
+standard deviation its spread. A schedule that fails to compile, computes a
+wrong result, runs past ``time_limit_s`` or crashes the worker is recorded
+with its error, and the next schedule goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import selectors
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._codegen import COMPILE_FLAGS, library_source
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Result:
+    runtime_s: float | None = None
+    runtime_std_s: float | None = None
+    repeats: int = 1
+    error: str | None = None
+
+
+class CompilerNotFound(RuntimeError):
+    pass
+
+
+def compiler() -> str:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    raise CompilerNotFound("no C compiler found (set CC, or install gcc)")
+
+
+def cpu_target() -> str:
+    """e.g. ``x86_64-avx512-2c``: the instruction set the kernels are built for and the cores they may use."""
+    flags = ""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        pass
+    isa = "avx512" if " avx512f" in flags else "avx2" if " avx2" in flags else "sse" if " sse2" in flags else "generic"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{platform.machine()}-{isa}-{cores}c"
+
+
+def build(kernel: str, shape: dict, schedules: list[dict], cache_dir: Path) -> tuple[list[str | None], list[str | None]]:
+    """One shared library per task; per schedule (library path, None) or (None, compile error)."""
+    symbols = [f"s{i}" for i in range(len(schedules))]
+    source = library_source(kernel, shape, schedules, symbols)
+    library = _compile(source, cache_dir)
+    if library[0] is not None:
+        return [library[0]] * len(schedules), [None] * len(schedules)
+    # The batch failed: compile each schedule alone so one bad schedule does not sink its task.
+    paths, errors = [], []
+    for schedule, symbol in zip(schedules, symbols):
+        path, error = _compile(library_source(kernel, shape, [schedule], [symbol]), cache_dir)
+        paths.append(path)
+        errors.append(None if path else f"compile failed: {error}")
+    return paths, errors
+
+
+def _compile(source: str, cache_dir: Path) -> tuple[str | None, str | None]:
+    cc = compiler()
+    digest = hashlib.sha256((cc + " ".join(COMPILE_FLAGS) + cpu_target() + source).encode()).hexdigest()[:20]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    library = cache_dir / f"k{digest}.so"
+    if library.exists():
+        return str(library), None
+    with tempfile.TemporaryDirectory() as tmp:
+        c_file = Path(tmp) / "kernels.c"
+        c_file.write_text(source)
+        built = Path(tmp) / "kernels.so"
+        result = subprocess.run([cc, *COMPILE_FLAGS, str(c_file), "-o", str(built)], capture_output=True, text=True)
+        if result.returncode != 0:
+            lines = [line for line in result.stderr.splitlines() if "error" in line] or result.stderr.splitlines() or ["unknown"]
+            return None, lines[0].replace(str(c_file), "kernels.c").strip()[:300]
+        os.replace(built, library)  # atomic: a concurrent build of the same source is harmless
+    return str(library), None
+
+
+def build_all(jobs: list[tuple[str, dict, list[dict]]], cache_dir: Path, workers: int | None = None, progress=None):
+    """Compile every task's library, in parallel (nothing is timed while this runs)."""
+    workers = workers or max(1, (os.cpu_count() or 1))
+    done = 0
+    results = [None] * len(jobs)
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {pool.submit(build, kernel, shape, schedules, cache_dir): i for i, (kernel, shape, schedules) in enumerate(jobs)}
+        for future in futures:
+            results[futures[future]] = future.result()
+            done += 1
+            if progress and (done % 10 == 0 or done == len(jobs)):
+                progress(f"compiled {done}/{len(jobs)} tasks")
+    return results
+
+
+class Worker:
+    """The measuring subprocess, restarted after a crash or a runaway schedule."""
+
+    def __init__(self):
+        self.process = None
+        self.failure = ""
+
+    def start(self):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+               "OMP_WAIT_POLICY": "PASSIVE", "OMP_PROC_BIND": "false"}
+        self.process = subprocess.Popen([sys.executable, "-m", "primitives.compiler._worker"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1, env=env)
+
+    def ask(self, request: dict, timeout_s: float) -> dict | None:
+        """The reply, or None when the worker crashed or ran past the timeout (``failure`` then says which)."""
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        selector = selectors.DefaultSelector()
+        selector.register(self.process.stdout, selectors.EVENT_READ)
+        ready = selector.select(timeout_s)
+        selector.close()
+        line = self.process.stdout.readline() if ready else ""
+        if line:
+            return json.loads(line)
+        code = self.process.poll()
+        self.failure = f"crashed (exit {code})" if ready and code is not None else f"timed out: no result within {timeout_s:.3g}s"
+        self.stop()
+        return None
+
+    def stop(self):
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.process is not None and self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def measure_task(worker: Worker, kernel: str, shape: dict, libraries: list, errors: list, seed: int, config: dict) -> list[Result]:
+    repeats = int(config.get("repeats", 5))
+    time_limit = float(config.get("time_limit_s", 0.5))
+    min_sample = float(config.get("min_sample_s", 1e-3))
+    results: list[Result] = []
+    loaded = None
+    for index, (library, error) in enumerate(zip(libraries, errors)):
+        if error:
+            results.append(Result(error=error))
+            continue
+        if loaded != library:
+            reply = worker.ask({"op": "task", "kernel": kernel, "shape": shape, "library": library, "seed": seed}, 60.0)
+            if reply is None or "error" in reply:
+                why = reply["error"] if reply else "the worker did not start"
+                results.extend(Result(error=f"setup failed: {why}") for _ in libraries[index:])
+                return results
+            loaded = library
+        symbol = f"s{index}"  # single-schedule fallback libraries keep the batch's symbol names
+        reply = worker.ask({"op": "verify", "symbol": symbol, "time_limit_s": time_limit}, 2 * time_limit + 2.0)
+        if reply is None:
+            loaded = None  # the worker was stopped: the next schedule reloads the task
+            results.append(Result(error=worker.failure))
+            continue
+        if "error" in reply:
+            results.append(Result(error=reply["error"]))
+            continue
+        first = float(reply["first_s"])
+        budget = 2.0 * max(first, min_sample) * repeats * max(1, round(min_sample / max(first, 1e-9))) + 2.0
+        timed = worker.ask({"op": "time", "symbol": symbol, "first_s": first, "repeats": repeats, "min_sample_s": min_sample}, budget)
+        if timed is None:
+            loaded = None
+            results.append(Result(error=worker.failure))
+        elif "error" in timed:
+            results.append(Result(error=timed["error"]))
+        else:
+            results.append(Result(timed["runtime_s"], timed["runtime_std_s"], int(timed["repeats"])))
+    return results

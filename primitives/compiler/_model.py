@@ -1,0 +1,168 @@
+"""The learned cost model: an MLP over TenSet-style features, trained to rank and to predict.
+
+The plain ``CostModelNet`` predicts log(runtime / flops), standardised, so
+one scale fits every shape. ``CostModule`` (thin Lightning wrapper) trains it
+on two losses: squared error on that target (a timed-out schedule is a
+censored sample: only predictions below its limit are penalised), and a
+pairwise logistic ranking loss over pairs of schedules of one task whose
+runtimes differ by more than ``rank_margin`` (log), so the order inside a
+task, which is what a tuner needs, is learned directly. Batches hold whole
+tasks; validation holds out whole tasks.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from ._features import N_FEATURES, featurize_rows, log_flops_rows
+
+
+class CostModelNet(nn.Module):
+    def __init__(self, n_features: int = N_FEATURES, hidden: int = 256, depth: int = 3, dropout: float = 0.0):
+        super().__init__()
+        layers, width = [], n_features
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.SiLU()] + ([nn.Dropout(dropout)] if dropout else [])
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+def training_rows(tasks, measurements):
+    """Features, targets (log seconds per flop), censoring flags and task codes of the usable rows."""
+    measured = measurements["runtime_s"].notna().to_numpy()
+    timed_out = (~measured) & measurements["error"].fillna("").str.startswith("timed out").to_numpy()
+    if "time_limit_s" in measurements:
+        timed_out &= measurements["time_limit_s"].notna().to_numpy()
+    else:
+        timed_out[:] = False
+    keep = measured | timed_out
+    rows = measurements[keep].reset_index(drop=True)
+    seconds = np.where(measured[keep], rows["runtime_s"].to_numpy(dtype=float, na_value=np.nan),
+                       rows["time_limit_s"].to_numpy(dtype=float, na_value=np.nan) if "time_limit_s" in rows else np.nan)
+    x = featurize_rows(tasks, rows)
+    y = np.log(seconds) - log_flops_rows(tasks, rows)
+    codes = rows["task_id"].astype("category").cat.codes.to_numpy()
+    return x, y.astype(np.float32), timed_out[keep], codes, rows
+
+
+class TaskBatchSampler(torch.utils.data.Sampler):
+    """Batches of whole tasks, so every batch has pairs to rank."""
+
+    def __init__(self, codes: np.ndarray, tasks_per_batch: int, shuffle: bool, seed: int):
+        self.groups = [np.flatnonzero(codes == c) for c in np.unique(codes)]
+        self.tasks_per_batch, self.shuffle, self.seed, self.epoch = tasks_per_batch, shuffle, seed, 0
+
+    def __iter__(self):
+        order = np.arange(len(self.groups))
+        if self.shuffle:
+            order = np.random.default_rng(self.seed + self.epoch).permutation(order)
+            self.epoch += 1
+        for start in range(0, len(order), self.tasks_per_batch):
+            yield np.concatenate([self.groups[g] for g in order[start:start + self.tasks_per_batch]]).tolist()
+
+    def __len__(self):
+        return (len(self.groups) + self.tasks_per_batch - 1) // self.tasks_per_batch
+
+
+class CostDataModule(L.LightningDataModule):
+    def __init__(self, tasks, measurements, val_fraction: float = 0.15, tasks_per_batch: int = 8, seed: int = 0):
+        super().__init__()
+        x, y, censored, codes, _ = training_rows(tasks, measurements)
+        if len(np.unique(codes)) < 2:
+            raise ValueError("the cost model needs measured schedules of at least two tasks")
+        self.feature_mean = x.mean(axis=0)
+        self.feature_std = np.where(x.std(axis=0) > 1e-6, x.std(axis=0), 1.0).astype(np.float32)
+        self.target_mean = float(y[~censored].mean()) if (~censored).any() else float(y.mean())
+        self.target_std = float(y[~censored].std()) or 1.0 if (~censored).sum() > 1 else 1.0
+        xs = (x - self.feature_mean) / self.feature_std
+        ys = (y - self.target_mean) / self.target_std
+        unique = np.unique(codes)
+        rng = np.random.default_rng(seed)
+        n_val = max(1, int(round(len(unique) * val_fraction))) if len(unique) >= 4 else 0
+        val_codes = set(rng.permutation(unique)[:n_val].tolist())
+        is_val = np.isin(codes, list(val_codes))
+        self.train_part = self._part(xs, ys, censored, codes, ~is_val)
+        self.val_part = self._part(xs, ys, censored, codes, is_val if n_val else ~is_val)
+        self.tasks_per_batch, self.seed = tasks_per_batch, seed
+
+    @staticmethod
+    def _part(x, y, censored, codes, mask):
+        return (torch.from_numpy(x[mask]), torch.from_numpy(y[mask]), torch.from_numpy(censored[mask]), codes[mask])
+
+    def _loader(self, part, shuffle):
+        x, y, c, codes = part
+        dataset = torch.utils.data.TensorDataset(x, y, c, torch.from_numpy(codes.astype(np.int64)))
+        sampler = TaskBatchSampler(codes, self.tasks_per_batch, shuffle, self.seed)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler)
+
+    def train_dataloader(self):
+        return self._loader(self.train_part, True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_part, False)
+
+
+def ranking_loss(pred: torch.Tensor, y: torch.Tensor, censored: torch.Tensor, codes: torch.Tensor, margin: float) -> torch.Tensor:
+    """Pairwise logistic loss over pairs of one task where i is clearly faster than j."""
+    same = codes[:, None] == codes[None, :]
+    # A censored runtime is only a lower bound: it is slower than any finished schedule below its limit.
+    faster = (y[:, None] + margin < y[None, :]) & ~censored[:, None]
+    pairs = same & faster
+    if not pairs.any():
+        return pred.sum() * 0.0
+    gap = pred[:, None] - pred[None, :]
+    return nn.functional.softplus(gap[pairs]).mean()
+
+
+def regression_loss(pred: torch.Tensor, y: torch.Tensor, censored: torch.Tensor) -> torch.Tensor:
+    error = torch.where(censored, torch.clamp(y - pred, min=0.0), pred - y)
+    return (error ** 2).mean()
+
+
+class CostModule(L.LightningModule):
+    def __init__(self, feature_mean, feature_std, target_mean: float, target_std: float, hidden: int = 256, depth: int = 3,
+                 dropout: float = 0.0, lr: float = 2e-3, weight_decay: float = 1e-5, rank_weight: float = 1.0,
+                 rank_margin: float = 0.05, max_epochs: int = 100):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = CostModelNet(N_FEATURES, hidden, depth, dropout)
+
+    def _losses(self, batch):
+        x, y, censored, codes = batch
+        pred = self.net(x)
+        margin = self.hparams.rank_margin / self.hparams.target_std
+        regression = regression_loss(pred, y, censored)
+        rank = ranking_loss(pred, y, censored, codes, margin)
+        return regression, rank, regression + self.hparams.rank_weight * rank
+
+    def training_step(self, batch, _):
+        regression, rank, loss = self._losses(batch)
+        self.log_dict({"train/loss": loss, "train/regression": regression, "train/rank": rank}, on_epoch=True, on_step=False,
+                      batch_size=len(batch[0]))
+        return loss
+
+    def validation_step(self, batch, _):
+        regression, rank, loss = self._losses(batch)
+        self.log_dict({"val/loss": loss, "val/regression": regression, "val/rank": rank}, on_epoch=True, batch_size=len(batch[0]))
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.hparams.max_epochs))
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def export_weights(module: CostModule) -> dict:
+    """The MLP's linear layers as plain float32 arrays, in order."""
+    layers = [m for m in module.net.net if isinstance(m, nn.Linear)]
+    weights = {}
+    for i, layer in enumerate(layers):
+        weights[f"w{i}"] = layer.weight.detach().cpu().numpy().astype(np.float32)
+        weights[f"b{i}"] = layer.bias.detach().cpu().numpy().astype(np.float32)
+    return weights

@@ -1,0 +1,107 @@
+"""The cost model's runtime: numpy only, for compilers and tuners on their hot path.
+
+``predict(task, schedules)`` gives predicted runtimes in seconds and
+``rank(task, schedules)`` the schedules' order, fastest first. A task is
+``{"kernel": "matmul", "shape": {"M": 512, "N": 512, "K": 512}}``; schedules
+are a list of knob dicts or a DataFrame with one column per knob. Knobs are
+checked column-wise: an unknown knob or a value outside the family's space
+is a ``TaskError`` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .._base import Runtime
+from ._features import featurize_task, log_flops
+from ._space import FAMILIES, TaskError, parse_shape
+
+WEIGHTS, META = "cost_model.npz", "cost_model.json"
+
+
+def task_parts(task) -> tuple[str, dict, str]:
+    """(kernel, shape, name) of a task given as a dict, a (kernel, shape) pair or a row with kernel/shape."""
+    if isinstance(task, dict):
+        kernel, shape, name = task.get("kernel"), task.get("shape"), task.get("task_id", "task")
+    elif isinstance(task, (tuple, list)) and len(task) == 2:
+        (kernel, shape), name = task, "task"
+    else:
+        kernel, shape, name = getattr(task, "kernel", None), getattr(task, "shape", None), getattr(task, "task_id", "task")
+    if not isinstance(kernel, str):
+        raise TaskError(f"task {name}: needs a kernel family name")
+    return kernel, parse_shape(kernel, shape, name), name
+
+
+def knob_frame(kernel: str, schedules, name: str = "task"):
+    """Schedules as a DataFrame of the family's knobs, checked column by column."""
+    import pandas as pd
+
+    frame = schedules if isinstance(schedules, pd.DataFrame) else pd.DataFrame(list(schedules))
+    knobs = FAMILIES[kernel].knobs
+    unknown = sorted(set(frame.columns) - set(knobs))
+    if unknown:
+        raise TaskError(f"task {name}: unknown knob {', '.join(unknown)} for {kernel} (knobs: {', '.join(knobs)})")
+    missing = [k for k in knobs if k not in frame.columns]
+    if missing:
+        raise TaskError(f"task {name}: schedules miss knob {', '.join(missing)}")
+    for knob, allowed in knobs.items():
+        bad = ~frame[knob].isin(allowed).to_numpy()
+        if bad.any():
+            raise TaskError(f"task {name}: knob {knob}={frame[knob].iloc[int(bad.argmax())]!r} is not one of {list(allowed)}")
+    return frame[list(knobs)]
+
+
+class CompilerRuntime(Runtime):
+    def __init__(self, weights: dict, meta: dict):
+        self.weights = weights
+        self.meta = meta
+        self.layers = [(weights[f"w{i}"], weights[f"b{i}"]) for i in range(len(weights) // 2)]
+        self.feature_mean = np.asarray(meta["feature_mean"], dtype=np.float32)
+        self.feature_std = np.asarray(meta["feature_std"], dtype=np.float32)
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez(directory / WEIGHTS, **self.weights)
+        (directory / META).write_text(json.dumps(self.meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> "CompilerRuntime":
+        directory = Path(directory)
+        with np.load(directory / WEIGHTS, allow_pickle=False) as data:
+            weights = {k: data[k] for k in data.files}
+        return cls(weights, json.loads((directory / META).read_text()))
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        """Predicted log(seconds per flop) of featurised schedules."""
+        h = (features - self.feature_mean) / self.feature_std
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w.T + b
+            if i < len(self.layers) - 1:
+                h = h / (1.0 + np.exp(-h))  # SiLU, as in training
+        return h[:, 0].astype(np.float64) * self.meta["target_std"] + self.meta["target_mean"]
+
+    def predict(self, task, schedules) -> np.ndarray:
+        """Predicted runtime in seconds of each schedule."""
+        kernel, shape, name = task_parts(task)
+        frame = knob_frame(kernel, schedules, name)
+        if frame.empty:
+            return np.zeros(0)
+        return np.exp(self.score_features(featurize_task(kernel, shape, frame)) + log_flops(kernel, shape))
+
+    def rank(self, task, schedules) -> np.ndarray:
+        """Indices of the schedules, predicted fastest first."""
+        return np.argsort(self.predict(task, schedules), kind="stable")
+
+    def predict_frame(self, frame, context: dict):
+        """pyfunc: rows with ``kernel``, ``shape`` and ``schedule`` (JSON) -> predicted ``runtime_s``."""
+        import pandas as pd
+
+        out = np.zeros(len(frame))
+        for (kernel, shape), rows in frame.groupby(["kernel", "shape"], sort=False).groups.items():
+            schedules = pd.DataFrame([json.loads(s) for s in frame.loc[rows, "schedule"]])
+            out[frame.index.get_indexer(rows)] = self.predict({"kernel": kernel, "shape": shape}, schedules)
+        return pd.DataFrame({"runtime_s": out})

@@ -1,0 +1,157 @@
+"""The embedded source: compiles and times real kernels on this machine.
+
+Tasks are drawn shapes of each CPU family (or exactly the tasks of a
+``tasks.parquet`` a user hands in); each task gets ``schedules_per_task``
+distinct schedules drawn uniformly from its family's space. All libraries are
+compiled first (in parallel: nothing is timed meanwhile), then every schedule
+is checked and timed one at a time (see ``_measure``). Where a CUDA GPU is
+present, Triton matmul configurations are measured too (``_triton``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._space import CPU_FAMILIES, FAMILIES, TaskError, parse_shape, sample_schedules, schedule_json
+
+# Shape draws per family: kept to <= 2^28 flops so a good schedule runs in milliseconds on one core.
+MAX_FLOPS = 2 ** 28
+
+
+def progress(message: str) -> None:
+    print(f"[compiler] {message}", file=sys.stderr, flush=True)
+
+
+def draw_shape(kernel: str, rng: np.random.Generator) -> dict:
+    while True:
+        if kernel == "matmul":
+            shape = {d: int(rng.choice([32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512])) for d in ("M", "N", "K")}
+        elif kernel == "conv2d":
+            hw = int(rng.choice([14, 20, 28, 40, 56]))
+            r = int(rng.choice([1, 3, 5]))
+            shape = {"N": int(rng.choice([1, 2])), "C": int(rng.choice([3, 8, 16, 32, 64])), "H": hw, "W": hw,
+                     "K": int(rng.choice([8, 16, 32, 64])), "R": r, "S": r}
+        elif kernel == "stencil2d":
+            shape = {"H": int(rng.integers(4, 65)) * 32 + int(rng.integers(0, 3)), "W": int(rng.integers(4, 65)) * 32 + int(rng.integers(0, 3))}
+        elif kernel == "triton_matmul":
+            shape = {d: int(rng.choice([256, 512, 768, 1024, 1536, 2048, 3072, 4096])) for d in ("M", "N", "K")}
+        else:
+            raise TaskError(f"no shape generator for {kernel}")
+        if kernel == "triton_matmul" or eval(FAMILIES[kernel].flops, {}, FAMILIES[kernel].env(shape)) <= MAX_FLOPS:
+            return shape
+
+
+def task_id_of(kernel: str, shape: dict) -> str:
+    return f"{kernel}-" + "x".join(str(shape[d]) for d in FAMILIES[kernel].dims)
+
+
+def generated_tasks(config: dict, rng: np.random.Generator, families) -> pd.DataFrame:
+    rows, seen = [], set()
+    for kernel in families:
+        count = int(config.get("tasks_per_family", 10))
+        attempts = 0
+        while sum(r["kernel"] == kernel for r in rows) < count and attempts < count * 50:
+            attempts += 1
+            shape = draw_shape(kernel, rng)
+            task_id = task_id_of(kernel, shape)
+            if task_id not in seen:
+                seen.add(task_id)
+                rows.append({"task_id": task_id, "kernel": kernel, "shape": json.dumps(shape)})
+    return pd.DataFrame(rows, columns=["task_id", "kernel", "shape"])
+
+
+def read_tasks(path) -> pd.DataFrame:
+    """A user's tasks.parquet, checked task by task (the error names the first bad task)."""
+    path = Path(path)
+    if not path.exists():
+        raise TaskError(f"tasks file {path}: not found")
+    try:
+        tasks = pd.read_parquet(path)
+    except Exception as exc:
+        raise TaskError(f"tasks file {path}: not a Parquet file ({exc})") from None
+    missing = [c for c in ("task_id", "kernel", "shape") if c not in tasks.columns]
+    if missing:
+        raise TaskError(f"tasks file {path}: missing column {', '.join(missing)}")
+    if tasks.empty:
+        raise TaskError(f"tasks file {path}: no tasks")
+    duplicated = tasks["task_id"][tasks["task_id"].duplicated()]
+    if len(duplicated):
+        raise TaskError(f"tasks file {path}: task_id {duplicated.iloc[0]!r} appears twice")
+    for row in tasks.itertuples():
+        parse_shape(row.kernel, row.shape, row.task_id)
+    return tasks[["task_id", "kernel", "shape"]].astype(str).reset_index(drop=True)
+
+
+def generate(config: dict, seed: int) -> tuple[dict, dict]:
+    from ._measure import build_all, cpu_target, measure_task, Worker
+
+    rng = np.random.default_rng(seed)
+    if config.get("tasks"):
+        tasks = read_tasks(config["tasks"])
+    else:
+        families = list(config.get("families") or CPU_FAMILIES)
+        for kernel in families:
+            if kernel not in CPU_FAMILIES:
+                raise TaskError(f"source families: {kernel!r} is not a CPU kernel family (known: {', '.join(CPU_FAMILIES)})")
+        tasks = generated_tasks(config, rng, families)
+    per_task = int(config.get("schedules_per_task", 32))
+    cache_dir = Path(config.get("cache_dir") or Path(tempfile.gettempdir()) / "aiprim-kernels")
+    started = time.time()
+    target = cpu_target()
+    cpu = tasks[tasks["kernel"].map(lambda k: FAMILIES[k].target == "cpu")]
+    gpu = tasks[tasks["kernel"].map(lambda k: FAMILIES[k].target == "cuda")]
+    schedules = {row.task_id: sample_schedules(row.kernel, per_task, rng) for row in tasks.itertuples()}
+    rows = []
+    if len(cpu):
+        progress(f"compiling {sum(len(schedules[t]) for t in cpu['task_id'])} schedules of {len(cpu)} tasks ({target})")
+        jobs = [(row.kernel, json.loads(row.shape), schedules[row.task_id]) for row in cpu.itertuples()]
+        built = build_all(jobs, cache_dir, progress=progress)
+        limit = float(config.get("time_limit_s", 0.5))
+        with Worker() as worker:
+            for n, (row, (libraries, errors)) in enumerate(zip(cpu.itertuples(), built), start=1):
+                results = measure_task(worker, row.kernel, json.loads(row.shape), libraries, errors, seed, config)
+                for schedule, result in zip(schedules[row.task_id], results):
+                    rows.append({"task_id": row.task_id, "schedule": schedule_json(schedule), "runtime_s": result.runtime_s,
+                                 "runtime_std_s": result.runtime_std_s, "repeats": result.repeats, "error": result.error,
+                                 "ts": time.time() - started, "time_limit_s": limit})
+                ok = [r.runtime_s for r in results if r.runtime_s]
+                best = f"best {min(ok) * 1e3:.3g} ms" if ok else "no schedule ran"
+                progress(f"measured {n}/{len(cpu)} {row.task_id}: {best}, {len(results) - len(ok)} failed")
+    targets = {task_id: target for task_id in cpu["task_id"]}
+    gpu_target = None
+    want_gpu = config.get("gpu", "auto")
+    if want_gpu and (len(gpu) or not config.get("tasks")):
+        from ._triton import gpu_available, measure_triton
+
+        why_not = gpu_available()
+        if why_not is None:
+            if not config.get("tasks"):
+                gpu = generated_tasks({"tasks_per_family": config.get("gpu_tasks", 8)}, rng, ["triton_matmul"])
+                tasks = pd.concat([tasks, gpu], ignore_index=True)
+                schedules.update({row.task_id: sample_schedules(row.kernel, per_task, rng) for row in gpu.itertuples()})
+            gpu_target, gpu_rows = measure_triton(gpu, schedules, config, started, progress)
+            rows.extend(gpu_rows)
+            targets.update({task_id: gpu_target for task_id in gpu["task_id"]})
+        elif len(gpu) or want_gpu is True:
+            progress(f"Triton matmul skipped: {why_not}")
+            for row in gpu.itertuples():
+                rows.extend({"task_id": row.task_id, "schedule": schedule_json(s), "runtime_s": None, "runtime_std_s": None,
+                             "repeats": 1, "error": f"not measured: {why_not}", "ts": time.time() - started,
+                             "time_limit_s": None} for s in schedules[row.task_id])
+        else:
+            progress(f"Triton matmul skipped: {why_not}")
+    measurements = pd.DataFrame(rows, columns=["task_id", "schedule", "runtime_s", "runtime_std_s", "repeats", "error", "ts", "time_limit_s"])
+    measurements = measurements.astype({"runtime_s": "float64", "runtime_std_s": "float64", "repeats": "int32", "ts": "float64",
+                                        "time_limit_s": "float64"})
+    tasks = tasks.assign(target=tasks["task_id"].map(targets).fillna(gpu_target or target))
+    manifest_target = target if gpu_target is None else f"{target}+{gpu_target}"
+    ok = measurements["runtime_s"].notna().sum()
+    progress(f"{ok}/{len(measurements)} schedules of {len(tasks)} tasks measured in {time.time() - started:.1f}s")
+    return {"tasks": tasks, "measurements": measurements}, {"target": manifest_target}
