@@ -20,6 +20,8 @@ examples:
   aiprim snapshot balancer --out /tmp/snap   write a snapshot to look at
   aiprim validate balancer data/snapshots/balancer/<id>
   aiprim evaluate balancer --snapshot DIR --json
+  aiprim snapshot compiler --tasks tasks.parquet --out DIR    measure your own kernel shapes
+  aiprim autotune --task matmul:M=512,N=512,K=512             best schedule after 10 measurements
   aiprim status --json                       champions, metrics, lineage
   aiprim promote balancer --version 3        move the champion alias by hand
   aiprim rollback balancer                   back to the previous champion
@@ -46,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     snap.add_argument("--source")
     snap.add_argument("--out", help="root folder (default: data/snapshots); the snapshot goes to OUT/PRIMITIVE/ID")
     snap.add_argument("--to", help="write the snapshot exactly at this path, replacing it (for DVC stages)")
+    snap.add_argument("--tasks", help="compiler: measure exactly the tasks of this tasks.parquet (task_id, kernel, shape)")
     snap.add_argument("--profile")
 
     val = sub.add_parser("validate", help="validate a snapshot; a bad one is quarantined")
@@ -76,6 +79,15 @@ def _parser() -> argparse.ArgumentParser:
 
     rb = sub.add_parser("rollback", help="move the champion alias back to the previous champion")
     rb.add_argument("primitive")
+
+    at = sub.add_parser("autotune", help="compiler: rank candidate schedules with the cost model, measure only the best few")
+    at.add_argument("--task", required=True, help='KERNEL:DIM=N,... (e.g. matmul:M=512,N=512,K=512) or a JSON {"kernel", "shape"}')
+    at.add_argument("--model", default="champion", help="champion | challenger | VERSION | RUN_ID")
+    at.add_argument("--candidates", type=int, default=2000, help="schedules drawn from the space and scored by the model")
+    at.add_argument("--trials", type=int, default=10, help="schedules measured for real (the model's top ones)")
+    at.add_argument("--seed", type=int, default=0)
+    at.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    at.add_argument("--profile")
 
     st = sub.add_parser("status", help="champions, their metrics and lineage")
     st.add_argument("--json", action="store_true")
@@ -199,7 +211,8 @@ def cmd_snapshot(args) -> int:
     from . import config, steps
 
     print(steps.snapshot(args.primitive, config.load(args.profile), source=args.source,
-                         out=Path(args.out) if args.out else None, exact=Path(args.to) if args.to else None))
+                         out=Path(args.out) if args.out else None, exact=Path(args.to) if args.to else None,
+                         tasks=Path(args.tasks) if args.tasks else None))
     return 0
 
 
@@ -375,8 +388,29 @@ def cmd_ui(args) -> int:
     return 0
 
 
+def cmd_autotune(args) -> int:
+    from . import config, steps
+
+    result = steps.autotune(args.task, config.load(args.profile), model=args.model, candidates=args.candidates,
+                            trials=args.trials, seed=args.seed)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    best = result["best"]
+    print(f"{result['task']['kernel']} {result['task']['shape']} on {result['target']}: scored {result['candidates_scored']} "
+          f"of {result['space_size']} schedules, measured {result['measured']} ({result['failed']} failed)")
+    for t in result["trials"]:
+        measured = f"{t['measured_s'] * 1e3:9.3f} ms" if t["measured_s"] is not None else f"  failed: {t['error']}"
+        print(f"  #{t['rank']:<3} predicted {t['predicted_s'] * 1e3:9.3f} ms  measured {measured}  {json.dumps(t['schedule'])}")
+    if best is None:
+        raise ValueError("none of the measured schedules ran")
+    print(f"best: {best['runtime_s'] * 1e3:.3f} ms (model rank {best['rank']}) {best['schedule_json']}")
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
+    "autotune": cmd_autotune,
     "snapshot": cmd_snapshot,
     "validate": cmd_validate,
     "train": cmd_train,

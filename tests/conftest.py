@@ -94,3 +94,22 @@ def postgres_workload(postgres_server):
     tables, indexes = workload_tables(["skewed"], QUERY_SMALL["skewed_scale"], 0.0, seed=5)
     load_postgres(postgres_server.dsn, tables, indexes)
     return postgres_server.dsn
+
+
+# --- compiler cost model -------------------------------------------------------
+
+COMPILER_SMALL = {"tasks_per_family": 3, "schedules_per_task": 8, "repeats": 2, "time_limit_s": 0.2, "max_flops": 2 ** 21,
+                  "gpu": False}
+
+
+def compiler_source(tmp_root: Path, **overrides) -> dict:
+    """A small compiler source: tiny shapes, few schedules; compiled libraries cached under ``tmp_root``."""
+    return {**COMPILER_SMALL, "cache_dir": str(tmp_root / "kernels"), **overrides}
+
+
+@pytest.fixture(scope="session")
+def compiler_tables(tmp_path_factory):
+    """(tables, manifest extras) of small kernels of every CPU family, compiled and timed here."""
+    import primitives
+
+    return primitives.get("compiler").generate(compiler_source(tmp_path_factory.getbasetemp()), seed=11)

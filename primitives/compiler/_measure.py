@@ -135,8 +135,14 @@ class Worker:
         line = self.process.stdout.readline() if ready else ""
         if line:
             return json.loads(line)
-        code = self.process.poll()
-        self.failure = f"crashed (exit {code})" if ready and code is not None else f"timed out: no result within {timeout_s:.3g}s"
+        if ready:  # end of file: the worker died under this schedule
+            try:
+                code = self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                code = None
+            self.failure = f"crashed (signal {-code})" if code is not None and code < 0 else f"crashed (exit {code})"
+        else:
+            self.failure = f"timed out: no result within {timeout_s:.3g}s"
         self.stop()
         return None
 

@@ -79,8 +79,9 @@ class CostDataModule(L.LightningDataModule):
             raise ValueError("the cost model needs measured schedules of at least two tasks")
         self.feature_mean = x.mean(axis=0)
         self.feature_std = np.where(x.std(axis=0) > 1e-6, x.std(axis=0), 1.0).astype(np.float32)
-        self.target_mean = float(y[~censored].mean()) if (~censored).any() else float(y.mean())
-        self.target_std = float(y[~censored].std()) or 1.0 if (~censored).sum() > 1 else 1.0
+        finished = y[~censored] if (~censored).sum() > 1 else y
+        self.target_mean = float(finished.mean())
+        self.target_std = float(finished.std()) if finished.std() > 1e-6 else 1.0
         xs = (x - self.feature_mean) / self.feature_std
         ys = (y - self.target_mean) / self.target_std
         unique = np.unique(codes)

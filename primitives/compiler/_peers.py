@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._features import FEATURE_NAMES, FAMILIES
+from ._features import FEATURE_NAMES
+from ._space import FAMILIES
 
 VECTOR_LANES = 8  # fp32 lanes of a 256-bit vector, the width GCC targets by default
 

@@ -50,7 +50,8 @@ def knob_frame(kernel: str, schedules, name: str = "task"):
     for knob, allowed in knobs.items():
         bad = ~frame[knob].isin(allowed).to_numpy()
         if bad.any():
-            raise TaskError(f"task {name}: knob {knob}={frame[knob].iloc[int(bad.argmax())]!r} is not one of {list(allowed)}")
+            value = frame[knob].iloc[int(bad.argmax())]
+            raise TaskError(f"task {name}: knob {knob}={getattr(value, 'item', lambda: value)()!r} is not one of {list(allowed)}")
     return frame[list(knobs)]
 
 

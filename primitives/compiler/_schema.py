@@ -87,7 +87,7 @@ def _positive_finite_runtime(frames) -> pd.Series:
 
 def _explain_runtime_value(frames, i: int) -> str:
     row = frames["measurements"].iloc[i]
-    return f"task {row['task_id']}: runtime_s={row['runtime_s']!r} for schedule {row['schedule']}"
+    return f"task {row['task_id']}: runtime_s={float(row['runtime_s'])!r} for schedule {row['schedule']}"
 
 
 TASKS = Table(

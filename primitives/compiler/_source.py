@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._space import CPU_FAMILIES, FAMILIES, TaskError, parse_shape, sample_schedules, schedule_json
+from ._space import CPU_FAMILIES, FAMILIES, TaskError, extent_of, parse_shape, sample_schedules, schedule_json
 
-# Shape draws per family: kept to <= 2^28 flops so a good schedule runs in milliseconds on one core.
+# Shape draws are kept to <= 2^28 flops (config ``max_flops``) so a good schedule runs in milliseconds on one core.
 MAX_FLOPS = 2 ** 28
 
 
@@ -29,7 +29,7 @@ def progress(message: str) -> None:
     print(f"[compiler] {message}", file=sys.stderr, flush=True)
 
 
-def draw_shape(kernel: str, rng: np.random.Generator) -> dict:
+def draw_shape(kernel: str, rng: np.random.Generator, max_flops: float = MAX_FLOPS) -> dict:
     while True:
         if kernel == "matmul":
             shape = {d: int(rng.choice([32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512])) for d in ("M", "N", "K")}
@@ -44,7 +44,7 @@ def draw_shape(kernel: str, rng: np.random.Generator) -> dict:
             shape = {d: int(rng.choice([256, 512, 768, 1024, 1536, 2048, 3072, 4096])) for d in ("M", "N", "K")}
         else:
             raise TaskError(f"no shape generator for {kernel}")
-        if kernel == "triton_matmul" or eval(FAMILIES[kernel].flops, {}, FAMILIES[kernel].env(shape)) <= MAX_FLOPS:
+        if kernel == "triton_matmul" or extent_of(FAMILIES[kernel].flops, FAMILIES[kernel].env(shape)) <= max_flops:
             return shape
 
 
@@ -59,7 +59,7 @@ def generated_tasks(config: dict, rng: np.random.Generator, families) -> pd.Data
         attempts = 0
         while sum(r["kernel"] == kernel for r in rows) < count and attempts < count * 50:
             attempts += 1
-            shape = draw_shape(kernel, rng)
+            shape = draw_shape(kernel, rng, float(config.get("max_flops") or MAX_FLOPS))
             task_id = task_id_of(kernel, shape)
             if task_id not in seen:
                 seen.add(task_id)
@@ -89,69 +89,73 @@ def read_tasks(path) -> pd.DataFrame:
     return tasks[["task_id", "kernel", "shape"]].astype(str).reset_index(drop=True)
 
 
+def _row(task_id: str, schedule: dict, started: float, **values) -> dict:
+    row = {"task_id": task_id, "schedule": schedule_json(schedule), "runtime_s": None, "runtime_std_s": None, "repeats": 1,
+           "error": None, "time_limit_s": None}
+    row.update(values)
+    row["ts"] = time.time() - started
+    return row
+
+
 def generate(config: dict, seed: int) -> tuple[dict, dict]:
-    from ._measure import build_all, cpu_target, measure_task, Worker
+    from ._measure import Worker, build_all, cpu_target, measure_task
+    from ._triton import gpu_available, measure_triton
 
     rng = np.random.default_rng(seed)
-    if config.get("tasks"):
+    given = bool(config.get("tasks"))
+    if given:
         tasks = read_tasks(config["tasks"])
     else:
-        families = list(config.get("families") or CPU_FAMILIES)
+        families = list(CPU_FAMILIES if config.get("families") is None else config["families"])
         for kernel in families:
             if kernel not in CPU_FAMILIES:
                 raise TaskError(f"source families: {kernel!r} is not a CPU kernel family (known: {', '.join(CPU_FAMILIES)})")
         tasks = generated_tasks(config, rng, families)
+    why_no_gpu = gpu_available() if config.get("gpu", "auto") or given else "not asked for (gpu: false)"
+    if not given and config.get("gpu", "auto"):
+        if why_no_gpu is None:
+            gpu_tasks = generated_tasks({"tasks_per_family": config.get("gpu_tasks", 8)}, rng, ["triton_matmul"])
+            tasks = pd.concat([tasks, gpu_tasks], ignore_index=True)
+        else:
+            progress(f"Triton matmul skipped: {why_no_gpu}")
     per_task = int(config.get("schedules_per_task", 32))
-    cache_dir = Path(config.get("cache_dir") or Path(tempfile.gettempdir()) / "aiprim-kernels")
-    started = time.time()
-    target = cpu_target()
-    cpu = tasks[tasks["kernel"].map(lambda k: FAMILIES[k].target == "cpu")]
-    gpu = tasks[tasks["kernel"].map(lambda k: FAMILIES[k].target == "cuda")]
     schedules = {row.task_id: sample_schedules(row.kernel, per_task, rng) for row in tasks.itertuples()}
+    on_gpu = tasks["kernel"].map(lambda k: FAMILIES[k].target == "cuda").to_numpy()
+    cpu, gpu = tasks[~on_gpu], tasks[on_gpu]
+    cache_dir = Path(config.get("cache_dir") or Path(tempfile.gettempdir()) / "aiprim-kernels")
+    limit = float(config.get("time_limit_s", 0.5))
+    target = cpu_target()
+    targets = dict.fromkeys(cpu["task_id"], target)
+    started = time.time()
     rows = []
     if len(cpu):
         progress(f"compiling {sum(len(schedules[t]) for t in cpu['task_id'])} schedules of {len(cpu)} tasks ({target})")
-        jobs = [(row.kernel, json.loads(row.shape), schedules[row.task_id]) for row in cpu.itertuples()]
-        built = build_all(jobs, cache_dir, progress=progress)
-        limit = float(config.get("time_limit_s", 0.5))
+        built = build_all([(row.kernel, json.loads(row.shape), schedules[row.task_id]) for row in cpu.itertuples()], cache_dir,
+                          progress=progress)
         with Worker() as worker:
             for n, (row, (libraries, errors)) in enumerate(zip(cpu.itertuples(), built), start=1):
                 results = measure_task(worker, row.kernel, json.loads(row.shape), libraries, errors, seed, config)
-                for schedule, result in zip(schedules[row.task_id], results):
-                    rows.append({"task_id": row.task_id, "schedule": schedule_json(schedule), "runtime_s": result.runtime_s,
-                                 "runtime_std_s": result.runtime_std_s, "repeats": result.repeats, "error": result.error,
-                                 "ts": time.time() - started, "time_limit_s": limit})
+                rows.extend(_row(row.task_id, schedule, started, runtime_s=r.runtime_s, runtime_std_s=r.runtime_std_s,
+                                 repeats=r.repeats, error=r.error, time_limit_s=limit)
+                            for schedule, r in zip(schedules[row.task_id], results))
                 ok = [r.runtime_s for r in results if r.runtime_s]
                 best = f"best {min(ok) * 1e3:.3g} ms" if ok else "no schedule ran"
                 progress(f"measured {n}/{len(cpu)} {row.task_id}: {best}, {len(results) - len(ok)} failed")
-    targets = {task_id: target for task_id in cpu["task_id"]}
     gpu_target = None
-    want_gpu = config.get("gpu", "auto")
-    if want_gpu and (len(gpu) or not config.get("tasks")):
-        from ._triton import gpu_available, measure_triton
-
-        why_not = gpu_available()
-        if why_not is None:
-            if not config.get("tasks"):
-                gpu = generated_tasks({"tasks_per_family": config.get("gpu_tasks", 8)}, rng, ["triton_matmul"])
-                tasks = pd.concat([tasks, gpu], ignore_index=True)
-                schedules.update({row.task_id: sample_schedules(row.kernel, per_task, rng) for row in gpu.itertuples()})
-            gpu_target, gpu_rows = measure_triton(gpu, schedules, config, started, progress)
-            rows.extend(gpu_rows)
-            targets.update({task_id: gpu_target for task_id in gpu["task_id"]})
-        elif len(gpu) or want_gpu is True:
-            progress(f"Triton matmul skipped: {why_not}")
-            for row in gpu.itertuples():
-                rows.extend({"task_id": row.task_id, "schedule": schedule_json(s), "runtime_s": None, "runtime_std_s": None,
-                             "repeats": 1, "error": f"not measured: {why_not}", "ts": time.time() - started,
-                             "time_limit_s": None} for s in schedules[row.task_id])
-        else:
-            progress(f"Triton matmul skipped: {why_not}")
+    if len(gpu) and why_no_gpu is None:
+        gpu_target, gpu_rows = measure_triton(gpu, schedules, config, started, progress)
+        rows.extend(gpu_rows)
+        targets.update(dict.fromkeys(gpu["task_id"], gpu_target))
+    elif len(gpu):  # a user's GPU tasks on a machine that cannot run them: recorded, never silently dropped
+        progress(f"{len(gpu)} Triton tasks not measured: {why_no_gpu}")
+        rows.extend(_row(row.task_id, schedule, started, error=f"not measured: {why_no_gpu}")
+                    for row in gpu.itertuples() for schedule in schedules[row.task_id])
+        targets.update(dict.fromkeys(gpu["task_id"], "cuda"))
     measurements = pd.DataFrame(rows, columns=["task_id", "schedule", "runtime_s", "runtime_std_s", "repeats", "error", "ts", "time_limit_s"])
     measurements = measurements.astype({"runtime_s": "float64", "runtime_std_s": "float64", "repeats": "int32", "ts": "float64",
                                         "time_limit_s": "float64"})
-    tasks = tasks.assign(target=tasks["task_id"].map(targets).fillna(gpu_target or target))
-    manifest_target = target if gpu_target is None else f"{target}+{gpu_target}"
-    ok = measurements["runtime_s"].notna().sum()
+    tasks = tasks.assign(target=tasks["task_id"].map(targets))
+    ok = int(measurements["runtime_s"].notna().sum())
     progress(f"{ok}/{len(measurements)} schedules of {len(tasks)} tasks measured in {time.time() - started:.1f}s")
+    manifest_target = "+".join(t for t in (target if len(cpu) else None, gpu_target) if t) or target
     return {"tasks": tasks, "measurements": measurements}, {"target": manifest_target}

@@ -13,11 +13,12 @@ from primitives import Primitive
 import tempfile
 from pathlib import Path
 
-from tests.conftest import query_source
+from tests.conftest import compiler_source, query_source
 
 SMALL = {
     "balancer": {"servers": 12, "requests": 6000, "keys": 1500, "zipf_offset": 100},
     "query": query_source(Path(tempfile.gettempdir()) / "aiprim-contract", queries_per_template=3),
+    "compiler": compiler_source(Path(tempfile.gettempdir()) / "aiprim-contract", schedules_per_task=5),
 }
 
 

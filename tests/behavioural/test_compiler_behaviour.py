@@ -1,0 +1,93 @@
+"""Behavioural tests of the learned cost model, trained on kernels measured here.
+
+The premises are measured too: a test that says "tile size 1 is slower" first
+times both schedules, so it tests the model against this machine, not against
+a belief about it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from primitives.compiler import _measure
+from primitives.compiler._space import TaskError
+
+GOOD = {"tile_m": 16, "tile_n": 64, "tile_k": 64, "order": "ikj", "unroll": 4, "vectorize": 1, "threads": 1}
+TILE_ONE = {"tile_m": 1, "tile_n": 1, "tile_k": 1, "order": "kji", "unroll": 1, "vectorize": 0, "threads": 1}
+UNSEEN = {"M": 144, "N": 176, "K": 208}  # no drawn shape has these sizes
+
+
+@pytest.fixture(scope="module")
+def cost_model(tmp_path_factory):
+    import primitives
+    from tests.conftest import compiler_source
+
+    prim = primitives.get("compiler")
+    root = tmp_path_factory.getbasetemp()
+    tables, _ = prim.generate(compiler_source(root, families=["matmul"], tasks_per_family=8, schedules_per_task=24,
+                                              max_flops=2 ** 23), seed=21)
+    runtime = prim.train_runtime(tables, {"max_epochs": 40, "hidden": 64, "val_fraction": 0.2}, tmp_path_factory.mktemp("cost"))
+    return runtime, tables
+
+
+def _measure_two(shape, schedules, tmp_path):
+    libraries, errors = _measure.build("matmul", shape, schedules, tmp_path)
+    with _measure.Worker() as worker:
+        return [r.runtime_s for r in _measure.measure_task(worker, "matmul", shape, libraries, errors, 0, {"time_limit_s": 2.0})]
+
+
+def test_ranks_tile_size_one_below_a_good_schedule(cost_model, tmp_path):
+    runtime, _ = cost_model
+    good_s, bad_s = _measure_two(UNSEEN, [GOOD, TILE_ONE], tmp_path)
+    assert good_s * 3 < bad_s, "premise: on this machine tile size 1 with a strided inner loop is much slower"
+    task = {"kernel": "matmul", "shape": UNSEEN}
+    predicted = runtime.predict(task, [GOOD, TILE_ONE])
+    assert predicted[0] < predicted[1]
+    assert list(runtime.rank(task, [TILE_ONE, GOOD])) == [1, 0]
+
+
+def test_a_bigger_problem_is_predicted_slower(cost_model):
+    runtime, _ = cost_model
+    small = runtime.predict({"kernel": "matmul", "shape": {"M": 64, "N": 64, "K": 64}}, [GOOD])[0]
+    large = runtime.predict({"kernel": "matmul", "shape": {"M": 256, "N": 256, "K": 256}}, [GOOD])[0]
+    assert large > 4 * small
+
+
+def test_ranks_training_tasks_better_than_chance(cost_model):
+    from primitives.compiler._evaluate import evaluate
+
+    runtime, tables = cost_model
+    report = evaluate(runtime, tables, {"baselines": True})
+    assert report["metrics"]["kendall_tau"] > 0.5, report["metrics"]
+    assert report["metrics"]["top5_score"] > report["baselines"]["random"]["top5_score"]
+
+
+def test_bad_schedules_are_named(cost_model):
+    runtime, _ = cost_model
+    with pytest.raises(TaskError, match="task task: unknown knob prefetch"):
+        runtime.predict({"kernel": "matmul", "shape": UNSEEN}, [{**GOOD, "prefetch": 1}])
+    with pytest.raises(TaskError, match="knob tile_m=3 is not one of"):
+        runtime.predict({"kernel": "matmul", "shape": UNSEEN}, [{**GOOD, "tile_m": 3}])
+    with pytest.raises(TaskError, match="unknown kernel family 'gemv'"):
+        runtime.predict({"kernel": "gemv", "shape": UNSEEN}, [GOOD])
+
+
+def test_numpy_runtime_computes_what_the_torch_model_computes(cost_model, tmp_path):
+    import primitives
+    from primitives.compiler._features import featurize_rows
+    from primitives.compiler._model import CostModule
+
+    prim = primitives.get("compiler")
+    _, tables = cost_model
+    params = {"hidden": 32, "depth": 2}
+    datamodule = prim.build_datamodule(tables, params, seed=0)
+    module: CostModule = prim.build_module(datamodule, params)
+    prim.export_runtime(module, datamodule, tmp_path)
+    runtime = prim.load_runtime(tmp_path)
+    x = featurize_rows(tables["tasks"], tables["measurements"].head(20))
+    with torch.no_grad():
+        expected = module.net(torch.from_numpy((x - datamodule.feature_mean) / datamodule.feature_std)).numpy()
+    expected = expected * datamodule.target_std + datamodule.target_mean
+    assert np.allclose(runtime.score_features(x), expected, rtol=1e-4, atol=1e-4)
