@@ -16,6 +16,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/balancer.py
 	$(PY) benchmarks/query.py
+	$(PY) benchmarks/compiler.py
 
 setup: $(STAMP)
 

@@ -112,8 +112,8 @@ class Primitive(abc.ABC):
     def load_runtime(self, directory: Path) -> Runtime:
         return self.runtime_class.load(Path(directory))
 
-    def train_runtime(self, tables: dict[str, Any], params: dict, directory: Path, seed: int = 0) -> Runtime:
-        """Train on CPU without tracking and export to ``directory``: for tests, notebooks and benchmarks.
+    def train_runtime(self, tables: dict[str, Any], params: dict, directory: Path, seed: int = 0, accelerator: str = "cpu") -> Runtime:
+        """Train without tracking (on CPU unless told otherwise) and export to ``directory``: for tests, notebooks and benchmarks.
 
         The pipeline's ``flows.steps.train`` adds checkpoints, MLflow and the configured accelerator.
         """
@@ -122,7 +122,7 @@ class Primitive(abc.ABC):
         L.seed_everything(seed, verbose=False)
         datamodule = self.build_datamodule(tables, params, seed)
         module = self.build_module(datamodule, params)
-        L.Trainer(max_epochs=int(params.get("max_epochs", 10)), accelerator="cpu", devices=1, logger=False,
+        L.Trainer(max_epochs=int(params.get("max_epochs", 10)), accelerator=accelerator, devices=1, logger=False,
                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                   gradient_clip_val=1.0).fit(module, datamodule)
         Path(directory).mkdir(parents=True, exist_ok=True)

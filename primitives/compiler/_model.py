@@ -72,7 +72,7 @@ class TaskBatchSampler(torch.utils.data.Sampler):
 
 
 class CostDataModule(L.LightningDataModule):
-    def __init__(self, tasks, measurements, val_fraction: float = 0.15, tasks_per_batch: int = 8, seed: int = 0):
+    def __init__(self, tasks, measurements, val_fraction: float = 0.15, tasks_per_batch: int = 2, seed: int = 0):
         super().__init__()
         x, y, censored, codes, _ = training_rows(tasks, measurements)
         if len(np.unique(codes)) < 2:
@@ -128,9 +128,9 @@ def regression_loss(pred: torch.Tensor, y: torch.Tensor, censored: torch.Tensor)
 
 
 class CostModule(L.LightningModule):
-    def __init__(self, feature_mean, feature_std, target_mean: float, target_std: float, hidden: int = 256, depth: int = 3,
-                 dropout: float = 0.0, lr: float = 2e-3, weight_decay: float = 1e-5, rank_weight: float = 1.0,
-                 rank_margin: float = 0.05, max_epochs: int = 100):
+    def __init__(self, feature_mean, feature_std, target_mean: float, target_std: float, hidden: int = 128, depth: int = 3,
+                 dropout: float = 0.1, lr: float = 5e-3, weight_decay: float = 1e-3, rank_weight: float = 1.0,
+                 rank_margin: float = 0.05, max_epochs: int = 80):
         super().__init__()
         self.save_hyperparameters()
         self.net = CostModelNet(N_FEATURES, hidden, depth, dropout)

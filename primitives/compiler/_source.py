@@ -119,7 +119,15 @@ def generate(config: dict, seed: int) -> tuple[dict, dict]:
         else:
             progress(f"Triton matmul skipped: {why_no_gpu}")
     per_task = int(config.get("schedules_per_task", 32))
-    schedules = {row.task_id: sample_schedules(row.kernel, per_task, rng) for row in tasks.itertuples()}
+    schedules = {row.task_id: sample_schedules(row.kernel, per_task, rng) for row in tasks.itertuples()
+                 if FAMILIES[row.kernel].target == "cpu"}
+    # GPU tasks draw from one shared pool of configurations, as Triton's autotuner does: Triton compiles
+    # a configuration once for every shape, where each CPU schedule is a new compilation anyway.
+    gpu_pool = {k: sample_schedules(k, int(config.get("gpu_configs", 64)), rng) for k in set(tasks["kernel"]) if FAMILIES[k].target == "cuda"}
+    for row in tasks.itertuples():
+        if row.kernel in gpu_pool:
+            pool = gpu_pool[row.kernel]
+            schedules[row.task_id] = [pool[i] for i in sorted(rng.permutation(len(pool))[:per_task])]
     on_gpu = tasks["kernel"].map(lambda k: FAMILIES[k].target == "cuda").to_numpy()
     cpu, gpu = tasks[~on_gpu], tasks[on_gpu]
     cache_dir = Path(config.get("cache_dir") or Path(tempfile.gettempdir()) / "aiprim-kernels")

@@ -28,6 +28,8 @@ def test_retrain_promotes_a_champion_and_guards_it(prefect_harness, project, bal
 
     results = retrain(profile="small")
     assert "error" not in results["query"], results["query"]  # the query branch ran beside it, on DuckDB
+    assert "error" not in results["compiler"], results["compiler"]  # and the compiler's, on kernels timed here
+    assert {"top1_score", "kendall_tau", "mape"} <= set(results["compiler"]["report"]["metrics"])
     branch = results["balancer"]
     assert "error" not in branch, branch
     assert branch["decision"]["promoted"], branch["decision"]
