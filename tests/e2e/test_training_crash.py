@@ -28,20 +28,29 @@ def test_killed_training_is_failed_then_resumed(project, balancer_snapshot):
 
     pipeline = (REPO / "configs" / "pipeline.yaml").read_text()
     assert "train: {max_epochs: 6," in pipeline, "the small profile's epochs moved: update this test"
-    (cfg_dir / "pipeline.yaml").write_text(pipeline.replace("train: {max_epochs: 6,", "train: {max_epochs: 150,"))
+    max_epochs = 150
+    (cfg_dir / "pipeline.yaml").write_text(pipeline.replace("train: {max_epochs: 6,", f"train: {{max_epochs: {max_epochs},"))
     (cfg_dir / "balancer.yaml").write_text((REPO / "configs" / "balancer.yaml").read_text())
     env["AIPRIM_CONFIG_DIR"] = str(cfg_dir)
 
     proc = subprocess.Popen(train, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # last.ckpt is rewritten after every epoch: its first appearance means training is running, one epoch in
+    # (it used to appear only once fit was done, so the kill raced the end of training).
     checkpoints = project / "checkpoints" / "balancer"
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(checkpoints.glob("*/last.ckpt")):
-        time.sleep(0.2)
-    assert list(checkpoints.glob("*/last.ckpt")), proc.communicate(timeout=30)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list(checkpoints.glob("*/last.ckpt")):
+        time.sleep(0.05)
+    assert proc.poll() is None and list(checkpoints.glob("*/last.ckpt")), proc.communicate(timeout=60)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert "aiprim: error: training interrupted by signal" in err, err
+
+    import torch
+
+    (last,) = checkpoints.glob("*/last.ckpt")
+    killed_at = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+    assert killed_at < max_epochs - 1, f"the kill came after the last epoch ({killed_at}): nothing left to resume"
 
     from registry._store import configure, experiment
 
@@ -50,7 +59,30 @@ def test_killed_training_is_failed_then_resumed(project, balancer_snapshot):
     assert [r.info.status for r in runs] == ["FAILED"]
     assert not client.search_registered_models(), "nothing registered from a failed run"
 
-    # The rerun picks up the checkpoint (fewer epochs left to run).
+    # The rerun picks up the checkpoint: it trains only the epochs after it, up to the end.
     result = subprocess.run(train, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "resuming from" in result.stderr
+    (rerun,) = client.search_runs([experiment("balancer")], "tags.`aiprim.step` = 'train' and attributes.status = 'FINISHED'")
+    epochs = sorted(m.step for m in client.get_metric_history(rerun.info.run_id, "val/loss"))
+    assert epochs, "the rerun logged no epochs"
+    assert epochs[0] == killed_at + 1, f"the rerun started at epoch {epochs[0]}, not right after the checkpoint's {killed_at}"
+    assert epochs[-1] == max_epochs - 1, f"the rerun stopped at epoch {epochs[-1]}"
+
+
+def test_an_interrupt_wrapped_by_a_library_is_still_training_failed():
+    """SIGTERM can land in a library that re-raises it as its own error (MLflow's artifact logging does):
+    it is still reported as the interrupt, and an error with no signal behind it passes through as it is."""
+    from flows import steps
+    from flows.errors import TrainingFailed
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingFailed, match="interrupted by signal 15"), steps._terminate_as_failure():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)
+        except Exception as error:
+            raise RuntimeError(f"artifact upload failed: {error}") from error
+    with pytest.raises(RuntimeError, match="no signal"), steps._terminate_as_failure():
+        raise RuntimeError("no signal")
+    assert signal.getsignal(signal.SIGTERM) is before
