@@ -53,7 +53,7 @@ def measure_pool(kernel, shape, schedules, config, seed):
 
 def tuning_goal(held_out, runtime, peers, config, args):
     """Per held-out task: best of the model's top-k measured / best of ``random_pool`` random measured."""
-    from primitives.compiler._features import featurize_task, log_flops
+    from primitives.compiler._features import featurize_task
     from primitives.compiler._space import sample_schedules
 
     rows = []

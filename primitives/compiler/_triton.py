@@ -25,11 +25,9 @@ def gpu_available() -> str | None:
         return "PyTorch is not installed"
     if not torch.cuda.is_available():
         return "no CUDA GPU on this machine"
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "Triton is not installed"
-    return None
+    import importlib.util
+
+    return None if importlib.util.find_spec("triton") else "Triton is not installed"
 
 
 def gpu_target() -> str:
