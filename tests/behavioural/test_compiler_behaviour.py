@@ -84,6 +84,7 @@ def test_numpy_runtime_computes_what_the_torch_model_computes(cost_model, tmp_pa
     params = {"hidden": 32, "depth": 2}
     datamodule = prim.build_datamodule(tables, params, seed=0)
     module: CostModule = prim.build_module(datamodule, params)
+    module.eval()  # dropout off, as in the exported runtime
     prim.export_runtime(module, datamodule, tmp_path)
     runtime = prim.load_runtime(tmp_path)
     x = featurize_rows(tables["tasks"], tables["measurements"].head(20))
