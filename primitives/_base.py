@@ -35,6 +35,30 @@ class Runtime(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} has no tabular prediction")
 
 
+def save_weights(directory: Path, weights: dict, meta: dict, weights_name: str, meta_name: str) -> None:
+    """A runtime's arrays as .npz (loaded with allow_pickle=False) beside its JSON metadata."""
+    import json
+
+    import numpy as np
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    np.savez(directory / weights_name, **weights)
+    (directory / meta_name).write_text(json.dumps(meta, indent=2))
+
+
+def load_weights(directory: Path, weights_name: str, meta_name: str) -> tuple[dict, dict]:
+    """(arrays, metadata) written by ``save_weights``; never unpickles."""
+    import json
+
+    import numpy as np
+
+    directory = Path(directory)
+    with np.load(directory / weights_name, allow_pickle=False) as data:
+        weights = {k: data[k] for k in data.files}
+    return weights, json.loads((directory / meta_name).read_text())
+
+
 @dataclass(frozen=True)
 class Guardrail:
     """A bound on one metric of the challenger: fixed (``max``/``min``), or the champion's own value."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._base import Runtime
+from .._base import Runtime, load_weights, save_weights
 from ._features import featurize_task, log_flops
 from ._space import FAMILIES, TaskError, parse_shape
 
@@ -64,17 +64,11 @@ class CompilerRuntime(Runtime):
         self.feature_std = np.asarray(meta["feature_std"], dtype=np.float32)
 
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / WEIGHTS, **self.weights)
-        (directory / META).write_text(json.dumps(self.meta, indent=2))
+        save_weights(directory, self.weights, self.meta, WEIGHTS, META)
 
     @classmethod
     def load(cls, directory: Path) -> "CompilerRuntime":
-        directory = Path(directory)
-        with np.load(directory / WEIGHTS, allow_pickle=False) as data:
-            weights = {k: data[k] for k in data.files}
-        return cls(weights, json.loads((directory / META).read_text()))
+        return cls(*load_weights(directory, WEIGHTS, META))
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         """Predicted log(seconds per flop) of featurised schedules."""

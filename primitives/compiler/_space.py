@@ -176,16 +176,22 @@ def family_of(kernel: str, task_id: str = "?") -> Family:
         raise TaskError(f"task {task_id}: unknown kernel family {kernel!r} (known: {', '.join(FAMILIES)})") from None
 
 
+def _json_object(value, what: str, task_id: str, expected: str) -> dict:
+    """``value`` decoded when it is JSON text; TaskError naming the task unless it is an object."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise TaskError(f"task {task_id}: {what} is not JSON: {value[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise TaskError(f"task {task_id}: {expected}")
+    return value
+
+
 def parse_shape(kernel: str, shape, task_id: str = "?") -> dict:
     """The shape as ``{dim: positive int}``; raises TaskError naming the task otherwise."""
     family = family_of(kernel, task_id)
-    if isinstance(shape, str):
-        try:
-            shape = json.loads(shape)
-        except ValueError:
-            raise TaskError(f"task {task_id}: shape is not JSON: {shape[:80]!r}") from None
-    if not isinstance(shape, dict):
-        raise TaskError(f"task {task_id}: shape must be a JSON object of {', '.join(family.dims)}")
+    shape = _json_object(shape, "shape", task_id, f"shape must be a JSON object of {', '.join(family.dims)}")
     missing = [d for d in family.dims if d not in shape]
     if missing:
         raise TaskError(f"task {task_id}: {kernel} shape misses dimension {', '.join(missing)}")
@@ -207,13 +213,7 @@ def parse_shape(kernel: str, shape, task_id: str = "?") -> dict:
 def parse_schedule(kernel: str, schedule, task_id: str = "?") -> dict:
     """The schedule as ``{knob: value}`` with every knob of the family set to an allowed value."""
     family = family_of(kernel, task_id)
-    if isinstance(schedule, str):
-        try:
-            schedule = json.loads(schedule)
-        except ValueError:
-            raise TaskError(f"task {task_id}: schedule is not JSON: {schedule[:80]!r}") from None
-    if not isinstance(schedule, dict):
-        raise TaskError(f"task {task_id}: a schedule must be a JSON object of knobs")
+    schedule = _json_object(schedule, "schedule", task_id, "a schedule must be a JSON object of knobs")
     unknown = sorted(set(schedule) - set(family.knobs))
     if unknown:
         raise TaskError(f"task {task_id}: unknown knob {', '.join(unknown)} for {kernel} (knobs: {', '.join(family.knobs)})")

@@ -8,13 +8,12 @@ unsure model falls back to arm 0, the engine's own choice.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .._base import Runtime
+from .._base import Runtime, load_weights, save_weights
 from ._engines import Arm, QueryError, engine_of
 from ._plans import pack, parse_plans
 
@@ -51,17 +50,11 @@ class QueryRuntime(Runtime):
 
     # --- persistence ------------------------------------------------------
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / WEIGHTS, **self.weights)
-        (directory / META).write_text(json.dumps(self.meta, indent=2))
+        save_weights(directory, self.weights, self.meta, WEIGHTS, META)
 
     @classmethod
     def load(cls, directory: Path) -> "QueryRuntime":
-        directory = Path(directory)
-        with np.load(directory / WEIGHTS, allow_pickle=False) as data:
-            weights = {k: data[k] for k in data.files}
-        return cls(weights, json.loads((directory / META).read_text()))
+        return cls(*load_weights(directory, WEIGHTS, META))
 
     # --- the value model ----------------------------------------------------
     def predict_log(self, plans, native_index: int | None = None) -> np.ndarray:
