@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+
 
 KEYS = ("peak_to_mean", "peak_to_mean_lower_bound", "affinity_violation_rate", "anti_affinity_violation_rate",
         "class_violation_rate", "disruption_ratio_remove", "disruption_ratio_add", "lookups_per_s")
@@ -44,7 +44,7 @@ def fleets(base: dict, quick: bool) -> dict[str, dict]:
 
 
 def make_data(source: dict, fleet_seed: int, request_seed: int, population_seed: int = 1):
-    from primitives.balancer import _source
+    from aiprim.primitives.balancer import _source
 
     cfg = {**_source.DEFAULTS, **source, "population_seed": population_seed}
     fleet = _source.generate_fleet(cfg, np.random.default_rng(fleet_seed))
@@ -66,8 +66,8 @@ def score(prim, runtime, tables, trials: int, realisations: int) -> dict:
     every server (``id~k``), which redraws every (unit, server) hash for every
     router alike; the learned runtime's hot-unit table is renamed with them.
     """
-    from primitives.balancer._metrics import peak_to_mean
-    from primitives.balancer._peers import PEERS
+    from aiprim.primitives.balancer._metrics import peak_to_mean
+    from aiprim.primitives.balancer._peers import PEERS
 
     report = prim.evaluate(runtime, tables, {"disruption_trials": trials})
     rows = {"learned": report["metrics"], **report["baselines"]}
@@ -127,7 +127,7 @@ def main() -> int:
     import yaml
 
     torch.set_num_threads(1)
-    import primitives
+    from aiprim import primitives
 
     prim = primitives.get("balancer")
     config = yaml.safe_load((REPO / "configs" / "balancer.yaml").read_text())

@@ -35,12 +35,12 @@ def log(message: str) -> None:
 
 def measure_pool(kernel, shape, schedules, config, seed):
     """Measured runtimes (NaN where a schedule failed) of schedules of one task."""
-    from primitives.compiler import _measure
+    from aiprim.primitives.compiler import _measure
 
     if kernel == "triton_matmul":
         import pandas as pd
 
-        from primitives.compiler._triton import measure_triton
+        from aiprim.primitives.compiler._triton import measure_triton
 
         frame = pd.DataFrame([{"task_id": "t", "kernel": kernel, "shape": json.dumps(shape)}])
         _, rows = measure_triton(frame, {"t": schedules}, config, time.time(), lambda m: None)
@@ -53,8 +53,8 @@ def measure_pool(kernel, shape, schedules, config, seed):
 
 def tuning_goal(held_out, runtime, peers, config, args):
     """Per held-out task: best of the model's top-k measured / best of ``random_pool`` random measured."""
-    from primitives.compiler._features import featurize_task
-    from primitives.compiler._space import sample_schedules
+    from aiprim.primitives.compiler._features import featurize_task
+    from aiprim.primitives.compiler._space import sample_schedules
 
     rows = []
     for n, task in enumerate(held_out["tasks"].itertuples(), start=1):
@@ -101,9 +101,9 @@ def main() -> int:
     if args.quick:
         args.tasks_per_family, args.schedules, args.epochs, args.random_pool, args.candidates = 5, 16, 20, 40, 300
 
-    import primitives
-    from primitives.compiler._evaluate import evaluate, fit_peers
-    from primitives.compiler._measure import cpu_target
+    from aiprim import primitives
+    from aiprim.primitives.compiler._evaluate import evaluate, fit_peers
+    from aiprim.primitives.compiler._measure import cpu_target
 
     prim = primitives.get("compiler")
     cache = Path(tempfile.gettempdir()) / "aiprim-bench-kernels"

@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+
 
 KEYS = ("total_latency_ratio", "p95_latency_ratio", "p99_latency_ratio", "worst_query_ratio", "oracle_gap_closed",
         "q_error_median", "q_error_p95", "planning_overhead_ratio", "planning_overhead_ms", "total_latency_ms")
@@ -38,8 +38,8 @@ def load_config() -> dict:
 
 
 def run_engine(engine: str, dsn: str | None, args, cfg: dict, workdir: Path) -> dict:
-    import primitives
-    from primitives.query import workload_of
+    from aiprim import primitives
+    from aiprim.primitives.query import workload_of
 
     prim = primitives.get("query")
     source = {**cfg["source"], "engine": engine, "database_dir": str(workdir / "databases"),
@@ -51,7 +51,7 @@ def run_engine(engine: str, dsn: str | None, args, cfg: dict, workdir: Path) -> 
     tables, extra = prim.generate(source, seed)
     gathered_s = time.perf_counter() - started
     if args.keep:  # the telemetry, for looking at the model offline
-        from primitives._snapshot import write_snapshot
+        from aiprim.primitives._snapshot import write_snapshot
 
         kept = write_snapshot("query", prim.schema, tables, Path(args.keep) / engine, f"benchmarks/query.py ({engine})", extra)
         print(f"[bench] telemetry kept in {kept}", file=sys.stderr, flush=True)
@@ -133,7 +133,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="aiprim-bench-query-") as tmp:
         for engine in args.engines.split(","):
             if engine == "postgres":
-                from primitives.query._postgres import LocalPostgres
+                from aiprim.primitives.query._postgres import LocalPostgres
 
                 with LocalPostgres() as server:
                     results["engines"][engine] = run_engine(engine, server.dsn, args, cfg, Path(tmp))

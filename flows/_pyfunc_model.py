@@ -8,6 +8,6 @@ model files.
 
 from mlflow.models import set_model
 
-from flows.pyfunc import PrimitivePyfunc
+from aiprim.flows.pyfunc import PrimitivePyfunc
 
 set_model(PrimitivePyfunc())

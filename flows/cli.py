@@ -150,7 +150,7 @@ def cmd_run(args) -> int:
 
     cfg = config.load(args.profile)
     names = args.primitives.split(",") if args.primitives else None
-    import primitives
+    from aiprim import primitives
 
     for name in names or []:
         primitives.get(name)  # unknown names fail before anything runs
@@ -167,7 +167,7 @@ def cmd_run(args) -> int:
 
 
 def print_summary(results: dict) -> None:
-    import primitives
+    from aiprim import primitives
 
     from . import steps
     from .config import load
@@ -199,7 +199,7 @@ def print_summary(results: dict) -> None:
 
 
 def print_ui_commands(host: str = "127.0.0.1") -> None:
-    from registry._store import tracking_uri
+    from aiprim.registry._store import tracking_uri
 
     print("Open the UIs:")
     print(f"  MLflow:  .venv/bin/mlflow ui --backend-store-uri {tracking_uri()} --host {host} --port 5000")
@@ -245,7 +245,7 @@ def cmd_evaluate(args) -> int:
     model = None if args.model == "none" else args.model
     report = steps.evaluate(args.primitive, Path(args.snapshot), config.load(args.profile), model=model, part=args.part)
     if args.plot:
-        import primitives
+        from aiprim import primitives
 
         fig = steps.comparison_plot(primitives.get(args.primitive), report)
         if fig is not None:
@@ -267,15 +267,15 @@ def _print_report(report: dict) -> None:
 
 
 def cmd_promote(args) -> int:
-    from registry import promote_version
+    from aiprim.registry import promote_version
 
     from . import config, steps
 
     if args.version:
         decision = promote_version(args.primitive, args.version)
     else:
-        from registry._promotion import CHALLENGER, alias_version
-        from registry._store import configure
+        from aiprim.registry._promotion import CHALLENGER, alias_version
+        from aiprim.registry._store import configure
 
         cfg = config.load(args.profile)
         version = alias_version(configure(), args.primitive, CHALLENGER)
@@ -291,7 +291,7 @@ def cmd_promote(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from registry import rollback
+    from aiprim.registry import rollback
 
     print(json.dumps(rollback(args.primitive).to_dict()))
     return 0
@@ -371,7 +371,7 @@ def cmd_ui(args) -> int:
         return 0
     import subprocess
 
-    from registry._store import tracking_uri
+    from aiprim.registry._store import tracking_uri
 
     bin_dir = Path(sys.executable).parent
     procs = [

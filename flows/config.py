@@ -1,32 +1,26 @@
-"""Configuration: configs/pipeline.yaml + configs/<primitive>.yaml + a profile.
+"""The pipeline's configuration: configs/pipeline.yaml + configs/<primitive>.yaml + a profile.
 
-``AIPRIM_HOME`` moves every store (data, MLflow, Optuna, checkpoints) to
-another folder; tests use it to run in a temporary directory.
+Where things live (``AIPRIM_HOME``, ``AIPRIM_CONFIG_DIR``) is
+``aiprim.settings``; this module adds the YAML on top.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import os
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from .._hashing import config_hash
+from ..settings import config_dir, home, resolve_path, resolve_uri
+
+__all__ = ["ConfigError", "config_dir", "config_hash", "home", "load", "merge", "path", "primitive_config",
+           "resolve_path", "resolve_uri"]
 
 
 class ConfigError(ValueError):
     pass
-
-
-def home() -> Path:
-    return Path(os.environ.get("AIPRIM_HOME", REPO)).resolve()
-
-
-def config_dir() -> Path:
-    return Path(os.environ.get("AIPRIM_CONFIG_DIR", REPO / "configs")).resolve()
 
 
 def _read(path: Path) -> dict:
@@ -61,6 +55,10 @@ def load(profile: str | None = None) -> dict:
     for path in sorted(config_dir().glob("*.yaml")):
         if path.stem != "pipeline":
             pipeline["primitive_configs"][path.stem] = merge(_read(path), chosen.get(path.stem, {}))
+    from ..registry._store import use_store
+
+    mlflow_cfg = pipeline.get("mlflow", {})
+    use_store(resolve_uri(mlflow_cfg["tracking_uri"]) if mlflow_cfg.get("tracking_uri") else None, mlflow_cfg.get("artifact_location"))
     return pipeline
 
 
@@ -74,20 +72,3 @@ def primitive_config(cfg: dict, name: str) -> dict:
 def path(cfg: dict, key: str) -> Path:
     return resolve_path(cfg["paths"][key])
 
-
-def resolve_path(value: str | Path) -> Path:
-    """A path from the config: relative ones resolve against the project folder."""
-    p = Path(value)
-    return p if p.is_absolute() else home() / p
-
-
-def resolve_uri(uri: str) -> str:
-    """Relative sqlite paths resolve against the project folder."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        return prefix + str(home() / uri[len(prefix):])
-    return uri
-
-
-def config_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -19,7 +19,7 @@ class PrimitivePyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         import pandas as pd
 
-        import primitives
+        from aiprim import primitives
 
         self.primitive = (context.model_config or {}).get("primitive", self.primitive)
         self.runtime = primitives.get(self.primitive).load_runtime(context.artifacts["runtime"])

@@ -71,7 +71,7 @@ def primitive_pipeline(name: str, source: str | None = None, profile: str | None
 
 
 def _publish_report(name: str, report: dict, decision: dict) -> None:
-    import primitives
+    from aiprim import primitives
 
     prim = primitives.get(name)
     rows = [{"model": "learned", **_round(report["metrics"])}]
@@ -95,7 +95,7 @@ def run_branch(name: str, source: str | None, profile: str | None) -> dict:
 @flow(name="retrain")
 def retrain(primitives: list[str] | None = None, source: str | None = None, profile: str | None = None) -> dict:
     """Retrain every primitive concurrently; a failed branch leaves the others and every champion alone."""
-    import primitives as registry_of_primitives
+    from aiprim import primitives as registry_of_primitives
 
     logger = get_run_logger()
     cfg = cfgmod.load(profile)

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-import primitives
-from primitives._snapshot import SnapshotError, import_snapshot, read_manifest, read_tables, write_snapshot
+from aiprim import primitives
+from aiprim.primitives._snapshot import SnapshotError, import_snapshot, read_manifest, read_tables, write_snapshot
 
 from . import config as cfgmod
 from .errors import AiprimError, TrainingFailed, ValidationFailed
@@ -78,7 +78,7 @@ def snapshot(name: str, cfg: dict, source: str | None = None, out: Path | None =
 
 def _champion_runtime(name: str) -> str | None:
     """The champion's runtime directory, or None when there is no champion yet (the source explores)."""
-    import registry
+    from aiprim import registry
 
     try:
         return str(registry.runtime_dir(name, registry.CHAMPION))
@@ -181,8 +181,8 @@ def tune(name: str, snapshot_dir: Path, cfg: dict, trials: int | None = None) ->
     import optuna
     from optuna_integration import PyTorchLightningPruningCallback
 
-    from registry._lineage import lineage_tags
-    from registry._store import configure, experiment
+    from aiprim.registry._lineage import lineage_tags
+    from aiprim.registry._store import configure, experiment
 
     prim, (train_tables, _) = _split(name, snapshot_dir, cfg)
     pcfg = cfgmod.primitive_config(cfg, name)
@@ -279,8 +279,8 @@ def train(name: str, snapshot_dir: Path, cfg: dict, params: dict | None = None) 
     """
     import mlflow
 
-    from registry._lineage import lineage_tags
-    from registry._store import configure, experiment
+    from aiprim.registry._lineage import lineage_tags
+    from aiprim.registry._store import configure, experiment
 
     prim, (train_tables, held_out) = _split(name, snapshot_dir, cfg)
     params = params or training_params(cfg, name)
@@ -376,7 +376,7 @@ def _log_model(prim, runtime_dir: Path, tables) -> None:
 def evaluate(name: str, snapshot_dir: Path, cfg: dict, model: str | None = "champion", part: str = "holdout",
              baselines: bool = True, log_run: bool = True) -> dict:
     """Score a model (alias, version or run id) and the classical peers on one snapshot."""
-    import registry
+    from aiprim import registry
 
     prim = primitives.get(name)
     if not Path(snapshot_dir).is_dir():
@@ -404,8 +404,8 @@ def evaluate(name: str, snapshot_dir: Path, cfg: dict, model: str | None = "cham
 def _log_evaluation(name: str, snapshot_dir: Path, report: dict) -> None:
     import mlflow
 
-    from registry._lineage import lineage_tags
-    from registry._store import configure, experiment
+    from aiprim.registry._lineage import lineage_tags
+    from aiprim.registry._store import configure, experiment
 
     configure()
     experiment(name)
@@ -449,7 +449,7 @@ def register(name: str, run_id: str, snapshot_dir: Path, report: dict | None = N
     """Register the run's model as a new version of ``aiprim-<name>`` with alias ``challenger``."""
     import mlflow
 
-    from registry._store import configure, model_name
+    from aiprim.registry._store import configure, model_name
 
     client = configure()
     run = client.get_run(run_id)
@@ -468,8 +468,8 @@ def register(name: str, run_id: str, snapshot_dir: Path, report: dict | None = N
 
 def promote(name: str, version: str, snapshot_dir: Path, cfg: dict, challenger_report: dict):
     """Apply the promotion policy to a registered version, on the snapshot's held-out part."""
-    from registry._promotion import CHAMPION, alias_version, apply, decide, model_lock
-    from registry._store import configure
+    from aiprim.registry._promotion import CHAMPION, alias_version, apply, decide, model_lock
+    from aiprim.registry._store import configure
 
     prim = primitives.get(name)
     client = configure()
@@ -488,9 +488,9 @@ def promote(name: str, version: str, snapshot_dir: Path, cfg: dict, challenger_r
 
 def autotune(task_spec: str, cfg: dict, model: str = "champion", candidates: int = 2000, trials: int = 10, seed: int = 0) -> dict:
     """Rank candidate schedules of one task with a registered cost model and measure only the best ``trials``."""
-    import registry
-    from primitives.compiler import autotune as run_autotune
-    from primitives.compiler._autotune import parse_task_spec
+    from aiprim import registry
+    from aiprim.primitives.compiler import autotune as run_autotune
+    from aiprim.primitives.compiler._autotune import parse_task_spec
 
     task = parse_task_spec(task_spec)
     prim = primitives.get("compiler")
@@ -518,8 +518,8 @@ def newest_accepted(name: str, cfg: dict) -> Path:
 
 def status(cfg: dict) -> dict:
     """Champion of every primitive with its metrics and lineage."""
-    from registry._promotion import CHALLENGER, CHAMPION, alias_version
-    from registry._store import configure, model_name
+    from aiprim.registry._promotion import CHALLENGER, CHAMPION, alias_version
+    from aiprim.registry._store import configure, model_name
 
     client = configure()
     out = {}

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from primitives import Primitive
-from primitives._expectations import RULE_PREFIX, describe_failure, expectations_for
-from primitives._snapshot import (
+from aiprim.primitives import Primitive
+from aiprim.primitives._expectations import RULE_PREFIX, describe_failure, expectations_for
+from aiprim.primitives._snapshot import (
     SnapshotError,
     arrow_to_pandas,
     arrow_type_matches,

@@ -1,6 +1,6 @@
 """Model registry access: load a primitive's runtime by alias, promote, roll back.
 
->>> from registry import load_runtime
+>>> from aiprim.registry import load_runtime
 >>> balancer = load_runtime("balancer")          # alias "champion" by default
 >>> server_ids = balancer.route(requests_df, servers_df)
 
@@ -57,7 +57,7 @@ def runtime_dir(primitive: str, ref: str = CHAMPION) -> Path:
     """Local directory with the runtime files of a model (downloaded once per run)."""
     from mlflow.artifacts import download_artifacts
 
-    from flows.config import home
+    from ..settings import home
 
     run_id, _ = resolve_model(primitive, ref)
     target = home() / "outputs" / "runtime_cache" / run_id
@@ -69,6 +69,6 @@ def runtime_dir(primitive: str, ref: str = CHAMPION) -> Path:
 
 def load_runtime(name: str, alias: str = CHAMPION):
     """The runtime of a primitive's model by alias (or version number, or run id)."""
-    import primitives
+    from aiprim import primitives
 
     return primitives.get(name).load_runtime(runtime_dir(name, alias))

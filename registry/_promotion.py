@@ -15,6 +15,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+from ..settings import state_dir
 from ._store import configure, model_name
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -42,10 +43,7 @@ class PromotionError(ValueError):
 
 @contextmanager
 def model_lock(primitive: str):
-    from flows.config import home
-
-    path = home() / f".aiprim-{model_name(primitive)}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = state_dir() / f"{model_name(primitive)}.lock"
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

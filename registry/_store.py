@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
+
+from .. import settings
 
 MODEL_PREFIX = "aiprim-"
 
@@ -13,14 +14,16 @@ def model_name(primitive: str) -> str:
     return MODEL_PREFIX + primitive
 
 
-def _settings() -> tuple[str, Path]:
-    # Imported lazily so that loading a runtime does not need the flows package's YAML config.
-    from flows import config
+_configured: dict[str, str | None] = {"tracking_uri": None, "artifacts": None}
 
-    cfg = config.load()
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or config.resolve_uri(cfg["mlflow"]["tracking_uri"])
-    artifacts = Path(cfg["mlflow"]["artifact_location"])
-    return uri, artifacts if artifacts.is_absolute() else config.home() / artifacts
+
+def use_store(tracking_uri: str | None, artifacts: str | None) -> None:
+    """Point aiprim at the pipeline's configured store (``MLFLOW_TRACKING_URI`` still wins)."""
+    _configured.update(tracking_uri=tracking_uri, artifacts=artifacts)
+
+
+def _settings() -> tuple[str, str]:
+    return settings.tracking_uri(_configured["tracking_uri"]), settings.artifact_root(_configured["artifacts"])
 
 
 def tracking_uri() -> str:
@@ -60,7 +63,7 @@ def experiment(primitive: str) -> str:
     name = model_name(primitive)
     found = mlflow.get_experiment_by_name(name)
     if found is None:
-        location = (artifacts / name).resolve().as_uri() if "://" not in str(artifacts) else f"{artifacts}/{name}"
+        location = f"{artifacts}/{name}" if "://" in artifacts else (Path(artifacts) / name).resolve().as_uri()
         try:
             mlflow.create_experiment(name, artifact_location=location)
         except Exception:  # created concurrently by another branch

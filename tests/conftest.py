@@ -25,14 +25,14 @@ def project(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def balancer_tables():
-    from primitives.balancer._source import generate
+    from aiprim.primitives.balancer._source import generate
 
     return generate(SMALL_SOURCE, seed=7)
 
 
 def write_balancer_snapshot(root: Path, tables: dict) -> Path:
-    import primitives
-    from primitives._snapshot import write_snapshot
+    from aiprim import primitives
+    from aiprim.primitives._snapshot import write_snapshot
 
     prim = primitives.get("balancer")
     return write_snapshot("balancer", prim.schema, tables, root, source="tests")
@@ -46,7 +46,7 @@ def balancer_snapshot(project, balancer_tables) -> Path:
 @pytest.fixture(scope="session")
 def trained_balancer(tmp_path_factory, balancer_tables):
     """A balancer runtime trained on the small snapshot (no registry involved)."""
-    import primitives
+    from aiprim import primitives
 
     prim = primitives.get("balancer")
     train, held_out = prim.split(balancer_tables, 0.2)
@@ -72,7 +72,7 @@ def query_source(tmp_root: Path, **overrides) -> dict:
 @pytest.fixture(scope="session")
 def query_tables(tmp_path_factory):
     """(tables, manifest extras) of a small skewed workload run on DuckDB under every arm."""
-    import primitives
+    from aiprim import primitives
 
     return primitives.get("query").generate(query_source(tmp_path_factory.getbasetemp()), seed=5)
 
@@ -80,7 +80,7 @@ def query_tables(tmp_path_factory):
 @pytest.fixture(scope="session")
 def postgres_server():
     """A PostgreSQL server of our own (initdb in a temporary folder, 127.0.0.1, a free port)."""
-    from primitives.query._postgres import LocalPostgres
+    from aiprim.primitives.query._postgres import LocalPostgres
 
     with LocalPostgres() as server:
         yield server
@@ -89,7 +89,7 @@ def postgres_server():
 @pytest.fixture(scope="session")
 def postgres_workload(postgres_server):
     """The small skewed workload loaded into the test server."""
-    from primitives.query._workloads import workload_tables, load_postgres
+    from aiprim.primitives.query._workloads import workload_tables, load_postgres
 
     tables, indexes = workload_tables(["skewed"], QUERY_SMALL["skewed_scale"], 0.0, seed=5)
     load_postgres(postgres_server.dsn, tables, indexes)
@@ -110,6 +110,6 @@ def compiler_source(tmp_root: Path, **overrides) -> dict:
 @pytest.fixture(scope="session")
 def compiler_tables(tmp_path_factory):
     """(tables, manifest extras) of small kernels of every CPU family, compiled and timed here."""
-    import primitives
+    from aiprim import primitives
 
     return primitives.get("compiler").generate(compiler_source(tmp_path_factory.getbasetemp()), seed=11)

@@ -188,8 +188,8 @@ def export_kernel(module: BalancerModule, datamodule: BalancerDataModule) -> dic
     return {
         "request_classes": list(datamodule.request_classes),
         "server_classes": list(datamodule.server_classes),
-        "class_features": torch.as_tensor(features),
-        "log_cap_reference": torch.as_tensor(datamodule.log_cap_reference, dtype=torch.float32),
-        "weights": [m.weight.detach().cpu().float().clone() for m in linears],
-        "biases": [m.bias.detach().cpu().float().clone() for m in linears],
+        "class_features": np.asarray(features, dtype=np.float32),
+        "log_cap_reference": np.asarray(datamodule.log_cap_reference, dtype=np.float32),
+        "weights": [m.weight.detach().cpu().float().numpy().copy() for m in linears],
+        "biases": [m.bias.detach().cpu().float().numpy().copy() for m in linears],
     }

@@ -4,8 +4,8 @@ Per batch it scores each (request class, server) pair once with the trained
 kernel, in numpy (a few hundred pairs: microseconds), then places every
 routing unit with the hashed Gumbel-max of ``_routing``. Row C of the class
 table is the kernel for a request class never seen in training; an unseen
-server class gets the kernel's "unknown class" slot. Only numpy, pandas and
-(at load) torch are imported.
+server class gets the kernel's "unknown class" slot. Only numpy and pandas
+are imported; the kernel persists as npz + JSON.
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._base import Runtime
+from .._base import Runtime, load_weights, save_weights
 from ._fleet import Fleet, Units
 from ._kernel import mlp_forward, server_features
 from ._routing import route_requests, route_units
 
-WEIGHTS_FILE = "balancer_kernel.pt"
+WEIGHTS = "balancer_kernel.npz"
+META = "balancer_kernel.json"
 
 
 class BalancerRuntime(Runtime):
     name = "learned"
 
     def __init__(self, state: dict):
-        self.state = state
         self.request_classes = pd.Index(list(state["request_classes"]), dtype=object)
         self.server_classes = pd.Index(list(state["server_classes"]), dtype=object)
         as_np = lambda t: np.asarray(t, dtype=np.float32)  # noqa: E731
@@ -35,21 +35,27 @@ class BalancerRuntime(Runtime):
         self.log_cap_reference = as_np(state["log_cap_reference"])
         self.weights = [as_np(w) for w in state["weights"]]
         self.biases = [as_np(b) for b in state["biases"]]
-        # The hot-unit table (see _hot.py): unit hash -> server id. Hashes
-        # travel as int64 tensors (same bits) because torch has no uint64.
-        self.hot_units = pd.Index(np.asarray(state.get("hot_units", np.zeros(0, np.int64))).astype(np.int64).view(np.uint64))
+        # The hot-unit table (see _hot.py): unit hash -> server id.
+        self.hot_units = pd.Index(np.asarray(state.get("hot_units", np.zeros(0, np.uint64)), dtype=np.uint64))
         self.hot_servers = np.asarray(list(state.get("hot_servers", [])), dtype=object)
 
     @classmethod
     def load(cls, directory: Path) -> "BalancerRuntime":
-        import torch
-
-        return cls(torch.load(Path(directory) / WEIGHTS_FILE, weights_only=True, map_location="cpu"))
+        arrays, meta = load_weights(directory, WEIGHTS, META)
+        layers = int(meta["layers"])
+        return cls({**meta, "class_features": arrays["class_features"], "log_cap_reference": arrays["log_cap_reference"],
+                    "weights": [arrays[f"weight_{i}"] for i in range(layers)],
+                    "biases": [arrays[f"bias_{i}"] for i in range(layers)],
+                    "hot_units": arrays["hot_units"]})
 
     def save(self, directory: Path) -> None:
-        import torch
-
-        torch.save(self.state, Path(directory) / WEIGHTS_FILE)
+        arrays = {"class_features": self.class_features, "log_cap_reference": self.log_cap_reference,
+                  "hot_units": self.hot_units.to_numpy(dtype=np.uint64)}
+        arrays.update({f"weight_{i}": w for i, w in enumerate(self.weights)})
+        arrays.update({f"bias_{i}": b for i, b in enumerate(self.biases)})
+        meta = {"request_classes": list(self.request_classes), "server_classes": list(self.server_classes),
+                "hot_servers": [str(s) for s in self.hot_servers], "layers": len(self.weights)}
+        save_weights(directory, arrays, meta, WEIGHTS, META)
 
     def fleet_logits(self, fleet: Fleet) -> np.ndarray:
         """(C+1, S) logits of every request class (and the unseen-class row) on every server."""
@@ -91,10 +97,7 @@ class BalancerRuntime(Runtime):
         choice[pinned[allowed]] = server[allowed]
 
     def attach_hot_table(self, unit_hashes, server_ids) -> None:
-        import torch
-
         hashes = np.asarray(unit_hashes, dtype=np.uint64)
-        self.state = {**self.state, "hot_units": torch.from_numpy(hashes.view(np.int64).copy()), "hot_servers": list(server_ids)}
         self.hot_units = pd.Index(hashes)
         self.hot_servers = np.asarray(list(server_ids), dtype=object)
 

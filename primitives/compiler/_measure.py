@@ -119,7 +119,7 @@ class Worker:
     def start(self):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
                "OMP_WAIT_POLICY": "PASSIVE", "OMP_PROC_BIND": "false"}
-        self.process = subprocess.Popen([sys.executable, "-m", "primitives.compiler._worker"], stdin=subprocess.PIPE,
+        self.process = subprocess.Popen([sys.executable, "-m", "aiprim.primitives.compiler._worker"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1, env=env)
 
     def ask(self, request: dict, timeout_s: float) -> dict | None:

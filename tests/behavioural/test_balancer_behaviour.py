@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from primitives.balancer._metrics import peak_to_mean, violation_rates
-from primitives.balancer._peers import PEERS
+from aiprim.primitives.balancer._metrics import peak_to_mean, violation_rates
+from aiprim.primitives.balancer._peers import PEERS
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_unknown_request_and_server_classes_are_served(setup):
 
 
 def test_a_required_class_missing_from_the_fleet_is_a_clear_error(setup):
-    from primitives.balancer._fleet import RoutingError
+    from aiprim.primitives.balancer._fleet import RoutingError
 
     runtime, requests, servers = setup
     with pytest.raises(RoutingError, match="requires_class 'gpu' matches no server"):
@@ -107,7 +107,7 @@ def test_hot_unit_table_pins_hot_keys_and_stays_consistent(balancer_tables):
     """The exported table pins the hottest keys; removing a pinned server moves only its keys."""
     import tempfile
 
-    import primitives
+    from aiprim import primitives
 
     prim = primitives.get("balancer")
     train, held_out = prim.split(balancer_tables, 0.2)
@@ -115,7 +115,7 @@ def test_hot_unit_table_pins_hot_keys_and_stays_consistent(balancer_tables):
     assert len(runtime.hot_units) == 100
     requests, servers = held_out["requests"], held_out["servers"]
     routed = runtime.route(requests, servers)
-    from primitives.balancer._fleet import Units
+    from aiprim.primitives.balancer._fleet import Units
 
     table = dict(zip(runtime.hot_units, runtime.hot_servers))
     request_hash = pd.Series(Units.from_frame(requests).unit_hash[Units.from_frame(requests).request_unit])

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from primitives.compiler import _measure
-from primitives.compiler._space import TaskError
+from aiprim.primitives.compiler import _measure
+from aiprim.primitives.compiler._space import TaskError
 
 GOOD = {"tile_m": 16, "tile_n": 64, "tile_k": 64, "order": "ikj", "unroll": 4, "vectorize": 1, "threads": 1}
 TILE_ONE = {"tile_m": 1, "tile_n": 1, "tile_k": 1, "order": "kji", "unroll": 1, "vectorize": 0, "threads": 1}
@@ -21,7 +21,7 @@ UNSEEN = {"M": 144, "N": 176, "K": 208}  # no drawn shape has these sizes
 
 @pytest.fixture(scope="module")
 def cost_model(tmp_path_factory):
-    import primitives
+    from aiprim import primitives
     from tests.conftest import compiler_source
 
     prim = primitives.get("compiler")
@@ -56,7 +56,7 @@ def test_a_bigger_problem_is_predicted_slower(cost_model):
 
 
 def test_ranks_training_tasks_better_than_chance(cost_model):
-    from primitives.compiler._evaluate import evaluate
+    from aiprim.primitives.compiler._evaluate import evaluate
 
     runtime, tables = cost_model
     report = evaluate(runtime, tables, {"baselines": True})
@@ -75,9 +75,9 @@ def test_bad_schedules_are_named(cost_model):
 
 
 def test_numpy_runtime_computes_what_the_torch_model_computes(cost_model, tmp_path):
-    import primitives
-    from primitives.compiler._features import featurize_rows
-    from primitives.compiler._model import CostModule
+    from aiprim import primitives
+    from aiprim.primitives.compiler._features import featurize_rows
+    from aiprim.primitives.compiler._model import CostModule
 
     prim = primitives.get("compiler")
     _, tables = cost_model

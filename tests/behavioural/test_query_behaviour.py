@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import primitives
+from aiprim import primitives
 
 
 def _plan(join: str, rows: int) -> str:
@@ -58,7 +58,7 @@ def test_bigger_inputs_are_predicted_slower(nested_loops_are_slow):
 
 
 def test_an_unsure_ensemble_keeps_the_native_plan():
-    from primitives.query._runtime import decide
+    from aiprim.primitives.query._runtime import decide
 
     # Members that disagree about which arm is faster: no arm is chosen over the native plan.
     disagree = np.array([[1.0, 0.2], [1.0, 1.9], [1.0, 0.1], [1.0, 2.0]])

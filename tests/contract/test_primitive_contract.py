@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-import primitives
-from primitives import Primitive
+from aiprim import primitives
+from aiprim.primitives import Primitive
 
 import tempfile
 from pathlib import Path
@@ -39,8 +39,8 @@ class TestPrimitiveContract:
             primitives.get("nope")
 
     def test_generated_snapshot_validates(self, prim, project):
-        from flows import config, steps
-        from primitives._snapshot import write_snapshot
+        from aiprim.flows import config, steps
+        from aiprim.primitives._snapshot import write_snapshot
 
         tables, extra = prim.generate(SMALL[prim.name], seed=1)
         directory = write_snapshot(prim.name, prim.schema, tables, project / "snap", "test", extra)
@@ -68,7 +68,7 @@ class TestPrimitiveContract:
 
     def test_runtime_import_stays_light(self, prim):
         code = (
-            "import sys, primitives, registry; primitives.get(%r).runtime_class; "
+            "import sys; from aiprim import primitives, registry; primitives.get(%r).runtime_class; "
             "heavy = [m for m in ('lightning', 'prefect', 'optuna', 'great_expectations') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)" % prim.name
         )

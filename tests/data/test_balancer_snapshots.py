@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flows.cli import main
+from aiprim.flows.cli import main
 from tests.conftest import write_balancer_snapshot
 from tests.data.edits import edit as _edit, set_cell as _set
 
@@ -71,7 +71,7 @@ def _break_file(directory: Path, how: str) -> None:
 
 
 def _rehash(directory: Path, table: str) -> None:
-    from primitives._snapshot import sha256_file
+    from aiprim.primitives._snapshot import sha256_file
 
     manifest = json.loads((directory / "manifest.json").read_text())
     manifest["tables"][table]["sha256"] = sha256_file(directory / f"{table}.parquet")
@@ -133,7 +133,7 @@ def test_snapshot_ids_are_content_addressed(project, balancer_tables):
 
 def test_cli_error_has_no_traceback(balancer_snapshot, project):
     (balancer_snapshot / "servers.parquet").unlink()
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "validate", "balancer", str(balancer_snapshot)],
+    result = subprocess.run([sys.executable, "-m", "aiprim.flows.cli", "validate", "balancer", str(balancer_snapshot)],
                             capture_output=True, text=True, env={**__import__("os").environ})
     assert result.returncode != 0
     assert result.stderr.strip() .count("\n") == 0 and "Traceback" not in result.stderr

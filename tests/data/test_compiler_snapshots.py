@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.cli import main
+from aiprim.flows.cli import main
 from tests.data.edits import edit as _edit, set_cell as _set
 
 
 def _write(root: Path, tables: dict, extra: dict) -> Path:
-    import primitives
-    from primitives._snapshot import write_snapshot
+    from aiprim import primitives
+    from aiprim.primitives._snapshot import write_snapshot
 
     prim = primitives.get("compiler")
     return write_snapshot("compiler", prim.schema, tables, root, source="tests", extra=extra)
@@ -92,7 +92,7 @@ def test_a_failed_snapshot_never_reaches_training(project, compiler_tables, caps
 
 
 def _versions():
-    from registry import configure
+    from aiprim.registry import configure
 
     return configure().search_model_versions("name='aiprim-compiler'")
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
+from aiprim.flows.cli import main
 from tests.data.edits import edit as _edit, set_cell as _set
 
 
 def _write(root: Path, tables: dict, extra: dict) -> Path:
-    import primitives
-    from primitives._snapshot import write_snapshot
+    from aiprim import primitives
+    from aiprim.primitives._snapshot import write_snapshot
 
     prim = primitives.get("query")
     return write_snapshot("query", prim.schema, tables, root, source="tests", extra=extra)
@@ -66,7 +66,7 @@ def test_a_failed_snapshot_never_reaches_training(project, query_tables, capsys)
 
 
 def _no_versions() -> bool:
-    from registry import configure
+    from aiprim.registry import configure
 
     return not configure().search_model_versions("name='aiprim-query'")
 

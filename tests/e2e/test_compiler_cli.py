@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from flows.cli import main
+from aiprim.flows.cli import main
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import primitives
-from flows.cli import main
-from primitives._snapshot import write_snapshot
+from aiprim import primitives
+from aiprim.flows.cli import main
+from aiprim.primitives._snapshot import write_snapshot
 from tests.conftest import QUERY_SMALL
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def pg_snapshot(postgres_workload, tmp_path_factory):
 def test_postgres_telemetry_trains_a_model_that_chooses_live(pg_snapshot, project, tmp_path, capsys):
     import psycopg
 
-    from flows import config, steps
+    from aiprim.flows import config, steps
 
     directory, tables, extra = pg_snapshot
     assert extra["engine"] == "postgres" and len(tables["arms"]) >= 5

@@ -21,9 +21,9 @@ def prefect_harness():
 
 
 def test_retrain_promotes_a_champion_and_guards_it(prefect_harness, project, balancer_tables, capsys):
-    from flows.cli import main
-    from flows.retrain import retrain
-    from registry import load_runtime
+    from aiprim.flows.cli import main
+    from aiprim.flows.retrain import retrain
+    from aiprim.registry import load_runtime
     from tests.conftest import write_balancer_snapshot
 
     results = retrain(profile="small")
@@ -52,7 +52,7 @@ def test_retrain_promotes_a_champion_and_guards_it(prefect_harness, project, bal
     # The registered MLflow model (pyfunc, logged from code) serves too.
     import mlflow.pyfunc
 
-    from registry import configure
+    from aiprim.registry import configure
 
     configure()
     served = mlflow.pyfunc.load_model("models:/aiprim-balancer@champion")

@@ -15,22 +15,22 @@ pytestmark = pytest.mark.slow
 
 
 def test_killed_training_is_failed_then_resumed(project, balancer_snapshot):
-    from flows import config, steps
+    from aiprim.flows import config, steps
 
     cfg = config.load("small")
     steps.validate("balancer", balancer_snapshot, cfg)
     env = {**os.environ, "AIPRIM_PROFILE": "small"}
-    train = [sys.executable, "-m", "flows.cli", "train", "balancer", str(balancer_snapshot), "--trials", "0"]
+    train = [sys.executable, "-m", "aiprim.flows.cli", "train", "balancer", str(balancer_snapshot), "--trials", "0"]
     # Long enough to be killed mid-way: the small profile with many epochs, in a config folder of its own.
     cfg_dir = project / "configs"
     cfg_dir.mkdir()
-    from flows.config import REPO
+    from aiprim.settings import packaged_configs
 
-    pipeline = (REPO / "configs" / "pipeline.yaml").read_text()
+    pipeline = (packaged_configs() / "pipeline.yaml").read_text()
     assert "train: {max_epochs: 6," in pipeline, "the small profile's epochs moved: update this test"
     max_epochs = 150
     (cfg_dir / "pipeline.yaml").write_text(pipeline.replace("train: {max_epochs: 6,", f"train: {{max_epochs: {max_epochs},"))
-    (cfg_dir / "balancer.yaml").write_text((REPO / "configs" / "balancer.yaml").read_text())
+    (cfg_dir / "balancer.yaml").write_text((packaged_configs() / "balancer.yaml").read_text())
     env["AIPRIM_CONFIG_DIR"] = str(cfg_dir)
 
     proc = subprocess.Popen(train, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -52,7 +52,7 @@ def test_killed_training_is_failed_then_resumed(project, balancer_snapshot):
     killed_at = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
     assert killed_at < max_epochs - 1, f"the kill came after the last epoch ({killed_at}): nothing left to resume"
 
-    from registry._store import configure, experiment
+    from aiprim.registry._store import configure, experiment
 
     client = configure()
     runs = client.search_runs([experiment("balancer")], "tags.`aiprim.step` = 'train'")
@@ -73,8 +73,8 @@ def test_killed_training_is_failed_then_resumed(project, balancer_snapshot):
 def test_an_interrupt_wrapped_by_a_library_is_still_training_failed():
     """SIGTERM can land in a library that re-raises it as its own error (MLflow's artifact logging does):
     it is still reported as the interrupt, and an error with no signal behind it passes through as it is."""
-    from flows import steps
-    from flows.errors import TrainingFailed
+    from aiprim.flows import steps
+    from aiprim.flows.errors import TrainingFailed
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingFailed, match="interrupted by signal 15"), steps._terminate_as_failure():

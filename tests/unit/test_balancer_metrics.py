@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from primitives.balancer._metrics import (
+from aiprim.primitives.balancer._metrics import (
     disruption_ratios,
     evaluate_router,
     evaluate_routers,
@@ -18,7 +18,7 @@ from primitives.balancer._metrics import (
     peak_to_mean_lower_bound,
     violation_rates,
 )
-from primitives.balancer._peers import PEERS, JumpHashRouter, RendezvousRouter, WeightedRendezvousRouter
+from aiprim.primitives.balancer._peers import PEERS, JumpHashRouter, RendezvousRouter, WeightedRendezvousRouter
 from tests.unit.frames import make_requests, make_servers, mixed_batch
 
 METRIC_KEYS = {

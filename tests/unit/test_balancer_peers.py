@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from primitives.balancer._fleet import Fleet, Units
-from primitives.balancer._hashing import hash_strings
-from primitives.balancer._metrics import violation_rates
-from primitives.balancer._peers import (
+from aiprim.primitives.balancer._fleet import Fleet, Units
+from aiprim.primitives.balancer._hashing import hash_strings
+from aiprim.primitives.balancer._metrics import violation_rates
+from aiprim.primitives.balancer._peers import (
     PEERS,
     BoundedLoadRouter,
     JumpHashRouter,
@@ -20,7 +20,7 @@ from primitives.balancer._peers import (
     jump_hash,
     maglev_table,
 )
-from primitives.balancer._routing import gumbel_scores
+from aiprim.primitives.balancer._routing import gumbel_scores
 from tests.unit.frames import make_requests, make_servers, mixed_batch
 
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.gpu
 
 
 def test_without_a_gpu_the_triton_part_says_why():
-    from primitives.compiler._triton import gpu_available
+    from aiprim.primitives.compiler._triton import gpu_available
 
     why_not = gpu_available()
     if why_not is not None:
@@ -20,8 +20,8 @@ def test_without_a_gpu_the_triton_part_says_why():
 
 
 def test_gpu_tasks_without_a_gpu_are_recorded_as_not_measured(tmp_path):
-    from primitives.compiler._source import generate
-    from primitives.compiler._triton import gpu_available
+    from aiprim.primitives.compiler._source import generate
+    from aiprim.primitives.compiler._triton import gpu_available
 
     if gpu_available() is None:
         pytest.skip("a CUDA GPU is present")
@@ -33,8 +33,8 @@ def test_gpu_tasks_without_a_gpu_are_recorded_as_not_measured(tmp_path):
 
 
 def test_triton_matmul_configurations_are_verified_and_timed(tmp_path):
-    from primitives.compiler._source import generate
-    from primitives.compiler._triton import gpu_available
+    from aiprim.primitives.compiler._source import generate
+    from aiprim.primitives.compiler._triton import gpu_available
 
     why_not = gpu_available()
     if why_not is not None:

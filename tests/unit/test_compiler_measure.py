@@ -9,9 +9,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from primitives.compiler import _measure
-from primitives.compiler._codegen import COMPILE_FLAGS
-from primitives.compiler._space import FAMILIES, TaskError, parse_schedule, parse_shape, sample_schedules, space_size
+from aiprim.primitives.compiler import _measure
+from aiprim.primitives.compiler._codegen import COMPILE_FLAGS
+from aiprim.primitives.compiler._space import FAMILIES, TaskError, parse_schedule, parse_shape, sample_schedules, space_size
 
 SHAPES = {"matmul": {"M": 19, "N": 23, "K": 17}, "conv2d": {"N": 2, "C": 3, "H": 9, "W": 11, "K": 5, "R": 3, "S": 2},
           "stencil2d": {"H": 21, "W": 37}}
@@ -69,7 +69,7 @@ void s3(const float *X, float *Y) {
 
 
 def test_a_schedule_that_does_not_compile_is_recorded(tmp_path, monkeypatch):
-    from primitives.compiler import _codegen
+    from aiprim.primitives.compiler import _codegen
 
     schedules = sample_schedules("stencil2d", 3, np.random.default_rng(1))
     real = _codegen.function_source

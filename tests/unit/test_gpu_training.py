@@ -12,7 +12,7 @@ pytestmark = pytest.mark.gpu
 def test_balancer_trains_on_gpu(balancer_tables, tmp_path):
     import lightning as L
 
-    import primitives
+    from aiprim import primitives
 
     prim = primitives.get("balancer")
     train, held_out = prim.split(balancer_tables, 0.2)

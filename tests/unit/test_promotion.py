@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-import primitives
-from registry._promotion import decide
+from aiprim import primitives
+from aiprim.registry._promotion import decide
 
 GOOD = {"affinity_violation_rate": 0.0, "anti_affinity_violation_rate": 0.0, "class_violation_rate": 0.0,
         "disruption_ratio_remove": 1.0, "disruption_ratio_add": 1.02}
@@ -44,7 +44,7 @@ def test_a_broken_guardrail_blocks_even_a_better_model(balancer, metric, value):
 def _register_versions(n):
     import mlflow
 
-    from registry._store import configure, experiment, model_name
+    from aiprim.registry._store import configure, experiment, model_name
 
     client = configure()
     experiment("balancer")
@@ -59,9 +59,9 @@ def _register_versions(n):
 
 
 def test_manual_promotion_rollback_and_races(project):
-    from registry import promote_version, rollback
-    from registry._promotion import CHAMPION, alias_version
-    from registry._store import configure
+    from aiprim.registry import promote_version, rollback
+    from aiprim.registry._promotion import CHAMPION, alias_version
+    from aiprim.registry._store import configure
 
     v1, v2, v3, v4 = _register_versions(4)
     client = configure()
@@ -90,7 +90,7 @@ def test_manual_promotion_rollback_and_races(project):
 
 
 def test_unknown_version_is_a_clear_error(project):
-    from registry import PromotionError, promote_version
+    from aiprim.registry import PromotionError, promote_version
 
     _register_versions(1)
     with pytest.raises(PromotionError, match="has no version 99"):

@@ -8,8 +8,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from primitives.query._engines import Arm, DuckDBEngine, QueryError, check_read_only, parse_settings
-from primitives.query._plans import KINDS, kind_of, pack, parse_plan
+from aiprim.primitives.query._engines import Arm, DuckDBEngine, QueryError, check_read_only, parse_settings
+from aiprim.primitives.query._plans import KINDS, kind_of, pack, parse_plan
 
 
 @pytest.mark.parametrize("sql", [
@@ -102,8 +102,8 @@ PG_PLAN = json.dumps([{"Plan": {"Node Type": "Nested Loop", "Plan Rows": 10, "To
 def test_numpy_runtime_computes_what_the_torch_model_computes():
     import torch
 
-    from primitives.query._model import QueryModule, export_weights
-    from primitives.query._runtime import QueryRuntime
+    from aiprim.primitives.query._model import QueryModule, export_weights
+    from aiprim.primitives.query._runtime import QueryRuntime
 
     torch.manual_seed(0)
     module = QueryModule(members=3, hidden=16, depth=3, target_mean=2.0, target_std=1.5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import primitives
+from aiprim import primitives
 from tests.conftest import query_source
 
 

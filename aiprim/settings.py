@@ -1,0 +1,76 @@
+"""Where aiprim keeps things: environment and defaults, at the bottom of the import graph.
+
+Nothing here needs YAML, so loading a runtime works from an installed wheel
+with only ``MLFLOW_TRACKING_URI`` set. The pipeline's YAML configuration
+(``aiprim.flows.config``) is built on top of these.
+
+- ``AIPRIM_HOME``: the project folder holding every store (data, MLflow,
+  Optuna, checkpoints, locks). Default: the source checkout when aiprim runs
+  from one (``pip install -e``), else the current directory.
+- ``AIPRIM_CONFIG_DIR``: the YAML configs. Default: the configs shipped with
+  the package (in a checkout, the repository's ``configs/``).
+- ``MLFLOW_TRACKING_URI``: the MLflow store. Default: ``sqlite:///<home>/mlruns.db``.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+
+DEFAULT_TRACKING_DB = "mlruns.db"
+DEFAULT_ARTIFACTS = "mlartifacts"
+STATE_DIR = ".aiprim"  # run-time state (locks) under the project folder
+
+
+def packaged_configs() -> Path:
+    """The default configs: package data, which in a source checkout is the repository's ``configs/``."""
+    return Path(str(files("aiprim.configs")))
+
+
+def source_checkout() -> Path | None:
+    """The repository root when aiprim runs from a source checkout, else None."""
+    root = packaged_configs().parent
+    return root if (root / "dvc.yaml").exists() and (root / "pyproject.toml").exists() else None
+
+
+def home() -> Path:
+    explicit = os.environ.get("AIPRIM_HOME")
+    if explicit:
+        return Path(explicit).resolve()
+    return (source_checkout() or Path.cwd()).resolve()
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get("AIPRIM_CONFIG_DIR") or packaged_configs()).resolve()
+
+
+def state_dir() -> Path:
+    path = home() / STATE_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_path(value: str | Path) -> Path:
+    """A configured path: relative ones resolve against the project folder."""
+    p = Path(value)
+    return p if p.is_absolute() else home() / p
+
+
+def resolve_uri(uri: str) -> str:
+    """Relative sqlite paths resolve against the project folder."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + str(home() / uri[len(prefix):])
+    return uri
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    """``MLFLOW_TRACKING_URI``, else the configured URI, else SQLite in the project folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or resolve_uri(configured or f"sqlite:///{DEFAULT_TRACKING_DB}")
+
+
+def artifact_root(configured: str | None = None) -> str:
+    """Where new experiments put artifacts: a local folder (made absolute) or a URI."""
+    value = configured or DEFAULT_ARTIFACTS
+    return value if "://" in value else str(resolve_path(value))
