@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="show more: libraries' INFO messages and per-epoch lines (-vv: also the messages known as noise)")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the retrain flow: snapshot, validate, tune, train, evaluate, register, promote")
@@ -48,8 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     snap.add_argument("--source")
     snap.add_argument("--out", help="root folder (default: data/snapshots); the snapshot goes to OUT/PRIMITIVE/ID")
     snap.add_argument("--to", help="write the snapshot exactly at this path, replacing it (for DVC stages)")
-    snap.add_argument("--tasks", help="compiler: measure exactly the tasks of this tasks.parquet (task_id, kernel, shape)")
     snap.add_argument("--profile")
+    snapshot_options = snap.add_argument_group("primitive-specific options")
+    for prim in _all_primitives():
+        prim.add_snapshot_arguments(snapshot_options)
 
     val = sub.add_parser("validate", help="validate a snapshot; a bad one is quarantined")
     val.add_argument("primitive")
@@ -57,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--json", action="store_true", help="print the result as JSON")
     val.add_argument("--profile")
 
-    tr = sub.add_parser("train", help="tune (optional) and train on a snapshot, then register the model as challenger")
+    tr = sub.add_parser("train", help="validate, tune, train, evaluate and register a model of a snapshot (challenger)")
     tr.add_argument("primitive")
     tr.add_argument("snapshot_dir")
     tr.add_argument("--trials", type=int, help="Optuna trials before training (default: tune.trials of the config; 0: no tuning)")
@@ -68,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--snapshot", required=True)
     ev.add_argument("--model", default="champion", help="champion | challenger | VERSION | RUN_ID | none (peers only)")
     ev.add_argument("--part", choices=["all", "holdout"], default="all", help="whole snapshot or its held-out part")
+    ev.add_argument("--against-champion", action="store_true", help="score the champion beside the model, in the same session")
     ev.add_argument("--json", action="store_true", help="print the report as one JSON object")
     ev.add_argument("--plot", help="also save a comparison chart (PNG) here")
     ev.add_argument("--profile")
@@ -80,14 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("rollback", help="move the champion alias back to the previous champion")
     rb.add_argument("primitive")
 
-    at = sub.add_parser("autotune", help="compiler: rank candidate schedules with the cost model, measure only the best few")
-    at.add_argument("--task", required=True, help='KERNEL:DIM=N,... (e.g. matmul:M=512,N=512,K=512) or a JSON {"kernel", "shape"}')
-    at.add_argument("--model", default="champion", help="champion | challenger | VERSION | RUN_ID")
-    at.add_argument("--candidates", type=int, default=2000, help="schedules drawn from the space and scored by the model")
-    at.add_argument("--trials", type=int, default=10, help="schedules measured for real (the model's top ones)")
-    at.add_argument("--seed", type=int, default=0)
-    at.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    at.add_argument("--profile")
+    stp = sub.add_parser("step", help="run one declared pipeline step on the values in a folder (what DVC stages call)")
+    stp.add_argument("step", choices=[s.name for s in _pipeline().STEPS])
+    stp.add_argument("primitive")
+    stp.add_argument("--dir", required=True, help="the primitive's pipeline folder (e.g. data/dvc/balancer)")
+    stp.add_argument("--profile")
 
     st = sub.add_parser("status", help="champions, their metrics and lineage")
     st.add_argument("--json", action="store_true")
@@ -101,7 +104,24 @@ def _parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="print (or --launch) the MLflow and Prefect UIs, bound to 127.0.0.1")
     ui.add_argument("--launch", action="store_true")
     ui.add_argument("--host", default="127.0.0.1")
+    for prim in _all_primitives():
+        EXTRA_COMMANDS.update(prim.add_cli_commands(sub))
     return p
+
+
+EXTRA_COMMANDS: dict = {}  # verbs the primitives registered through ``Primitive.add_cli_commands``
+
+
+def _all_primitives():
+    from aiprim import primitives
+
+    return [primitives.get(n) for n in primitives.names()]
+
+
+def _pipeline():
+    from . import pipeline
+
+    return pipeline
 
 
 def _prepare_environment() -> None:
@@ -109,24 +129,22 @@ def _prepare_environment() -> None:
 
     # Prefect's local state lives in the project unless the user points elsewhere.
     os.environ.setdefault("PREFECT_HOME", str(home() / ".prefect"))
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    for noisy in ("lightning.pytorch", "lightning.fabric", "mlflow", "alembic", "great_expectations"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from aiprim._console import setup_logging
+
+    setup_logging(-1 if args.quiet else args.verbose)
     _prepare_environment()
     try:
-        return COMMANDS[args.command](args) or 0
+        if args.command in COMMANDS:
+            return COMMANDS[args.command](args) or 0
+        from .config import load
+
+        return EXTRA_COMMANDS[args.command](args, load(getattr(args, "profile", None))) or 0
     except KeyboardInterrupt:
         print("aiprim: interrupted", file=sys.stderr)
         return 130
@@ -168,6 +186,7 @@ def cmd_run(args) -> int:
 
 def print_summary(results: dict) -> None:
     from aiprim import primitives
+    from aiprim.primitives import EvaluationReport
 
     from . import steps
     from .config import load
@@ -184,9 +203,9 @@ def print_summary(results: dict) -> None:
         value = entry.get("metrics", {}).get(metric)
         peer_text = "-"
         report = result.get("report")
-        if report and report.get("baselines"):
-            peer, peer_value = prim.best_baseline(report)
-            peer_text = f"{peer} {peer_value:.3f}"
+        best = EvaluationReport.from_dict(report).best_baseline() if report else None
+        if best is not None:
+            peer_text = f"{best[0]} {best[1]:.3f}"
         if result.get("error"):
             outcome = "FAILED (see the error below)"
         else:
@@ -210,9 +229,12 @@ def print_ui_commands(host: str = "127.0.0.1") -> None:
 def cmd_snapshot(args) -> int:
     from . import config, steps
 
+    from aiprim import primitives
+
+    overrides = primitives.get(args.primitive).source_overrides(args)
     print(steps.snapshot(args.primitive, config.load(args.profile), source=args.source,
                          out=Path(args.out) if args.out else None, exact=Path(args.to) if args.to else None,
-                         tasks=Path(args.tasks) if args.tasks else None))
+                         source_overrides=overrides))
     return 0
 
 
@@ -228,14 +250,20 @@ def cmd_validate(args) -> int:
 def cmd_train(args) -> int:
     from . import config, steps
 
+    from .pipeline import run_steps
+
     cfg = config.load(args.profile)
-    snapshot_dir = Path(args.snapshot_dir)
-    steps.validate(args.primitive, snapshot_dir, cfg)
-    params = steps.tune(args.primitive, snapshot_dir, cfg, trials=args.trials)
-    run_id = steps.train(args.primitive, snapshot_dir, cfg, params)
-    report = steps.evaluate(args.primitive, snapshot_dir, cfg, model=run_id, part="holdout")
-    version = steps.register(args.primitive, run_id, snapshot_dir, report)
-    print(json.dumps({"run_id": run_id, "version": version, "metrics": report["metrics"]}, indent=2))
+    # The declared steps between the snapshot (given) and the promotion (the policy's, or yours by hand).
+    values = run_steps(args.primitive, cfg, {"snapshot_dir": args.snapshot_dir}, "validate", "register", trials=args.trials)
+    print(json.dumps({"run_id": values["run_id"], "version": values["version"], "metrics": values["evaluation"]["metrics"]}, indent=2))
+    return 0
+
+
+def cmd_step(args) -> int:
+    from . import config
+    from .pipeline import run_stage
+
+    run_stage(args.step, args.primitive, config.load(args.profile), Path(args.dir))
     return 0
 
 
@@ -243,23 +271,22 @@ def cmd_evaluate(args) -> int:
     from . import config, steps
 
     model = None if args.model == "none" else args.model
-    report = steps.evaluate(args.primitive, Path(args.snapshot), config.load(args.profile), model=model, part=args.part)
+    report = steps.evaluate(args.primitive, Path(args.snapshot), config.load(args.profile), model=model, part=args.part,
+                            against_champion=args.against_champion)
     if args.plot:
-        from aiprim import primitives
-
-        fig = steps.comparison_plot(primitives.get(args.primitive), report)
+        fig = steps.comparison_plot(report)
         if fig is not None:
             Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(args.plot, dpi=110)
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(report.to_dict()))
     else:
         _print_report(report)
     return 0
 
 
-def _print_report(report: dict) -> None:
-    rows = {"learned": report["metrics"], **report["baselines"]} if report["metrics"] else report["baselines"]
+def _print_report(report) -> None:
+    rows = {**report.candidates, **report.baselines}
     keys = sorted({k for m in rows.values() for k, v in m.items() if isinstance(v, (int, float))})
     print(f"{'router':<22}" + "".join(f"{k[:16]:>17}" for k in keys))
     for name, metrics in rows.items():
@@ -284,7 +311,7 @@ def cmd_promote(args) -> int:
 
             raise AiprimError(f"{args.primitive} has no challenger to promote")
         snapshot_dir = steps.newest_accepted(args.primitive, cfg)
-        report = steps.evaluate(args.primitive, snapshot_dir, cfg, model=version, part="holdout")
+        report = steps.evaluate(args.primitive, snapshot_dir, cfg, model=version, part="holdout", against_champion=True)
         decision = steps.promote(args.primitive, version, snapshot_dir, cfg, report)
     print(json.dumps(decision.to_dict()))
     return 0  # "not promoted" is a decision, not an error
@@ -346,9 +373,9 @@ def _start_prefect_server(host: str, port: int):
     import time
     import urllib.request
 
-    from .config import home
+    from aiprim.settings import state_dir
 
-    log = open(home() / ".prefect-server.log", "ab")
+    log = open(state_dir() / "prefect-server.log", "ab")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", host, "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://{host}:{port}/api"
@@ -388,29 +415,9 @@ def cmd_ui(args) -> int:
     return 0
 
 
-def cmd_autotune(args) -> int:
-    from . import config, steps
-
-    result = steps.autotune(args.task, config.load(args.profile), model=args.model, candidates=args.candidates,
-                            trials=args.trials, seed=args.seed)
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    best = result["best"]
-    print(f"{result['task']['kernel']} {result['task']['shape']} on {result['target']}: scored {result['candidates_scored']} "
-          f"of {result['space_size']} schedules, measured {result['measured']} ({result['failed']} failed)")
-    for t in result["trials"]:
-        measured = f"{t['measured_s'] * 1e3:9.3f} ms" if t["measured_s"] is not None else f"  failed: {t['error']}"
-        print(f"  #{t['rank']:<3} predicted {t['predicted_s'] * 1e3:9.3f} ms  measured {measured}  {json.dumps(t['schedule'])}")
-    if best is None:
-        raise ValueError("none of the measured schedules ran")
-    print(f"best: {best['runtime_s'] * 1e3:.3f} ms (model rank {best['rank']}) {best['schedule_json']}")
-    return 0
-
-
 COMMANDS = {
     "run": cmd_run,
-    "autotune": cmd_autotune,
+    "step": cmd_step,
     "snapshot": cmd_snapshot,
     "validate": cmd_validate,
     "train": cmd_train,

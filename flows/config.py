@@ -62,11 +62,38 @@ def load(profile: str | None = None) -> dict:
     return pipeline
 
 
+SECTIONS = ("source", "train", "tune", "evaluate")
+
+
 def primitive_config(cfg: dict, name: str) -> dict:
+    """The primitive's config (``configs/<name>.yaml`` with the profile over it), its sections checked.
+
+    A primitive without a YAML file runs on its declared defaults (a third-party primitive's
+    typed params carry them).
+    """
+    from .. import primitives
+    from ..primitives._params import ParamsError, TuneParams, check_space, parse_params
+
+    prim = primitives.get(name)
+    pcfg = cfg["primitive_configs"].get(name, {})
+    where = f"configs/{name}.yaml"
+    for section in pcfg:
+        if section not in SECTIONS:
+            raise ConfigError(f"{where}: unknown section {section!r} (known: {', '.join(SECTIONS)})")
     try:
-        return cfg["primitive_configs"][name]
-    except KeyError:
-        raise ConfigError(f"no config for primitive {name!r}: add configs/{name}.yaml") from None
+        prim.params(pcfg.get("train"), where=f"{where}: train")
+        tune = parse_params(TuneParams, pcfg.get("tune"), f"{where}: tune")
+        check_space(tune.space, prim.params_class, f"{where}: tune.space")
+    except ParamsError as error:
+        raise ConfigError(str(error)) from None
+    return pcfg
+
+
+def tune_params(cfg: dict, name: str):
+    """The typed ``tune`` section: trials, epochs per trial and the search space."""
+    from ..primitives._params import TuneParams, parse_params
+
+    return parse_params(TuneParams, primitive_config(cfg, name).get("tune"), f"configs/{name}.yaml: tune")
 
 
 def path(cfg: dict, key: str) -> Path:

@@ -8,66 +8,40 @@ id is a content hash, so the same data and config reuse the same study).
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from . import config as cfgmod
-from . import steps
+from . import pipeline
 
 
-@task(name="take-snapshot", retries=2, retry_delay_seconds=[2, 10])
-def take_snapshot(name: str, source: str | None, profile: str | None) -> str:
-    return str(steps.snapshot(name, cfgmod.load(profile), source=source))
+def _run_step(step_name: str, name: str, profile: str | None, values: dict, source: str | None, config_key: str) -> object:
+    # config_key (a hash of the primitive's config) is an input so that a changed config is a cache miss.
+    return pipeline.run_step(pipeline.step_named(step_name), name, cfgmod.load(profile), values, source=source)
 
 
-@task(name="validate-snapshot")
-def validate_snapshot(name: str, snapshot_dir: str, profile: str | None) -> str:
-    report = steps.validate(name, Path(snapshot_dir), cfgmod.load(profile))
-    return report.docs or ""
-
-
-@task(name="tune-primitive", cache_policy=INPUTS + TASK_SOURCE, cache_expiration=timedelta(days=7))
-def tune_primitive(name: str, snapshot_dir: str, profile: str | None, config_key: str) -> dict:
-    # config_key (a hash of the primitive's config) is an input so a changed config is a cache miss.
-    return steps.tune(name, Path(snapshot_dir), cfgmod.load(profile))
-
-
-@task(name="train-primitive")
-def train_primitive(name: str, snapshot_dir: str, profile: str | None, params: dict) -> str:
-    return steps.train(name, Path(snapshot_dir), cfgmod.load(profile), params)
-
-
-@task(name="evaluate-model", retries=1, retry_delay_seconds=[5])
-def evaluate_model(name: str, snapshot_dir: str, profile: str | None, run_id: str) -> dict:
-    return steps.evaluate(name, Path(snapshot_dir), cfgmod.load(profile), model=run_id, part="holdout")
-
-
-@task(name="register-model", retries=2, retry_delay_seconds=[2, 10])
-def register_model(name: str, run_id: str, snapshot_dir: str, report: dict) -> str:
-    return steps.register(name, run_id, Path(snapshot_dir), report)
-
-
-@task(name="promote-model")
-def promote_model(name: str, version: str, snapshot_dir: str, profile: str | None, report: dict) -> dict:
-    return steps.promote(name, version, Path(snapshot_dir), cfgmod.load(profile), report).to_dict()
+def _task(step: pipeline.Step):
+    options = {"name": f"{step.name}-primitive", "retries": step.retries,
+               "retry_delay_seconds": list(step.retry_delay_seconds) or None}
+    if step.cached:
+        options.update(cache_policy=INPUTS + TASK_SOURCE, cache_expiration=timedelta(days=7))
+    return task(**options)(_run_step)
 
 
 @flow(name="primitive-pipeline", flow_run_name="{name}")
 def primitive_pipeline(name: str, source: str | None = None, profile: str | None = None) -> dict:
-    """snapshot -> validate -> tune -> train -> evaluate -> register -> promote, for one primitive."""
+    """The declared steps (``aiprim.flows.pipeline.STEPS``) for one primitive, each a task."""
     cfg = cfgmod.load(profile)
-    snapshot_dir = take_snapshot(name, source, profile)
-    validate_snapshot(name, snapshot_dir, profile)
-    params = tune_primitive(name, snapshot_dir, profile, cfgmod.config_hash(cfgmod.primitive_config(cfg, name)))
-    run_id = train_primitive(name, snapshot_dir, profile, params)
-    report = evaluate_model(name, snapshot_dir, profile, run_id)
-    version = register_model(name, run_id, snapshot_dir, report)
-    decision = promote_model(name, version, snapshot_dir, profile, report)
-    _publish_report(name, report, decision)
-    return {"primitive": name, "snapshot": snapshot_dir, "run_id": run_id, "version": version, "decision": decision, "report": report}
+    config_key = cfgmod.config_hash(cfgmod.primitive_config(cfg, name))
+    values: dict = {}
+    for step in pipeline.STEPS:
+        needed = {k: values[k] for k in step.needs}
+        values[step.gives] = _task(step)(step.name, name, profile, needed, source, config_key)
+    _publish_report(name, values["evaluation"], values["decision"])
+    return {"primitive": name, "snapshot": values["snapshot_dir"], "run_id": values["run_id"], "version": values["version"],
+            "decision": values["decision"], "report": values["evaluation"]}
 
 
 def _publish_report(name: str, report: dict, decision: dict) -> None:

@@ -2,7 +2,8 @@
 
 Structural problems (a missing table, a corrupt file, a hash that does not
 match, a wrong Arrow type) are found first, because Great Expectations can
-only judge values it can read. The value rules run as one GX checkpoint per
+only judge values it can read. The value rules, and the drift check against
+the last accepted snapshot's workload shape, run as one GX checkpoint per
 snapshot and write Data Docs to a folder the failure message names.
 """
 
@@ -16,7 +17,14 @@ from pathlib import Path
 import pandas as pd
 
 from aiprim.primitives import Primitive
-from aiprim.primitives._expectations import RULE_PREFIX, describe_failure, expectations_for
+from aiprim.primitives._expectations import (
+    DRIFT_PREFIX,
+    RULE_PREFIX,
+    describe_failure,
+    distribution_drift_columns,
+    expectations_for,
+    workload_shape,
+)
 from aiprim.primitives._snapshot import (
     SnapshotError,
     arrow_to_pandas,
@@ -33,7 +41,7 @@ class ValidationReport:
     snapshot: str
     failures: list[str] = field(default_factory=list)
     docs: str | None = None
-    stats: dict = field(default_factory=dict)  # drift reference for the next snapshot, when valid
+    stats: dict = field(default_factory=dict)  # the workload's shape: the next snapshot's drift reference, when valid
 
     @property
     def ok(self) -> bool:
@@ -47,15 +55,9 @@ class ValidationReport:
         return f"{self.primitive} snapshot {Path(self.snapshot).name} rejected: {self.failures[0]}{more}{docs}"
 
 
-def column_stats(primitive: Primitive, tables: dict[str, pd.DataFrame]) -> dict:
-    """Reference statistics of the drift-watched columns, stored for the next snapshot's check."""
-    stats = {}
-    for table_name, columns in primitive.drift_columns().items():
-        if table_name not in tables:
-            continue
-        frame = tables[table_name]
-        stats[table_name] = {c: {"mean": float(frame[c].mean()), "median": float(frame[c].median())} for c in columns if c in frame}
-    return stats
+def workload_shapes(primitive: Primitive, tables: dict[str, pd.DataFrame]) -> dict:
+    """Each table's workload shape (row count, watched columns), stored for the next snapshot's drift check."""
+    return {table.name: workload_shape(table, tables[table.name]) for table in primitive.schema.tables if table.name in tables}
 
 
 def check_structure(primitive: Primitive, directory: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
@@ -69,7 +71,7 @@ def check_structure(primitive: Primitive, directory: Path) -> tuple[dict[str, pd
         failures.append(f"manifest.json: primitive is {manifest.get('primitive')!r}, expected {primitive.name!r}")
     if manifest.get("schema_version") != primitive.schema.version:
         failures.append(f"manifest.json: schema_version {manifest.get('schema_version')!r} is not {primitive.schema.version}")
-    for key in primitive.extra_manifest_keys():
+    for key in primitive.manifest_keys:
         if key not in manifest:
             failures.append(f"manifest.json: missing key {key!r}")
     listed = manifest.get("tables") if isinstance(manifest.get("tables"), dict) else {}
@@ -95,8 +97,9 @@ def check_structure(primitive: Primitive, directory: Path) -> tuple[dict[str, pd
         typed_ok = True
         for col in table.columns:
             if col.name not in fields:
-                failures.append(f"table {table.name}, column {col.name}: missing")
-                typed_ok = False
+                if col.required:
+                    failures.append(f"table {table.name}, column {col.name}: missing")
+                    typed_ok = False
             elif not arrow_type_matches(fields[col.name], col.dtype):
                 failures.append(f"table {table.name}, column {col.name}: type {fields[col.name].type}, expected {col.dtype}")
                 typed_ok = False
@@ -137,8 +140,12 @@ def run_expectations(primitive: Primitive, frames: dict, reference: dict | None,
             if not ok.all() and key in frame:
                 first = int((~ok).argmax())
                 examples[rule.name] = rule.explain(frames, first) if rule.explain else f"{key} {frame[key].iloc[first]!r}"
+        table_reference = (reference or {}).get(table.name)
+        for column, (weights, largest_change) in distribution_drift_columns(table, frame, table_reference).items():
+            frame[DRIFT_PREFIX + column] = weights
+            examples[DRIFT_PREFIX + column] = largest_change
         suite = context.suites.add(gx.ExpectationSuite(name=f"{primitive.name}.{table.name}"))
-        for expectation in expectations_for(table, (reference or {}).get(table.name), drift_threshold, set(frame.columns)):
+        for expectation in expectations_for(table, table_reference, drift_threshold, set(frame.columns)):
             suite.add_expectation(expectation)
         batch = source.add_dataframe_asset(table.name).add_batch_definition_whole_dataframe("snapshot")
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=table.name, data=batch, suite=suite))
@@ -166,7 +173,7 @@ def validate(primitive: Primitive, directory: Path, reference: dict | None, drif
     report.failures = run_expectations(primitive, frames, reference, drift_threshold, docs_dir)
     report.docs = str(docs_dir / "index.html")
     if report.ok:
-        report.stats = column_stats(primitive, frames)
+        report.stats = workload_shapes(primitive, frames)
     return report
 
 

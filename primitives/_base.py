@@ -15,9 +15,12 @@ import abc
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
+from ._params import TrainParams, parse_params
+from ._report import LEARNED, EvaluationReport, Peer, Scores
 from ._schema import Schema
+from ._split import HoldOut
 
 ENTRY_POINT_GROUP = "aiprim.primitives"
 
@@ -59,6 +62,17 @@ def load_weights(directory: Path, weights_name: str, meta_name: str) -> tuple[di
     return weights, json.loads((directory / meta_name).read_text())
 
 
+def mlp_forward(x, weights: list, biases: list):
+    """A plain MLP in numpy: Linear, SiLU, ..., Linear (weights as torch stores them, out x in)."""
+    import numpy as np
+
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        x = x @ w.T + b
+        if i < len(weights) - 1:
+            x = x / (1.0 + np.exp(-x))
+    return x
+
+
 @dataclass(frozen=True)
 class Guardrail:
     """A bound on one metric of the challenger: fixed (``max``/``min``), or the champion's own value."""
@@ -86,67 +100,78 @@ class Guardrail:
 
 
 class Primitive(abc.ABC):
-    """Base class of every learned primitive (see DESIGN.md)."""
+    """Base class of every learned primitive (see DESIGN.md).
+
+    Declared as data (class attributes): ``name``, ``schema``, ``primary_metric``
+    and its direction, ``runtime_class``, ``params_class`` (typed training
+    parameters), ``holdout`` (the held-out split), ``peers`` (the classical peers),
+    ``manifest_keys`` (keys a snapshot's manifest must carry).
+
+    Abstract: ``generate`` (telemetry), ``build_datamodule`` / ``build_module``
+    (learning), ``export_runtime``, ``score`` (candidates and peers on the same
+    data) and ``guardrails``. Everything else is an optional hook with a default.
+    """
 
     name: ClassVar[str]
     schema: ClassVar[Schema]
     primary_metric: ClassVar[str]
     higher_is_better: ClassVar[bool] = False
     runtime_class: ClassVar[type[Runtime]]
+    params_class: ClassVar[type[TrainParams]] = TrainParams
+    holdout: ClassVar[HoldOut]
+    peers: ClassVar[tuple[Peer, ...]] = ()
+    manifest_keys: ClassVar[tuple[str, ...]] = ()
     # On-policy sources (the query optimizer) gather telemetry with the current champion:
     # the snapshot step passes its runtime directory as ``policy_dir`` in the source config.
     on_policy: ClassVar[bool] = False
-    # Peers reported for reference but not deployable (the query optimizer's per-query oracle):
-    # a first version is never required to beat them.
-    reference_baselines: ClassVar[tuple[str, ...]] = ()
 
     # --- telemetry -----------------------------------------------------
     @abc.abstractmethod
     def generate(self, config: dict, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """Produce telemetry from the embedded source: (tables, extra manifest keys)."""
 
-    def extra_manifest_keys(self) -> tuple[str, ...]:
-        return ()
-
     def drift_columns(self) -> dict[str, tuple[str, ...]]:
         """Numeric columns watched by the drift check, per table."""
         return {t.name: tuple(c.name for c in t.columns if c.drift) for t in self.schema.tables}
 
-    @abc.abstractmethod
     def split(self, tables: dict[str, Any], holdout_fraction: float) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Split a snapshot's tables into (train, held-out), deterministically."""
+        """(train, held-out) by the declared ``holdout``, deterministically."""
+        return self.holdout.split(tables, holdout_fraction)
 
     # --- learning ------------------------------------------------------
+    def params(self, raw: dict | None = None, where: str | None = None) -> TrainParams:
+        """Typed training parameters from a config's ``train`` section (unknown keys are an error)."""
+        return parse_params(self.params_class, raw, where or f"configs/{self.name}.yaml: train")
+
     @abc.abstractmethod
-    def build_datamodule(self, tables: dict[str, Any], params: dict, seed: int):
+    def build_datamodule(self, tables: dict[str, Any], params: TrainParams, seed: int):
         """A LightningDataModule over training tables."""
 
     @abc.abstractmethod
-    def build_module(self, datamodule, params: dict):
-        """A LightningModule wrapping the primitive's plain nn.Module."""
-
-    @abc.abstractmethod
-    def suggest_params(self, trial, base: dict) -> dict:
-        """Optuna search space: base params with tuned keys replaced."""
+    def build_module(self, datamodule, params: TrainParams):
+        """A LightningModule wrapping the primitive's plain nn.Module; it logs ``val/loss`` every epoch."""
 
     @abc.abstractmethod
     def export_runtime(self, module, datamodule, directory: Path) -> None:
-        """Write what the runtime needs (weights load with weights_only=True)."""
+        """Write what the runtime needs as npz + JSON (``save_weights``)."""
 
     def load_runtime(self, directory: Path) -> Runtime:
         return self.runtime_class.load(Path(directory))
 
-    def train_runtime(self, tables: dict[str, Any], params: dict, directory: Path, seed: int = 0, accelerator: str = "cpu") -> Runtime:
+    def train_runtime(self, tables: dict[str, Any], params: TrainParams | dict, directory: Path, seed: int = 0,
+                      accelerator: str = "cpu") -> Runtime:
         """Train without tracking (on CPU unless told otherwise) and export to ``directory``: for tests, notebooks and benchmarks.
 
-        The pipeline's ``flows.steps.train`` adds checkpoints, MLflow and the configured accelerator.
+        The pipeline's ``aiprim.flows.steps.train`` adds checkpoints, MLflow and the configured accelerator.
         """
         import lightning as L
 
+        if isinstance(params, dict):
+            params = self.params(params, where=f"{self.name} train params")
         L.seed_everything(seed, verbose=False)
         datamodule = self.build_datamodule(tables, params, seed)
         module = self.build_module(datamodule, params)
-        L.Trainer(max_epochs=int(params.get("max_epochs", 10)), accelerator=accelerator, devices=1, logger=False,
+        L.Trainer(max_epochs=params.max_epochs, accelerator=accelerator, devices=1, logger=False,
                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                   gradient_clip_val=1.0).fit(module, datamodule)
         Path(directory).mkdir(parents=True, exist_ok=True)
@@ -155,41 +180,57 @@ class Primitive(abc.ABC):
 
     # --- evaluation ----------------------------------------------------
     @abc.abstractmethod
-    def evaluate(self, runtime: Runtime | None, tables: dict[str, Any], config: dict) -> dict:
-        """Score the runtime (when given) and every baseline on the same tables.
+    def score(self, candidates: dict[str, Runtime], tables: dict[str, Any], config: dict) -> Scores:
+        """Score every candidate runtime and, unless ``config["baselines"]`` is false, every declared peer,
+        on the same tables in one session.
 
-        Returns ``{"metrics": {...}, "baselines": {peer: {...}}}``; with
-        ``config["baselines"]`` false the peers are skipped (re-scoring a
-        champion on data whose peers were already scored).
+        ``config`` is the primitive's ``evaluate`` section plus the context: ``baselines``,
+        ``manifest``, ``snapshot_dir`` and ``training_tables`` (for peers that learn).
         """
+
+    def evaluate(self, candidates: Runtime | dict[str, Runtime] | None, tables: dict[str, Any], config: dict,
+                 models: dict[str, str | None] | None = None) -> EvaluationReport:
+        """The learned candidates (one runtime, or several by name) and the peers, one report."""
+        if not isinstance(candidates, dict):
+            candidates = {} if candidates is None else {LEARNED: candidates}
+        config = {"baselines": True, **config}
+        scores = self.score(candidates, tables, config)
+        undeclared = set(scores.peers) - {p.name for p in self.peers}
+        if undeclared:
+            raise RuntimeError(f"{self.name}: scored peers {sorted(undeclared)} are not declared in {type(self).__name__}.peers")
+        return EvaluationReport(
+            primitive=self.name, primary_metric=self.primary_metric, higher_is_better=self.higher_is_better,
+            candidates=scores.candidates, baselines=scores.peers,
+            reference_baselines=tuple(p.name for p in self.peers if p.reference_only),
+            lower_bounds=scores.lower_bounds, details=scores.details, models=dict(models or {}))
 
     @abc.abstractmethod
     def guardrails(self, config: dict) -> tuple[Guardrail, ...]:
         """Bounds a challenger must respect to be promoted."""
 
-    def evaluation_figures(self, report: dict) -> dict:
+    def evaluation_figures(self, report: EvaluationReport) -> dict:
         """Extra plots of an evaluation report, ``{artifact path: matplotlib figure}``, logged to MLflow."""
         return {}
 
     def input_example(self, tables: dict[str, Any]):
-        """A small input for the logged model's signature."""
+        """A small input for the logged model's signature (``Runtime.predict_frame``'s input)."""
         return None
 
     def context_tables(self, tables: dict[str, Any]) -> dict[str, Any]:
         """Tables the logged pyfunc model needs beside its input (the balancer's fleet); none by default."""
         return {}
 
-    def better(self, a: float, b: float, margin: float = 0.0) -> bool:
-        """Whether metric value ``a`` beats ``b`` by a relative margin."""
-        if self.higher_is_better:
-            return a > b * (1.0 + margin)
-        return a < b * (1.0 - margin)
+    # --- command line ----------------------------------------------------
+    def add_cli_commands(self, subparsers) -> dict[str, Callable]:
+        """Primitive-specific ``aiprim`` verbs: add parsers, return ``{command: handler(args) -> exit code}``."""
+        return {}
 
-    def best_baseline(self, report: dict) -> tuple[str, float]:
-        scored = [(name, m[self.primary_metric]) for name, m in report["baselines"].items()
-                  if self.primary_metric in m and name not in self.reference_baselines]
-        pick = max if self.higher_is_better else min
-        return pick(scored, key=lambda item: item[1])
+    def add_snapshot_arguments(self, parser) -> None:
+        """Extra options of ``aiprim snapshot`` for this primitive's source (the compiler's ``--tasks``)."""
+
+    def source_overrides(self, args) -> dict:
+        """Source config entries from the options ``add_snapshot_arguments`` added."""
+        return {}
 
 
 class UnknownPrimitiveError(KeyError):
@@ -212,16 +253,22 @@ def register(cls: type[Primitive]) -> type[Primitive]:
     return cls
 
 
-def _load_builtin_and_entry_points() -> None:
+def _load_builtin_and_entry_points(rescan: bool = False) -> None:
+    """Register the built-in primitives, then those of installed distributions (entry point group
+    ``aiprim.primitives``); ``rescan`` looks again, for a primitive installed since the first look."""
     global _entry_points_loaded
-    if _entry_points_loaded:
+    if _entry_points_loaded and not rescan:
         return
     _entry_points_loaded = True
     from . import balancer, compiler, query  # noqa: F401  (register themselves)
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name not in _REGISTRY:
-            ep.load()
+            cls = ep.load()
+            if ep.name not in _REGISTRY:  # a class not decorated with @register
+                register(cls)
+            if _REGISTRY.get(ep.name) is not cls:
+                raise ValueError(f"entry point {ep.name!r} ({ep.value}) names a primitive called {cls.name!r}")
 
 
 def names() -> list[str]:
@@ -231,9 +278,10 @@ def names() -> list[str]:
 
 def get(name: str) -> Primitive:
     _load_builtin_and_entry_points()
+    if name not in _REGISTRY:
+        _load_builtin_and_entry_points(rescan=True)
     try:
         return _REGISTRY[name]()
     except KeyError:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise UnknownPrimitiveError(f"unknown primitive {name!r} (known: {known})") from None
-

@@ -16,6 +16,28 @@ ARROW_TYPES = {
     "int64": ("int64",),
     "bool": ("bool",),
 }
+NUMERIC_TYPES = ("float64", "int32", "int64")
+
+# How a column is watched by the drift check against the last accepted snapshot
+# (``Column.drift``). Drift is about the workload's shape, so only columns that
+# describe the workload declare a watch:
+#   "mean": a numeric column of the workload (costs, demands, capacities, sizes):
+#       its mean may move by at most the drift threshold, relative to the reference's;
+#   "distribution": a categorical column (request class, template, kernel): the
+#       total-variation distance between its category shares and the reference's
+#       may be at most the drift threshold.
+# Measured outcomes (latencies, runtimes) declare none: they move with the load of
+# the machine that measured them, which says nothing about the workload. Their
+# sanity rules (nulls, ranges, > 0) still apply to every snapshot.
+DRIFT_KINDS = ("mean", "distribution")
+
+# Row counts are part of the shape too, but a snapshot's size is its sender's
+# choice: the `small` profile sends 25x fewer balancer requests than the default,
+# on-policy query rounds run fewer arms per query than the first one, and users
+# export whatever window they have. So a table's row count is drift only when it
+# moves by more than this factor either way: a truncated export or a table of
+# another system, never a smaller or larger sample of the same workload.
+ROW_COUNT_DRIFT_FACTOR = 100.0
 
 
 @dataclass(frozen=True)
@@ -29,11 +51,16 @@ class Column:
     unique: bool = False
     non_empty: bool = False  # strings: at least one character
     values: tuple | None = None  # allowed values
-    drift: bool = False  # watched by the drift check
+    drift: str | None = None  # one of DRIFT_KINDS, or None: not watched by the drift check
+    required: bool = True  # False: a snapshot may leave the column out; where present, its rules apply
 
     def __post_init__(self):
         if self.dtype not in ARROW_TYPES:
             raise ValueError(f"column {self.name}: unknown type {self.dtype!r}")
+        if self.drift is not None and self.drift not in DRIFT_KINDS:
+            raise ValueError(f"column {self.name}: unknown drift watch {self.drift!r}, expected one of {DRIFT_KINDS}")
+        if self.drift == "mean" and self.dtype not in NUMERIC_TYPES:
+            raise ValueError(f"column {self.name}: drift 'mean' needs a numeric column, not {self.dtype}")
 
 
 @dataclass(frozen=True)

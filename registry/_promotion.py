@@ -80,26 +80,41 @@ def _set_champion(client, primitive: str, version: str) -> str | None:
     return previous
 
 
-def decide(primitive_obj, challenger: dict, champion: dict | None, config: dict, margin: float, version: str) -> Decision:
-    """Pure policy: challenger/champion are evaluation reports on the same held-out data."""
-    metric = primitive_obj.primary_metric
-    champion_metrics = champion["metrics"] if champion else None
-    broken = [b for g in primitive_obj.guardrails(config) if (b := g.broken_by(challenger["metrics"], champion_metrics))]
-    value = challenger["metrics"].get(metric)
+def decide(primitive_obj, report, guardrails, margin: float, version: str, has_champion: bool = False) -> Decision:
+    """Pure policy over one evaluation report: the challenger (candidate ``learned``) against the
+    champion scored beside it (candidate ``champion``), or, before the first champion, the best
+    deployable classical peer. Guardrails are checked first; the margin applies against a champion."""
+    from ..primitives._report import CHAMPION_CANDIDATE, LEARNED
+
+    metric = report.primary_metric
+    challenger = report.candidates.get(LEARNED, {})
+    champion = report.candidates.get(CHAMPION_CANDIDATE)
+    broken = [b for g in guardrails if (b := g.broken_by(challenger, champion))]
+    value = challenger.get(metric)
     decision = Decision(primitive_obj.name, version, False, "", challenger_metric=value, broken_guardrails=broken)
+    if value is None:
+        decision.reason = f"the challenger has no {metric}"
+        return decision
     if broken:
         decision.reason = "guardrail broken: " + "; ".join(broken)
         return decision
     if champion is None:
-        peer, peer_value = primitive_obj.best_baseline(challenger)
+        if has_champion:
+            decision.reason = "the champion serves this same model"
+            return decision
+        best = report.best_baseline()
+        if best is None:
+            decision.reason = f"no champion yet and no classical peer scored on {metric}"
+            return decision
+        peer, peer_value = best
         decision.reference_metric = peer_value
-        decision.promoted = primitive_obj.better(value, peer_value)
+        decision.promoted = report.better(value, peer_value)
         decision.reason = f"no champion yet; {metric} {value:.4g} vs best classical peer {peer} {peer_value:.4g}"
         return decision
-    reference = champion["metrics"].get(metric)
+    reference = champion.get(metric)
     decision.reference_metric = reference
-    decision.promoted = primitive_obj.better(value, reference, margin)
-    decision.reason = f"{metric} {value:.4g} vs champion {reference:.4g} (margin {margin:.0%})"
+    decision.promoted = report.better(value, reference, margin)
+    decision.reason = f"{metric} {value:.4g} vs champion {reference:.4g}, scored side by side (margin {margin:.0%})"
     return decision
 
 

@@ -6,13 +6,33 @@ Public surface: ``Balancer`` (the primitive, registered as "balancer") and
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from .._base import Guardrail, Primitive, register
+from .._params import TrainParams, pick
+from .._report import Peer, Scores
+from .._split import HoldOut, Newest
 from ._runtime import BalancerRuntime
 from ._schema import SCHEMA
 
-__all__ = ["Balancer", "BalancerRuntime"]
+__all__ = ["Balancer", "BalancerParams", "BalancerRuntime"]
+
+
+@dataclass(frozen=True)
+class BalancerParams(TrainParams):
+    lr: float = 0.02
+    hidden: int = 32
+    depth: int = 2
+    temperature: float = 0.02
+    spread_weight: float = 2.5
+    weight_decay: float = 0.0
+    scenarios_per_epoch: int = 64
+    drop_fraction: float = 0.3      # augmentation: scenarios with servers removed,
+    capacity_jitter: float = 0.25   # capacities jittered,
+    mix_jitter: float = 0.5         # request-class mixes reweighted,
+    unknown_class_rate: float = 0.1  # and classes hidden, so unseen ones route sensibly
+    hot_units: int = 0              # hottest units pinned by the exported table (0: hash everything)
 
 
 @register
@@ -22,41 +42,31 @@ class Balancer(Primitive):
     primary_metric = "peak_to_mean"
     higher_is_better = False
     runtime_class = BalancerRuntime
+    params_class = BalancerParams
+    # The newest requests are held out: the model is judged on traffic it has not seen.
+    holdout = HoldOut("requests", rules=(Newest("ts"),), order_by="ts")
+    peers = (
+        Peer("rendezvous", "highest random weight hashing"),
+        Peer("weighted_rendezvous", "rendezvous hashing weighted by capacity"),
+        Peer("jump_hash", "Lamping and Veach's jump consistent hash"),
+        Peer("maglev", "Google's Maglev lookup table"),
+        Peer("bounded_load_ch", "consistent hashing with bounded loads"),
+    )
 
     def generate(self, config, seed):
         from ._source import generate
 
         return generate(config, seed), {}
 
-    def split(self, tables, holdout_fraction):
-        # The newest requests are held out: the model is judged on traffic it has not seen.
-        requests = tables["requests"].sort_values("ts", kind="stable")
-        cut = int(round(len(requests) * (1.0 - holdout_fraction)))
-        train = {**tables, "requests": requests.iloc[:cut].reset_index(drop=True)}
-        held_out = {**tables, "requests": requests.iloc[cut:].reset_index(drop=True)}
-        return train, held_out
-
     def build_datamodule(self, tables, params, seed):
         from ._model import BalancerDataModule
 
-        keys = ("scenarios_per_epoch", "drop_fraction", "capacity_jitter", "mix_jitter", "hot_units")
-        return BalancerDataModule(tables["servers"], tables["requests"], seed=seed, **{k: params[k] for k in keys if k in params})
+        return BalancerDataModule(tables["servers"], tables["requests"], seed=seed, **pick(params, BalancerDataModule))
 
     def build_module(self, datamodule, params):
         from ._model import BalancerModule
 
-        keys = ("hidden", "depth", "lr", "temperature", "spread_weight", "weight_decay")
-        return BalancerModule(len(datamodule.server_classes), **{k: params[k] for k in keys if k in params})
-
-    def suggest_params(self, trial, base):
-        return {
-            **base,
-            "lr": trial.suggest_float("lr", 3e-3, 1e-1, log=True),
-            "hidden": trial.suggest_categorical("hidden", [16, 32, 64]),
-            "temperature": trial.suggest_float("temperature", 0.005, 0.05, log=True),
-            "spread_weight": trial.suggest_float("spread_weight", 1.0, 4.0),
-            "capacity_jitter": trial.suggest_float("capacity_jitter", 0.05, 0.4),
-        }
+        return BalancerModule(len(datamodule.server_classes), **pick(params, BalancerModule))
 
     def export_runtime(self, module, datamodule, directory):
         from ._hot import pack_hot_units
@@ -69,17 +79,16 @@ class Balancer(Primitive):
             runtime.attach_hot_table(names, servers)
         runtime.save(Path(directory))
 
-    def evaluate(self, runtime, tables, config):
+    def score(self, candidates, tables, config):
         from ._metrics import evaluate_routers
         from ._peers import PEERS
 
-        routers = {name: make() for name, make in PEERS.items()} if config.get("baselines", True) else {}
-        if runtime is not None:
-            routers = {"learned": runtime, **routers}
-        results = evaluate_routers(routers, tables["requests"], tables["servers"],
+        peers = {p.name: PEERS[p.name]() for p in self.peers} if config["baselines"] else {}
+        results = evaluate_routers({**candidates, **peers}, tables["requests"], tables["servers"],
                                    disruption_trials=int(config.get("disruption_trials", 5)))
-        return {"metrics": results.pop("learned", {}), "baselines": results}
-
+        bound = next((r["peak_to_mean_lower_bound"] for r in results.values()), None)
+        return Scores(candidates={n: results[n] for n in candidates}, peers={n: results[n] for n in peers},
+                      lower_bounds={"peak_to_mean": bound} if bound is not None else {})
     def guardrails(self, config):
         bound = float(config.get("max_disruption_ratio", 1.25))
         return (

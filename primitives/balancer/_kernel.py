@@ -21,10 +21,3 @@ def server_features(capacity: np.ndarray, class_index: np.ndarray, n_classes: in
     return np.hstack([np.log(capacity) - log_cap_reference, onehot]).astype(np.float32)
 
 
-def mlp_forward(x: np.ndarray, weights: list, biases: list) -> np.ndarray:
-    """The kernel's MLP (Linear + SiLU ..., Linear) in numpy."""
-    for i, (w, b) in enumerate(zip(weights, biases)):
-        x = x @ w.T + b
-        if i < len(weights) - 1:
-            x = x / (1.0 + np.exp(-x))
-    return x

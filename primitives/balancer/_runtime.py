@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._base import Runtime, load_weights, save_weights
+from .._base import Runtime, load_weights, mlp_forward, save_weights
 from ._fleet import Fleet, Units
-from ._kernel import mlp_forward, server_features
+from ._kernel import server_features
 from ._routing import route_requests, route_units
 
 WEIGHTS = "balancer_kernel.npz"

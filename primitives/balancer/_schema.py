@@ -35,11 +35,11 @@ SERVERS = Table(
     "servers",
     (
         Column("server_id", "string", unique=True, non_empty=True),
-        Column("server_class", "string", non_empty=True),
+        Column("server_class", "string", non_empty=True, drift="distribution"),
         Column("zone", "string", non_empty=True),
-        Column("cap_cpu", "float64", **_positive),
-        Column("cap_mem", "float64", **_positive),
-        Column("cap_io", "float64", **_positive),
+        Column("cap_cpu", "float64", drift="mean", **_positive),
+        Column("cap_mem", "float64", drift="mean", **_positive),
+        Column("cap_io", "float64", drift="mean", **_positive),
     ),
 )
 
@@ -49,15 +49,16 @@ REQUESTS = Table(
         Column("ts", "float64", min=0.0),
         Column("key", "string", non_empty=True),
         Column("tenant", "string", non_empty=True),
-        Column("request_class", "string", non_empty=True),
+        Column("request_class", "string", non_empty=True, drift="distribution"),
         Column("requires_class", "string", nullable=True, non_empty=True),
         Column("affinity_group", "string", nullable=True, non_empty=True),
         Column("anti_affinity_group", "string", nullable=True, non_empty=True),
         Column("replica", "int32", nullable=True, min=0),
-        Column("cost_cpu", "float64", min=0.0, drift=True),
-        Column("cost_mem", "float64", min=0.0, drift=True),
-        Column("cost_io", "float64", min=0.0, drift=True),
+        Column("cost_cpu", "float64", min=0.0, drift="mean"),
+        Column("cost_mem", "float64", min=0.0, drift="mean"),
+        Column("cost_io", "float64", min=0.0, drift="mean"),
         Column("server_id", "string", nullable=True),
+        # Measured feedback: it moves with the fleet's load, so no drift watch.
         Column("latency_ms", "float64", nullable=True, min=0.0),
     ),
     rules=(

@@ -8,21 +8,37 @@ task or schedule that does not fit its family.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from .._base import Guardrail, Primitive, register
-from .._split import stable_fraction
+from .._params import TrainParams, pick
+from .._report import Peer
+from .._split import Groups, HoldOut
 from ._runtime import CompilerRuntime
 from ._schema import SCHEMA
 from ._space import FAMILIES, TaskError
 
-__all__ = ["CompilerCostModel", "CompilerRuntime", "TaskError", "FAMILIES", "autotune"]
+__all__ = ["CompilerCostModel", "CompilerParams", "CompilerRuntime", "TaskError", "FAMILIES", "autotune"]
 
 
 def autotune(*args, **kwargs):
     from ._autotune import autotune as run
 
     return run(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class CompilerParams(TrainParams):
+    hidden: int = 128
+    depth: int = 3
+    dropout: float = 0.1
+    lr: float = 5e-3
+    weight_decay: float = 1e-3
+    rank_weight: float = 1.0      # weight of the pairwise ranking loss beside the regression loss
+    rank_margin: float = 0.05     # pairs closer than this relative gap are not ranked (measurement noise)
+    tasks_per_batch: int = 2      # whole tasks per batch: the ranking loss pairs schedules within a task
+    val_fraction: float = 0.15
 
 
 @register
@@ -33,54 +49,32 @@ class CompilerCostModel(Primitive):
     primary_metric = "kendall_tau"
     higher_is_better = True
     runtime_class = CompilerRuntime
+    params_class = CompilerParams
+    # Whole tasks (shapes) are held out, at least one per family that has three or more.
+    holdout = HoldOut("tasks", rules=(Groups("task_id", salt="task", stratify="kernel", label="unseen_shapes"),),
+                      key="task_id", linked=("measurements",))
+    peers = (
+        Peer("xgboost", "gradient-boosted trees on the same features (Ansor's and TenSet's cost model)"),
+        Peer("roofline", "max(flops / compute peak, traffic / bandwidth), peaks fitted per family"),
+        Peer("random", "measuring schedules in random order, as a tuner without a model does"),
+    )
+    manifest_keys = ("target",)
 
     def generate(self, config, seed):
         from ._source import generate
 
         return generate(config, seed)
 
-    def extra_manifest_keys(self):
-        return ("target",)
-
-    def split(self, tables, holdout_fraction):
-        """Whole tasks (shapes) are held out, at least one per family that has three or more."""
-        tasks = tables["tasks"]
-        held = set()
-        for _, own in tasks.groupby("kernel", sort=True):
-            ranked = sorted(own["task_id"], key=lambda t: stable_fraction(f"task|{t}"))
-            count = int(round(len(ranked) * holdout_fraction))
-            if len(ranked) >= 3:
-                count = max(1, count)
-            held.update(ranked[:count])
-        in_held = tasks["task_id"].isin(held)
-        measurements = tables["measurements"]
-        m_held = measurements["task_id"].isin(held)
-        train = {"tasks": tasks[~in_held].reset_index(drop=True), "measurements": measurements[~m_held].reset_index(drop=True)}
-        held_out = {"tasks": tasks[in_held].reset_index(drop=True), "measurements": measurements[m_held].reset_index(drop=True)}
-        return train, held_out
-
     def build_datamodule(self, tables, params, seed):
         from ._model import CostDataModule
 
-        keys = ("val_fraction", "tasks_per_batch")
-        return CostDataModule(tables["tasks"], tables["measurements"], seed=seed, **{k: params[k] for k in keys if k in params})
+        return CostDataModule(tables["tasks"], tables["measurements"], seed=seed, **pick(params, CostDataModule))
 
     def build_module(self, datamodule, params):
         from ._model import CostModule
 
-        keys = ("hidden", "depth", "dropout", "lr", "weight_decay", "rank_weight", "rank_margin", "max_epochs")
         return CostModule(datamodule.feature_mean.tolist(), datamodule.feature_std.tolist(), datamodule.target_mean,
-                          datamodule.target_std, **{k: params[k] for k in keys if k in params})
-
-    def suggest_params(self, trial, base):
-        return {
-            **base,
-            "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
-            "hidden": trial.suggest_categorical("hidden", [64, 128, 256]),
-            "depth": trial.suggest_int("depth", 2, 4),
-            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
-            "rank_weight": trial.suggest_float("rank_weight", 0.0, 4.0),
-        }
+                          datamodule.target_std, **pick(params, CostModule))
 
     def export_runtime(self, module, datamodule, directory):
         from ._features import FEATURE_NAMES
@@ -91,15 +85,30 @@ class CompilerCostModel(Primitive):
                 "features": list(FEATURE_NAMES)}
         CompilerRuntime(export_weights(module), meta).save(Path(directory))
 
-    def evaluate(self, runtime, tables, config):
-        from ._evaluate import evaluate
+    def score(self, candidates, tables, config):
+        from ._evaluate import score
 
-        return evaluate(runtime, tables, config)
+        return score(candidates, tables, config)
 
     def evaluation_figures(self, report):
         from ._evaluate import figures
 
         return figures(report)
+
+    def add_cli_commands(self, subparsers):
+        from ._cli import add_commands
+
+        return add_commands(subparsers)
+
+    def add_snapshot_arguments(self, parser):
+        from ._cli import add_snapshot_arguments
+
+        add_snapshot_arguments(parser)
+
+    def source_overrides(self, args):
+        from ._cli import source_overrides
+
+        return source_overrides(args)
 
     def guardrails(self, config):
         # Never ship a model whose first pick on held-out tasks is worse than the champion's.

@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from .._report import Scores
 from ._features import featurize_rows, log_flops_rows
 from ._metrics import CURVE, aggregate, random_search, task_metrics
 from ._peers import RooflinePeer, XGBoostPeer
@@ -49,7 +50,7 @@ def _cross_fitted(tables, x_all: np.ndarray, task_of_row: np.ndarray, folds: int
     return out
 
 
-def evaluate(runtime, tables, config: dict) -> dict:
+def score(candidates: dict, tables, config: dict) -> Scores:
     tasks, measurements = tables["tasks"], tables["measurements"].reset_index(drop=True)
     measured_any = measurements.groupby("task_id")["runtime_s"].apply(lambda r: r.notna().any())
     scored_tasks = [t for t in tasks["task_id"] if measured_any.get(t, False)]
@@ -62,9 +63,7 @@ def evaluate(runtime, tables, config: dict) -> dict:
     task_of_row = measurements["task_id"].to_numpy()
     seed = int(config.get("seed", 0))
 
-    predictions: dict[str, np.ndarray] = {}
-    if runtime is not None:
-        predictions["learned"] = runtime.score_features(x_all)
+    predictions: dict[str, np.ndarray] = {name: runtime.score_features(x_all) for name, runtime in candidates.items()}
     peer_training = None
     if config.get("baselines", True):
         training = config.get("training_tables")
@@ -76,6 +75,7 @@ def evaluate(runtime, tables, config: dict) -> dict:
             predictions.update(_cross_fitted(tables, x_all, task_of_row, int(config.get("peer_folds", 5)), seed))
             peer_training = "cross-fitted by task"
 
+    first_candidate = next(iter(candidates), None)  # the per-task rows show the challenger's predictions
     per_model = {name: [] for name in list(predictions) + (["random"] if config.get("baselines", True) else [])}
     task_entries = []
     kernels = tasks.set_index("task_id")["kernel"]
@@ -94,22 +94,21 @@ def evaluate(runtime, tables, config: dict) -> dict:
             per_model[name].append(metrics)
             entry[name] = {"top1_score": metrics["top1_score"], "kendall_tau": metrics["kendall_tau"],
                            "pick": part["schedule"].iloc[int(np.argmin(predicted))]}
-            if name == "learned":
+            if name == first_candidate:
                 entry["measured_s"] = [None if np.isnan(v) else float(v) for v in measured]
                 entry["predicted_s"] = [float(v) for v in predicted]
         if "random" in per_model:
             per_model["random"].append(random_search(measured, ceiling, seed=seed))
         task_entries.append(entry)
 
-    report = {"metrics": aggregate(per_model["learned"]) if "learned" in per_model else {},
-              "baselines": {name: aggregate(per_model[name]) for name in per_model if name != "learned"},
-              "tasks": task_entries, "skipped_tasks": skipped, "tasks_evaluated": len(scored_tasks),
-              "tuning_curve_points": list(CURVE)}
+    details = {"tasks": task_entries, "skipped_tasks": skipped, "tasks_evaluated": len(scored_tasks),
+               "tuning_curve_points": list(CURVE)}
     if peer_training:
-        report["peer_training"] = peer_training
-    if report["metrics"]:
-        report["metrics"]["tasks_evaluated"] = len(scored_tasks)
-    return report
+        details["peer_training"] = peer_training
+    candidate_metrics = {name: {**aggregate(per_model[name]), "tasks_evaluated": len(scored_tasks)} for name in candidates}
+    return Scores(candidates=candidate_metrics,
+                  peers={name: aggregate(per_model[name]) for name in per_model if name not in candidates},
+                  details=details)
 
 
 def figures(report: dict) -> dict:

@@ -95,17 +95,15 @@ def _compile(source: str, cache_dir: Path) -> tuple[str | None, str | None]:
 
 
 def build_all(jobs: list[tuple[str, dict, list[dict]]], cache_dir: Path, workers: int | None = None, progress=None):
-    """Compile every task's library, in parallel (nothing is timed while this runs)."""
+    """Compile every task's library, in parallel (nothing is timed while this runs); ``progress()`` after each task."""
     workers = workers or max(1, (os.cpu_count() or 1))
-    done = 0
     results = [None] * len(jobs)
     with ThreadPoolExecutor(workers) as pool:
         futures = {pool.submit(build, kernel, shape, schedules, cache_dir): i for i, (kernel, shape, schedules) in enumerate(jobs)}
         for future in futures:
             results[futures[future]] = future.result()
-            done += 1
-            if progress and (done % 10 == 0 or done == len(jobs)):
-                progress(f"compiled {done}/{len(jobs)} tasks")
+            if progress:
+                progress()
     return results
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._base import Runtime, load_weights, save_weights
+from .._base import Runtime, load_weights, mlp_forward, save_weights
 from ._features import featurize_task, log_flops
 from ._space import FAMILIES, TaskError, parse_shape
 
@@ -72,11 +72,7 @@ class CompilerRuntime(Runtime):
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         """Predicted log(seconds per flop) of featurised schedules."""
-        h = (features - self.feature_mean) / self.feature_std
-        for i, (w, b) in enumerate(self.layers):
-            h = h @ w.T + b
-            if i < len(self.layers) - 1:
-                h = h / (1.0 + np.exp(-h))  # SiLU, as in training
+        h = mlp_forward((features - self.feature_mean) / self.feature_std, *zip(*self.layers))
         return h[:, 0].astype(np.float64) * self.meta["target_std"] + self.meta["target_mean"]
 
     def predict(self, task, schedules) -> np.ndarray:

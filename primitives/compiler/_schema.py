@@ -1,7 +1,7 @@
 """The compiler cost model's tables, as TELEMETRY.md (schema_version 1) defines them.
 
-Optional columns this project adds: ``tasks.target`` (the device a task was
-measured on, when a snapshot mixes CPU and GPU tasks) and
+Optional columns this project adds (``required=False``): ``tasks.target`` (the
+device a task was measured on, when a snapshot mixes CPU and GPU tasks) and
 ``measurements.time_limit_s`` (the limit a timed-out schedule ran into: its
 runtime is known to be at least that).
 """
@@ -94,8 +94,9 @@ TASKS = Table(
     "tasks",
     (
         Column("task_id", "string", unique=True, non_empty=True),
-        Column("kernel", "string", non_empty=True),
+        Column("kernel", "string", non_empty=True, drift="distribution"),
         Column("shape", "string", non_empty=True),
+        Column("target", "string", nullable=True, non_empty=True, required=False),
     ),
     rules=(Rule("known_kernel_and_shape", "kernel is a known family and shape a JSON object of its dimensions, "
                 "each a positive integer", _tasks_ok, _explain_task),),
@@ -107,11 +108,13 @@ MEASUREMENTS = Table(
         Column("task_id", "string", non_empty=True),
         Column("schedule", "string", non_empty=True),
         # "> 0" is the rule runtime_is_positive below, which names the task in its error.
-        Column("runtime_s", "float64", nullable=True, drift=True),
+        # Measured on this machine, so it moves with its load: sanity rules only, no drift watch.
+        Column("runtime_s", "float64", nullable=True),
         Column("runtime_std_s", "float64", nullable=True, min=0.0),
         Column("repeats", "int32", min=1),
         Column("error", "string", nullable=True),
         Column("ts", "float64", min=0.0),
+        Column("time_limit_s", "float64", nullable=True, min=0.0, strict_min=True, required=False),
     ),
     rules=(
         Rule("task_id_in_tasks", "task_id names a task of tasks.parquet", _task_known),

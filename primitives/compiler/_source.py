@@ -11,13 +11,14 @@ present, Triton matmul configurations are measured too (``_triton``).
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from aiprim._console import log, progress_bar
 
 from ._space import CPU_FAMILIES, FAMILIES, TaskError, extent_of, parse_shape, sample_schedules, schedule_json
 
@@ -26,7 +27,8 @@ MAX_FLOPS = 2 ** 28
 
 
 def progress(message: str) -> None:
-    print(f"[compiler] {message}", file=sys.stderr, flush=True)
+    """One line of the compiler's, through aiprim's console (stderr: stdout stays clean for --json)."""
+    log(message, "compiler")
 
 
 def draw_shape(kernel: str, rng: np.random.Generator, max_flops: float = MAX_FLOPS) -> dict:
@@ -138,17 +140,18 @@ def generate(config: dict, seed: int) -> tuple[dict, dict]:
     rows = []
     if len(cpu):
         progress(f"compiling {sum(len(schedules[t]) for t in cpu['task_id'])} schedules of {len(cpu)} tasks ({target})")
-        built = build_all([(row.kernel, json.loads(row.shape), schedules[row.task_id]) for row in cpu.itertuples()], cache_dir,
-                          progress=progress)
-        with Worker() as worker:
-            for n, (row, (libraries, errors)) in enumerate(zip(cpu.itertuples(), built), start=1):
+        with progress_bar("compiler", "compiling", len(cpu), unit="task", lines_every=10) as compiling:
+            built = build_all([(row.kernel, json.loads(row.shape), schedules[row.task_id]) for row in cpu.itertuples()], cache_dir,
+                              progress=compiling.advance)
+        with Worker() as worker, progress_bar("compiler", "measuring", len(cpu), unit="task") as measuring:
+            for row, (libraries, errors) in zip(cpu.itertuples(), built):
                 results = measure_task(worker, row.kernel, json.loads(row.shape), libraries, errors, seed, config)
                 rows.extend(_row(row.task_id, schedule, started, runtime_s=r.runtime_s, runtime_std_s=r.runtime_std_s,
                                  repeats=r.repeats, error=r.error, time_limit_s=limit)
                             for schedule, r in zip(schedules[row.task_id], results))
                 ok = [r.runtime_s for r in results if r.runtime_s]
                 best = f"best {min(ok) * 1e3:.3g} ms" if ok else "no schedule ran"
-                progress(f"measured {n}/{len(cpu)} {row.task_id}: {best}, {len(results) - len(ok)} failed")
+                measuring.advance(f"{row.task_id}: {best}, {len(results) - len(ok)} failed")
     gpu_target = None
     if len(gpu) and why_no_gpu is None:
         gpu_target, gpu_rows = measure_triton(gpu, schedules, config, started, progress)

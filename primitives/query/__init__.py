@@ -6,16 +6,17 @@ Public surface: ``QueryOptimizer`` (the primitive, registered as "query") and
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .._base import Guardrail, Primitive, register
-from .._split import stable_fraction
+from .._params import TrainParams, pick
+from .._report import Peer
+from .._split import Groups, Hashed, HoldOut
 from ._runtime import QueryRuntime
 from ._schema import SCHEMA
 
-__all__ = ["QueryOptimizer", "QueryRuntime"]
+__all__ = ["QueryOptimizer", "QueryParams", "QueryRuntime"]
 
 
 def workload_of(template: str) -> str:
@@ -34,6 +35,22 @@ def arms_by_engine(frame) -> dict[str, list[dict]]:
     return {"*": as_json}
 
 
+@dataclass(frozen=True)
+class QueryParams(TrainParams):
+    members: int = 5              # ensemble size: its disagreement is the uncertainty
+    hidden: int = 64
+    depth: int = 3
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    relative_weight: float = 1.0  # weight of the within-query loss on latency gaps between arms
+    uncertainty_z: float = 1.0    # leave the native plan only when the members agree by z standard deviations
+    min_gain: float = 0.1         # ... and the predicted gain exceeds it (log ratio)
+    calibrate: bool = True        # refit z and min_gain on the validation queries' recorded latencies
+    calibrate_max_regression: float = 1.3
+    val_fraction: float = 0.15
+
+
 @register
 class QueryOptimizer(Primitive):
     name = "query"
@@ -41,45 +58,33 @@ class QueryOptimizer(Primitive):
     primary_metric = "total_latency_ratio"
     higher_is_better = False
     runtime_class = QueryRuntime
+    params_class = QueryParams
+    # Held out two ways: whole templates never seen in training (a quarter of each workload's
+    # templates, where it has three or more), and unseen parameters of seen templates.
+    holdout = HoldOut(
+        "queries",
+        rules=(Groups("template", salt="template", stratify=workload_of, share=0.5, min_groups=3, label="unseen_templates"),
+               Hashed("query_id", salt="query", label="unseen_params")),
+        key="query_id", linked=("executions",), label_column="split")
+    peers = (
+        Peer("native", "the engine's own plan (arm 0)"),
+        Peer("best_single_arm", "the one hint set that is best over the whole held-out workload"),
+        Peer("oracle", "the best arm of every query, known in hindsight", reference_only=True),
+    )
+    manifest_keys = ("engine", "database_uri")
     on_policy = True
-    reference_baselines = ("oracle",)
 
     def generate(self, config, seed):
         from ._source import generate
 
         return generate(config, seed)
 
-    def extra_manifest_keys(self):
-        return ("engine", "database_uri")
-
-    def split(self, tables, holdout_fraction):
-        """Held out two ways: whole templates never seen in training, and unseen parameters of seen templates."""
-        queries = tables["queries"]
-        templates = sorted(queries["template"].unique())
-        unseen_templates = set()
-        for workload in sorted({workload_of(t) for t in templates}):
-            own = sorted((t for t in templates if workload_of(t) == workload), key=lambda t: stable_fraction(f"template|{t}"))
-            if len(own) >= 3:
-                unseen_templates.update(own[: max(1, int(round(len(own) * holdout_fraction / 2)))])
-        in_unseen_template = queries["template"].isin(unseen_templates)
-        unseen_params = ~in_unseen_template & queries["query_id"].map(lambda q: stable_fraction(f"query|{q}") < holdout_fraction)
-        held = in_unseen_template | unseen_params
-        held_queries = queries[held].assign(split=np.where(in_unseen_template[held], "unseen_templates", "unseen_params"))
-        train = {**tables, "queries": queries[~held].reset_index(drop=True)}
-        held_out = {**tables, "queries": held_queries.reset_index(drop=True)}
-        if "executions" in tables:
-            executions = tables["executions"]
-            train["executions"] = executions[executions["query_id"].isin(train["queries"]["query_id"])].reset_index(drop=True)
-            held_out["executions"] = executions[executions["query_id"].isin(held_queries["query_id"])].reset_index(drop=True)
-        return train, held_out
-
     def build_datamodule(self, tables, params, seed):
         from ._model import QueryDataModule
 
         if "executions" not in tables:
             raise ValueError("the snapshot has no executions.parquet to learn from")
-        keys = ("members", "batch_size", "val_fraction")
-        datamodule = QueryDataModule(tables["queries"], tables["executions"], seed=seed, **{k: params[k] for k in keys if k in params})
+        datamodule = QueryDataModule(tables["queries"], tables["executions"], seed=seed, **pick(params, QueryDataModule))
         # The runtime ships with the arms it was trained on.
         datamodule.arms_by_engine = arms_by_engine(tables["arms"]) if "arms" in tables else {}
         return datamodule
@@ -87,20 +92,9 @@ class QueryOptimizer(Primitive):
     def build_module(self, datamodule, params):
         from ._model import QueryModule
 
-        keys = ("hidden", "depth", "lr", "weight_decay", "relative_weight", "uncertainty_z", "min_gain", "calibrate",
-                "calibrate_max_regression")
+        taken = {"members", "target_mean", "target_std"}
         return QueryModule(members=datamodule.members, target_mean=datamodule.target_mean, target_std=datamodule.target_std,
-                           **{k: params[k] for k in keys if k in params})
-
-    def suggest_params(self, trial, base):
-        return {
-            **base,
-            "lr": trial.suggest_float("lr", 5e-4, 1e-2, log=True),
-            "hidden": trial.suggest_categorical("hidden", [32, 64, 128]),
-            "depth": trial.suggest_int("depth", 2, 4),
-            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
-            "relative_weight": trial.suggest_float("relative_weight", 0.0, 4.0),
-        }
+                           **{k: v for k, v in pick(params, QueryModule).items() if k not in taken})
 
     def export_runtime(self, module, datamodule, directory):
         from ._model import calibrate_decision, export_weights
@@ -116,10 +110,10 @@ class QueryOptimizer(Primitive):
             meta.update(calibrate_decision(module, datamodule, module.hparams.calibrate_max_regression))
         QueryRuntime(export_weights(module), meta).save(Path(directory))
 
-    def evaluate(self, runtime, tables, config):
-        from ._evaluate import evaluate
+    def score(self, candidates, tables, config):
+        from ._evaluate import score
 
-        return evaluate(runtime, tables, config)
+        return score(candidates, tables, config)
 
     def guardrails(self, config):
         return (Guardrail("worst_query_ratio", max=float(config.get("max_query_regression", 1.5))),)

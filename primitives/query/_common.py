@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
+from aiprim._console import log
 
 
 def progress(message: str) -> None:
-    # Progress goes to stderr so stdout stays clean for --json output.
-    print(f"[aiprim query] {message}", file=sys.stderr, flush=True)
+    """One line of the query optimizer's, through aiprim's console (stderr: stdout stays clean for --json)."""
+    log(message, "query")
 
 
 def arm_limit_ms(native_ms: float, cfg: dict) -> float:

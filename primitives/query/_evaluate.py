@@ -9,7 +9,8 @@ import numpy as np
 
 from ._engines import QueryError, arms_from_table, check_read_only, engine_for_uri, engine_named
 from ._common import progress as _progress
-from ._metrics import measure_workload, q_errors, score
+from .._report import Scores
+from ._metrics import measure_workload, q_errors, score as score_choices
 
 
 def database_of(config: dict) -> tuple[str, str]:
@@ -24,7 +25,9 @@ def database_of(config: dict) -> tuple[str, str]:
     return engine, uri
 
 
-def evaluate(runtime, tables: dict, config: dict) -> dict:
+def score(candidates: dict, tables: dict, config: dict) -> Scores:
+    """Every held-out query measured live under every arm, once; each candidate's choices and each
+    peer are then scored from that one latency table, so they are compared on the same measurements."""
     engine_name, uri = database_of(config)
     engine = engine_named(engine_name)
     arms = arms_from_table(tables["arms"]) if "arms" in tables else engine.default_arms()
@@ -41,6 +44,7 @@ def evaluate(runtime, tables: dict, config: dict) -> dict:
             readable.append(False)
     queries = queries[np.asarray(readable, bool)].reset_index(drop=True)
     connection = engine.connect(uri)
+    learned = {}
     try:
         latency, timed_out, failed = measure_workload(engine, connection, uri, queries, arms, config)
         ran = ~np.isnan(latency[:, 0])
@@ -49,20 +53,19 @@ def evaluate(runtime, tables: dict, config: dict) -> dict:
         queries, latency, timed_out = queries[ran].reset_index(drop=True), latency[ran], timed_out[ran]
         arm_ids = [a.arm for a in arms]
         totals = np.nansum(latency, axis=0)
-        choices = {
+        peer_choices = {
             "native": np.zeros(len(queries), dtype=int),
             "best_single_arm": np.full(len(queries), arm_ids[int(np.argmin(totals))]),
             "oracle": np.asarray(arm_ids)[np.nanargmin(latency, axis=1)],
         }
-        metrics, learned_arms, overhead, predicted = {}, None, None, None
-        if runtime is not None:
-            learned_arms, overhead, predicted = _learned_choices(runtime, engine, connection, queries, arm_ids)
-            choices["learned"] = learned_arms
+        for name, runtime in candidates.items():
+            learned[name] = _learned_choices(runtime, engine, connection, queries, arm_ids)
     finally:
         connection.close()
-    scored = score(latency, choices, arm_ids)
-    if runtime is not None:
-        metrics = scored.pop("learned")
+    scored = score_choices(latency, {**peer_choices, **{n: c[0] for n, c in learned.items()}}, arm_ids)
+    candidate_metrics = {}
+    for name, (chosen, overhead, predicted) in learned.items():
+        metrics = scored[name]
         finished = ~timed_out
         errors = q_errors(predicted[finished], latency[finished])
         if errors.size:
@@ -73,29 +76,30 @@ def evaluate(runtime, tables: dict, config: dict) -> dict:
         if "split" in queries:
             for split in sorted(queries["split"].unique()):
                 mask = (queries["split"] == split).to_numpy()
-                part = score(latency[mask], {"learned": learned_arms[mask]}, arm_ids)["learned"]
+                part = score_choices(latency[mask], {name: chosen[mask]}, arm_ids)[name]
                 metrics.update({f"{k}_{split}": v for k, v in part.items() if k != "total_latency_ms"})
-    metrics["queries_measured"] = int(len(queries))
-    if not config.get("baselines", True):  # re-scoring a champion: the peers were scored on these queries already
-        scored = {}
+        metrics["queries_measured"] = int(len(queries))
+        candidate_metrics[name] = metrics
+    # The per-query table shows the first candidate (the challenger) beside native and the oracle.
+    shown = next(iter(learned.values()), None)
     best = np.nanmin(latency, axis=1)
     column = {a: j for j, a in enumerate(arm_ids)}
     report_queries = []
     for i, q in enumerate(queries.itertuples()):
         row = {"query_id": q.query_id, "template": q.template, "native_ms": float(latency[i, 0]), "best_ms": float(best[i]),
-               "best_arm": int(choices["oracle"][i])}
-        if learned_arms is not None:
-            row.update(arm=int(learned_arms[i]), learned_ms=float(latency[i, column.get(int(learned_arms[i]), 0)]))
+               "best_arm": int(peer_choices["oracle"][i])}
+        if shown is not None:
+            row.update(arm=int(shown[0][i]), learned_ms=float(latency[i, column.get(int(shown[0][i]), 0)]))
         if "split" in queries:
             row["split"] = q.split
         report_queries.append(row)
-    return {
-        "metrics": metrics,
-        "baselines": scored,
-        "queries": report_queries,
-        "arms": [{"arm": a.arm, "name": a.name, "settings": list(a.settings)} for a in arms],
-        "failed_queries": failed,
-    }
+    peers = {name: scored[name] for name in peer_choices} if config.get("baselines", True) else {}
+    return Scores(
+        candidates=candidate_metrics, peers=peers,
+        lower_bounds={"total_latency_ratio": scored["oracle"]["total_latency_ratio"]},
+        details={"queries": report_queries, "queries_measured": int(len(queries)),
+                 "arms": [{"arm": a.arm, "name": a.name, "settings": list(a.settings)} for a in arms],
+                 "failed_queries": failed})
 
 
 def _learned_choices(runtime, engine, connection, queries, arm_ids):

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aiprim._console import progress_bar
+
 from ._common import arm_limit_ms, progress as _progress
 from ._engines import Arm, Engine, QueryError, engine_named, redact
 from ._workloads import TEMPLATES, WORKLOADS, build_duckdb, load_postgres, workload_tables
@@ -105,7 +107,11 @@ def run_workload(engine: Engine, connection, queries: pd.DataFrame, arms: list[A
     rng = np.random.default_rng(seed + 7)
     by_id = {a.arm: a for a in arms}
     rows, started, problems = [], time.perf_counter(), 0
-    for n, q in enumerate(queries.itertuples(), 1):
+    def executions() -> str:
+        return f"{len(rows)} executions in {time.perf_counter() - started:.1f}s"
+
+    running = progress_bar("query", "running queries", len(queries), unit="query", lines_every=20)
+    for q in running.iterate(queries.itertuples(), executions):
         plans = {}
         for arm in arms:
             try:
@@ -131,8 +137,6 @@ def run_workload(engine: Engine, connection, queries: pd.DataFrame, arms: list[A
                          "timed_out": ex.timed_out, "rows": ex.rows, "ts": time.perf_counter() - started, "timeout_ms": limit})
             if arm_id == 0:  # the native latency sets the other arms' limit
                 limit = arm_limit_ms(ex.latency_ms if ex.latency_ms is not None else float(cfg["timeout_ms"]), cfg)
-        if n % 20 == 0 or n == len(queries):
-            _progress(f"ran {n}/{len(queries)} queries, {len(rows)} executions in {time.perf_counter() - started:.1f}s")
     if problems:
         _progress(f"{problems} query/arm combinations could not run (named above)")
     frame = pd.DataFrame(rows, columns=["query_id", "arm", "plan", "latency_ms", "timed_out", "rows", "ts", "timeout_ms"])

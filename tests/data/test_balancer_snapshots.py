@@ -105,6 +105,40 @@ def test_drift_past_threshold_is_rejected(project, balancer_tables, capsys):
     assert "Data Docs: " in err and Path(err.split("Data Docs: ")[1].split(";")[0]).exists()
 
 
+def _accept_reference(project, tables, capsys) -> None:
+    reference = write_balancer_snapshot(project / "data" / "snapshots", tables)
+    assert _validate(reference, capsys)[0] == 0
+
+
+def test_busier_fleet_with_the_same_workload_is_accepted(project, balancer_tables, capsys):
+    _accept_reference(project, balancer_tables, capsys)
+    busier = _edit(balancer_tables, "requests", lambda f: f.assign(latency_ms=f["latency_ms"] * 3.0))
+    code, err = _validate(write_balancer_snapshot(project / "data" / "snapshots", busier), capsys)
+    assert code == 0, err
+
+
+def test_changed_class_mix_is_rejected(project, balancer_tables, capsys):
+    _accept_reference(project, balancer_tables, capsys)
+    relabelled = _edit(balancer_tables, "requests", lambda f: f.assign(request_class="web"))
+    code, err = _validate(write_balancer_snapshot(project / "data" / "snapshots", relabelled), capsys)
+    assert code != 0 and len(err.splitlines()) == 1, err
+    assert "table requests, column request_class: drift: category shares moved by" in err, err
+    assert "largest change: web" in err, err
+
+
+def test_row_counts_drift_only_past_a_large_factor(project, balancer_tables, capsys):
+    _accept_reference(project, balancer_tables, capsys)
+    # One request in 200 is not the same workload: a truncated export, or another system's log.
+    sliver = _edit(balancer_tables, "requests", lambda f: f.iloc[::200].reset_index(drop=True))
+    code, err = _validate(write_balancer_snapshot(project / "data" / "snapshots", sliver), capsys)
+    assert code != 0 and len(err.splitlines()) == 1, err
+    assert f"table requests: drift: {len(sliver['requests'])} rows against {len(balancer_tables['requests'])}" in err, err
+    # A quarter of the requests (a smaller profile, a shorter export) is.
+    quarter = _edit(balancer_tables, "requests", lambda f: f.iloc[::4].reset_index(drop=True))
+    code, err = _validate(write_balancer_snapshot(project / "data" / "snapshots", quarter), capsys)
+    assert code == 0, err
+
+
 def test_valid_snapshot_is_accepted(balancer_snapshot, project, capsys):
     code, _ = _validate(balancer_snapshot, capsys)
     assert code == 0

@@ -77,3 +77,40 @@ def test_valid_snapshot_is_accepted(project, query_tables, capsys):
     assert main(["validate", "query", str(directory), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["valid"], report
+
+
+def _accept_reference(project, tables, extra, capsys) -> None:
+    assert main(["validate", "query", str(_write(project / "data" / "snapshots", tables, extra))]) == 0, capsys.readouterr().err
+
+
+def test_same_workload_on_a_busier_machine_is_accepted(project, query_tables, capsys):
+    tables, extra = query_tables
+    _accept_reference(project, tables, extra, capsys)
+    busier = _edit(tables, "executions", lambda f: f.assign(latency_ms=f["latency_ms"] * 3.0))
+    directory = _write(project / "data" / "snapshots", busier, extra)
+    assert main(["validate", "query", str(directory)]) == 0, capsys.readouterr().err
+    assert directory.exists()
+
+
+def test_changed_template_mix_is_rejected(project, query_tables, capsys):
+    tables, extra = query_tables
+    _accept_reference(project, tables, extra, capsys)
+    kept = sorted(set(tables["queries"]["template"]))[:2]
+    queries = tables["queries"][tables["queries"]["template"].isin(kept)].reset_index(drop=True)
+    executions = tables["executions"][tables["executions"]["query_id"].isin(queries["query_id"])].reset_index(drop=True)
+    directory = _write(project / "data" / "snapshots", {**tables, "queries": queries, "executions": executions}, extra)
+    assert main(["validate", "query", str(directory)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "table queries, column template: drift: category shares moved by" in err, err
+    assert not directory.exists()
+
+
+def test_a_reference_of_an_older_version_is_not_compared(project, query_tables, capsys):
+    """Accepted files of older versions hold latency statistics: they are not a workload shape to compare with."""
+    tables, extra = query_tables
+    accepted = project / "data" / "accepted" / "query.json"
+    accepted.parent.mkdir(parents=True)
+    accepted.write_text(json.dumps({"snapshot": "elsewhere", "stats": {"executions": {"latency_ms": {"mean": 0.001, "median": 0.001}}}}))
+    assert main(["validate", "query", str(_write(project / "data" / "snapshots", tables, extra))]) == 0, capsys.readouterr().err
+    assert "row_count" in json.loads(accepted.read_text())["stats"]["executions"]

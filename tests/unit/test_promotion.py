@@ -7,15 +7,23 @@ import threading
 import pytest
 
 from aiprim import primitives
+from aiprim.primitives import EvaluationReport
 from aiprim.registry._promotion import decide
 
 GOOD = {"affinity_violation_rate": 0.0, "anti_affinity_violation_rate": 0.0, "class_violation_rate": 0.0,
         "disruption_ratio_remove": 1.0, "disruption_ratio_add": 1.02}
 
 
-def report(value, **overrides):
-    return {"metrics": {**GOOD, "peak_to_mean": value, **overrides},
-            "baselines": {"maglev": {"peak_to_mean": 1.5}, "rendezvous": {"peak_to_mean": 1.4}}}
+def report(value, champion=None, oracle=None, **overrides):
+    """An evaluation of the challenger (and the champion, scored beside it) on one held-out part."""
+    candidates = {"learned": {**GOOD, "peak_to_mean": value, **overrides}}
+    if champion is not None:
+        candidates["champion"] = {**GOOD, "peak_to_mean": champion}
+    baselines = {"maglev": {"peak_to_mean": 1.5}, "rendezvous": {"peak_to_mean": 1.4}}
+    if oracle is not None:
+        baselines["oracle"] = {"peak_to_mean": oracle}
+    return EvaluationReport("balancer", "peak_to_mean", False, candidates, baselines,
+                            reference_baselines=("oracle",) if oracle is not None else ())
 
 
 @pytest.fixture
@@ -23,21 +31,36 @@ def balancer():
     return primitives.get("balancer")
 
 
+def policy(balancer, rep, margin=0.01, has_champion=None):
+    has = "champion" in rep.candidates if has_champion is None else has_champion
+    return decide(balancer, rep, balancer.guardrails({}), margin, "1", has_champion=has)
+
+
 def test_first_challenger_must_beat_the_best_peer(balancer):
-    assert decide(balancer, report(1.2), None, {}, 0.01, "1").promoted
-    refused = decide(balancer, report(1.45), None, {}, 0.01, "1")
+    assert policy(balancer, report(1.2)).promoted
+    refused = policy(balancer, report(1.45))
     assert not refused.promoted and "rendezvous" in refused.reason
 
 
+def test_reference_only_peers_are_never_the_bar(balancer):
+    decision = policy(balancer, report(1.2, oracle=1.0))
+    assert decision.promoted and "oracle" not in decision.reason
+
+
 def test_challenger_must_beat_champion_by_the_margin(balancer):
-    assert decide(balancer, report(1.10), report(1.20), {}, 0.05, "2").promoted
-    assert not decide(balancer, report(1.19), report(1.20), {}, 0.05, "2").promoted
+    assert policy(balancer, report(1.10, champion=1.20), margin=0.05).promoted
+    refused = policy(balancer, report(1.19, champion=1.20), margin=0.05)
+    assert not refused.promoted and "side by side" in refused.reason
+
+
+def test_a_champion_serving_the_same_model_is_not_replaced_by_it(balancer):
+    assert not policy(balancer, report(1.0), has_champion=True).promoted
 
 
 @pytest.mark.parametrize("metric,value", [("class_violation_rate", 0.01), ("anti_affinity_violation_rate", 0.2),
                                           ("disruption_ratio_add", 1.5)])
 def test_a_broken_guardrail_blocks_even_a_better_model(balancer, metric, value):
-    decision = decide(balancer, report(1.0, **{metric: value}), report(1.3), {}, 0.0, "3")
+    decision = policy(balancer, report(1.0, champion=1.3, **{metric: value}), margin=0.0)
     assert not decision.promoted and metric in decision.reason
 
 
