@@ -2,9 +2,9 @@
 
 stdout stays for results (``--json``). The command line calls
 ``setup_logging`` once; everything else only asks for a logger
-(``logger("query")``) or a progress reporter (``progress_bar(...)``). Unconfigured
-(aiprim used as a library, or under pytest) these are plain ``logging``
-loggers and no bars are drawn: the host application's logging decides.
+(``logger("query")``) or a progress reporter (``progress_bar(...)``).
+Unconfigured (aiprim used as a library) these are plain ``logging`` loggers
+and no bars are drawn: the host application's logging decides.
 
 Verbosity: -1 warnings and errors only, no bars; 0 (default) aiprim's step
 lines and bars, libraries' warnings; 1 also the libraries' INFO and per-epoch
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import warnings
@@ -30,11 +31,16 @@ ROOT = "aiprim"
 _SELF_HANDLED = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 
 # Chatty even at INFO (one line per HTTP request or per database migration): kept at WARNING under -v too.
-_CHATTY = ("alembic", "httpx", "httpcore", "urllib3", "sqlalchemy", "matplotlib", "PIL", "asyncio", "numba")
+_CHATTY = ("alembic", "httpx", "httpcore", "urllib3", "sqlalchemy", "matplotlib", "PIL")
 
-# Warnings that say nothing actionable about aiprim, as (category, module regex, message regex).
-# Scoped by category and module, so the same warning from anywhere else still shows.
-KNOWN_NOISE: tuple[tuple[type[Warning], str, str], ...] = ()
+# Warnings that say nothing actionable about aiprim, as (category, module, message regex): scoped by
+# category and the module that warns, so the same warning from anywhere else still shows.
+KNOWN_NOISE: tuple[tuple[type[Warning], str, str], ...] = (
+    # Lightning 2.6 builds torch's deprecated LeafSpec on every batch; nothing to change on our side.
+    (FutureWarning, "lightning.pytorch.utilities._pytree", r".*LeafSpec"),
+    # MLflow's advice for PythonModels without type hints: aiprim's pyfunc takes any DataFrame on purpose.
+    (UserWarning, "mlflow.pyfunc.utils.data_validation", r".*Add type hints to the `predict` method"),
+)
 
 _verbosity: int | None = None  # None: setup_logging was not called; leave logging to the host
 _open_bars = 0
@@ -67,11 +73,12 @@ def setup_logging(verbosity: int = 0) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", logging.getLevelName(library_level))
 
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if isinstance(h, ConsoleHandler)]:
+    # Ours from an earlier call, or Prefect's when it was imported first: either would print every line again.
+    for handler in [h for h in root.handlers if isinstance(h, ConsoleHandler) or type(h).__name__ == "PrefectConsoleHandler"]:
         root.removeHandler(handler)
     # Prefect configures the root logger when imported, unless it already has a handler like this one.
     root.addHandler(ConsoleHandler(library_level, show_noise=verbosity >= 2))
-    root.setLevel(min(library_level, logging.WARNING))
+    root.setLevel(library_level)
     own = logging.getLogger(ROOT)
     own.setLevel(logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG)
     own.propagate = True
@@ -82,7 +89,7 @@ def setup_logging(verbosity: int = 0) -> None:
     logging.captureWarnings(True)  # warnings print through the handler, between the bars, not across them
     if verbosity < 2:
         for category, module, message in KNOWN_NOISE:
-            warnings.filterwarnings("ignore", message=message, category=category, module=module)
+            warnings.filterwarnings("ignore", message=message, category=category, module=re.escape(module) + "$")
     settle_library_loggers()
 
 
@@ -90,9 +97,9 @@ def settle_library_loggers() -> None:
     """Bring libraries imported since ``setup_logging`` under the one console.
 
     Lightning adds its own stream handler and sets INFO when imported, and
-    MLflow prints registry events ("Created version ...") straight to stderr:
-    call this after importing them (the pipeline does where it builds a
-    Trainer). A no-op unless the command line configured the console.
+    MLflow prints its events ("Created version ...") straight to stderr: call
+    this after importing them (the pipeline does where it builds a Trainer,
+    by then both are). A no-op unless the command line configured the console.
     """
     if _verbosity is None:
         return
@@ -104,9 +111,33 @@ def settle_library_loggers() -> None:
         library_logger.setLevel(library_level)
         library_logger.propagate = True
     events = sys.modules.get("mlflow.utils.logging_utils")
-    if events is not None:
-        # The step lines already say what MLflow's events say ("registered aiprim-x version 3").
-        events.MLFLOW_LOGGING_STREAM.enabled = _verbosity >= 1
+    if events is not None and not isinstance(getattr(events, "MLFLOW_LOGGING_STREAM", None), _MlflowEvents):
+        events.MLFLOW_LOGGING_STREAM = _MlflowEvents()
+
+
+class _MlflowEvents:
+    """Stands in for MLflow's event stream, which ``eprint`` writes to ("Created version '3' of model ...").
+
+    Each event becomes an INFO record of the ``mlflow.events`` logger: shown
+    with ``-v`` like any library's INFO, where by default the step lines say
+    the same. ``enabled`` is MLflow's own switch (it mutes events at times).
+    """
+
+    def __init__(self):
+        self.enabled = True
+        self._pending = threading.local()  # print() writes a message and its newline separately
+
+    def write(self, text: str) -> None:
+        if not self.enabled:
+            return
+        *lines, rest = (getattr(self._pending, "text", "") + text).split("\n")
+        self._pending.text = rest
+        for line in lines:
+            if line.strip():
+                logging.getLogger("mlflow.events").info(line)
+
+    def flush(self) -> None:
+        pass
 
 
 class ConsoleHandler(logging.Handler):
@@ -121,7 +152,7 @@ class ConsoleHandler(logging.Handler):
     def filter(self, record: logging.LogRecord) -> bool:
         if not _is_own(record) and record.levelno < self.library_level:
             return False  # libraries that set their own loggers to INFO (GX, Lightning) stay quiet by default
-        if not self.show_noise and _is_product_tip(record):
+        if not self.show_noise and (_is_product_tip(record) or _is_known_noise(record)):
             return False
         return super().filter(record)
 
@@ -164,6 +195,20 @@ def _is_own(record: logging.LogRecord) -> bool:
     return record.name == ROOT or record.name.startswith(ROOT + ".")
 
 
+def _is_known_noise(record: logging.LogRecord) -> bool:
+    """A captured warning of KNOWN_NOISE that a library showed anyway.
+
+    MLflow wraps some calls in ``catch_warnings`` + ``simplefilter("once")``,
+    which puts its warnings ahead of any filter; their captured text
+    (``path/to/module.py:12: Category: message``) is matched instead.
+    """
+    if record.name != "py.warnings":
+        return False
+    text = record.getMessage()
+    return any(module.replace(".", "/") + ".py:" in text.replace(os.sep, "/") and f"{category.__name__}: " in text
+               and re.search(message, text) for category, module, message in KNOWN_NOISE)
+
+
 def _is_product_tip(record: logging.LogRecord) -> bool:
     # Lightning advertises its cloud products at INFO on every Trainer: "💡 Tip: ... try installing litlogger".
     return record.name.split(".")[0] in _SELF_HANDLED and "Tip:" in str(record.msg)
@@ -186,15 +231,15 @@ class Progress:
     are whole lines.
     """
 
-    def __init__(self, log: logging.Logger, what: str, total: int, unit: str = "it", lines_every: int | None = 1,
+    def __init__(self, log_to: logging.Logger, what: str, total: int, unit: str = "it", lines_every: int | None = 1,
                  initial: int = 0):
         global _open_bars
-        self.log, self.what, self.total, self.lines_every, self.count = log, what, total, lines_every, initial
+        self.log_to, self.what, self.total, self.lines_every, self.count = log_to, what, total, lines_every, initial
         self.bar = None
         if bars_enabled():
             from tqdm import tqdm
 
-            primitive = log.name[len(ROOT) + 1:] if log.name.startswith(ROOT + ".") else ROOT
+            primitive = log_to.name[len(ROOT) + 1:] if log_to.name.startswith(ROOT + ".") else ROOT
             with _bars_lock:
                 _open_bars += 1
             self.bar = tqdm(total=total, initial=initial, desc=f"{primitive}: {what}", unit=unit, file=sys.stderr,
@@ -206,10 +251,10 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix_str(note, refresh=False)
             self.bar.update(steps)
-            self.log.debug(line)
+            self.log_to.debug(line)
             return
         due = self.lines_every and (self.count % self.lines_every == 0 or self.count >= self.total)
-        self.log.log(logging.INFO if due else logging.DEBUG, line)
+        self.log_to.log(logging.INFO if due else logging.DEBUG, line)
 
     def iterate(self, items, note=None):
         """Yield the items, advancing once each is done (``continue`` included); closes at the end.

@@ -10,6 +10,7 @@ with only ``MLFLOW_TRACKING_URI`` set. The pipeline's YAML configuration
 - ``AIPRIM_CONFIG_DIR``: the YAML configs. Default: the configs shipped with
   the package (in a checkout, the repository's ``configs/``).
 - ``MLFLOW_TRACKING_URI``: the MLflow store. Default: ``sqlite:///<home>/mlruns.db``.
+- ``AIPRIM_CACHE_DIR``: where downloaded runtimes are kept (see ``cache_dir``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,17 @@ def state_dir() -> Path:
     path = home() / STATE_DIR
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cache_dir() -> Path:
+    """Runtimes downloaded from the registry: ``AIPRIM_CACHE_DIR``; else ``<home>/outputs/runtime_cache``
+    in a checkout or with ``AIPRIM_HOME``; else the user's cache folder (never a stray ``./outputs``)."""
+    explicit = os.environ.get("AIPRIM_CACHE_DIR")
+    if explicit:
+        return Path(explicit).resolve()
+    if os.environ.get("AIPRIM_HOME") or source_checkout():
+        return home() / "outputs" / "runtime_cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aiprim" / "runtimes"
 
 
 def resolve_path(value: str | Path) -> Path:

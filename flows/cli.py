@@ -131,6 +131,7 @@ def _prepare_environment() -> None:
     os.environ.setdefault("PREFECT_HOME", str(home() / ".prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client telemetry, and its first-run notice on terminals
 
 
 def main(argv: list[str] | None = None) -> int:

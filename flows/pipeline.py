@@ -39,7 +39,7 @@ STEPS: tuple[Step, ...] = (
     Step("tune", ("snapshot_dir", "validation"), "tuned", "tuned.json", cached=True),
     Step("train", ("snapshot_dir", "tuned"), "run_id", "train.json"),
     Step("evaluate", ("snapshot_dir", "run_id"), "evaluation", "evaluation.json", retries=1, retry_delay_seconds=(5,)),
-    Step("register", ("run_id", "snapshot_dir", "evaluation"), "version", "registration.json",
+    Step("register", ("run_id", "evaluation"), "version", "registration.json",
          retries=2, retry_delay_seconds=(2, 10)),
     Step("promote", ("version", "snapshot_dir", "evaluation"), "decision", "promotion.json"),
 )
@@ -83,7 +83,7 @@ def run_step(step: Step, primitive: str, cfg: dict, values: dict[str, Any], sour
         return steps.evaluate(primitive, snapshot_dir, cfg, model=values["run_id"], part="holdout",
                               against_champion=True).to_dict()
     if step.name == "register":
-        return steps.register(primitive, values["run_id"], snapshot_dir, EvaluationReport.from_dict(values["evaluation"]))
+        return steps.register(primitive, values["run_id"], EvaluationReport.from_dict(values["evaluation"]))
     if step.name == "promote":
         report = EvaluationReport.from_dict(values["evaluation"])
         return steps.promote(primitive, values["version"], snapshot_dir, cfg, report).to_dict()

@@ -13,6 +13,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -185,6 +186,21 @@ def _trainer(cfg: dict, max_epochs: int, callbacks: list, checkpoint_dir: Path |
     )
 
 
+_optuna_storages: dict = {}
+_optuna_storage_lock = threading.Lock()
+
+
+def _optuna_storage(url: str):
+    """One storage per URL, created under a lock: branches tuning at once otherwise race to create
+    the SQLite schema ("table studies already exists")."""
+    import optuna
+
+    with _optuna_storage_lock:
+        if url not in _optuna_storages:
+            _optuna_storages[url] = optuna.storages.RDBStorage(url)
+        return _optuna_storages[url]
+
+
 def tune(name: str, snapshot_dir: Path, cfg: dict, trials: int | None = None) -> dict:
     """Optuna study per primitive and snapshot over the declared space; returns the tuned values only.
 
@@ -211,7 +227,7 @@ def tune(name: str, snapshot_dir: Path, cfg: dict, trials: int | None = None) ->
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=f"{name}-{Path(snapshot_dir).name}-{cfgmod.config_hash(base)}",
-        storage=cfgmod.resolve_uri(cfg["optuna"]["storage"]),
+        storage=_optuna_storage(cfgmod.resolve_uri(cfg["optuna"]["storage"])),
         direction="minimize",
         load_if_exists=True,  # a rerun continues the study instead of starting over
         sampler=optuna.samplers.TPESampler(seed=seed),
@@ -494,7 +510,7 @@ def comparison_plot(report: EvaluationReport):
     return fig
 
 
-def register(name: str, run_id: str, snapshot_dir: Path, report: EvaluationReport | None = None) -> str:
+def register(name: str, run_id: str, report: EvaluationReport | None = None) -> str:
     """Register the run's model as a new version of ``aiprim-<name>`` with alias ``challenger``."""
     import mlflow
 

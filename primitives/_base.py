@@ -130,10 +130,6 @@ class Primitive(abc.ABC):
     def generate(self, config: dict, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """Produce telemetry from the embedded source: (tables, extra manifest keys)."""
 
-    def drift_columns(self) -> dict[str, tuple[str, ...]]:
-        """Numeric columns watched by the drift check, per table."""
-        return {t.name: tuple(c.name for c in t.columns if c.drift) for t in self.schema.tables}
-
     def split(self, tables: dict[str, Any], holdout_fraction: float) -> tuple[dict[str, Any], dict[str, Any]]:
         """(train, held-out) by the declared ``holdout``, deterministically."""
         return self.holdout.split(tables, holdout_fraction)

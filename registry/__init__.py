@@ -54,16 +54,28 @@ def resolve_model(primitive: str, ref: str = CHAMPION) -> tuple[str, str | None]
 
 
 def runtime_dir(primitive: str, ref: str = CHAMPION) -> Path:
-    """Local directory with the runtime files of a model (downloaded once per run)."""
+    """Local directory with the runtime files of a model (downloaded once per run, atomically)."""
+    import shutil
+    import tempfile
+
     from mlflow.artifacts import download_artifacts
 
-    from ..settings import home
+    from ..settings import cache_dir
 
     run_id, _ = resolve_model(primitive, ref)
-    target = home() / "outputs" / "runtime_cache" / run_id
+    target = cache_dir() / run_id
     if not (target / RUNTIME_ARTIFACT).exists():
         target.mkdir(parents=True, exist_ok=True)
-        download_artifacts(run_id=run_id, artifact_path=RUNTIME_ARTIFACT, dst_path=str(target), tracking_uri=tracking_uri())
+        # Downloaded beside, then renamed into place: an interrupted download never looks complete.
+        staging = Path(tempfile.mkdtemp(dir=target))
+        try:
+            download_artifacts(run_id=run_id, artifact_path=RUNTIME_ARTIFACT, dst_path=str(staging), tracking_uri=tracking_uri())
+            try:
+                (staging / RUNTIME_ARTIFACT).rename(target / RUNTIME_ARTIFACT)
+            except OSError:  # another process got there first, with the same files
+                pass
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target / RUNTIME_ARTIFACT
 
 

@@ -80,7 +80,9 @@ def test_valid_snapshot_is_accepted(project, query_tables, capsys):
 
 
 def _accept_reference(project, tables, extra, capsys) -> None:
-    assert main(["validate", "query", str(_write(project / "data" / "snapshots", tables, extra))]) == 0, capsys.readouterr().err
+    code = main(["validate", "query", str(_write(project / "data" / "snapshots", tables, extra))])
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
 
 
 def test_same_workload_on_a_busier_machine_is_accepted(project, query_tables, capsys):

@@ -61,7 +61,7 @@ def test_a_rejected_arm_is_named_and_the_rest_still_runs(pg_snapshot, capsys):
     queries = tables["queries"].head(3)
     report = primitives.get("query").evaluate(None, {"queries": queries, "arms": arms.astype({"arm": "int32"})},
                                               {"repeats": 1, "warmup": 0, "manifest": extra})
-    assert report["metrics"]["queries_measured"] == 3 and "native" in report["baselines"]
+    assert report["queries_measured"] == 3 and "native" in report["baselines"]
     assert "arm 9 (bogus): the engine rejects its settings" in capsys.readouterr().err
 
 
@@ -81,7 +81,7 @@ def test_evaluate_measures_a_users_queries_live_and_names_the_bad_ones(query_tab
     assert main(["evaluate", "query", "--snapshot", str(snapshot), "--model", "none", "--json"]) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)
-    assert report["metrics"]["queries_measured"] == 2
+    assert report["queries_measured"] == 2
     assert "query u1: skipped: a DELETE statement is not read-only" in captured.err
     assert "query u2: cannot run: Catalog Error" in captured.err
 

@@ -38,7 +38,7 @@ def test_retrain_promotes_a_champion_and_guards_it(prefect_harness, project, bal
 
     # The champion serves through the light loader, in a fresh process.
     code = (
-        "import sys, pandas as pd; from registry import load_runtime; "
+        "import sys, pandas as pd; from aiprim import load_runtime; "
         "rt = load_runtime('balancer'); "
         "assert not [m for m in ('lightning', 'prefect') if m in sys.modules]; print(type(rt).__name__)"
     )

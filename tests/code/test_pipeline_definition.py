@@ -1,0 +1,51 @@
+"""The pipeline is declared once (aiprim.flows.pipeline.STEPS); dvc.yaml and the CLI follow it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from aiprim.flows import pipeline
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def dvc_stages() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def test_dvc_has_one_stage_per_step_in_order():
+    assert list(dvc_stages()) == [step.name for step in pipeline.STEPS]
+
+
+def test_each_stage_runs_its_step_on_the_files_of_what_it_needs():
+    givers = {step.gives: step for step in pipeline.STEPS}
+    for step in pipeline.STEPS:
+        stage = dvc_stages()[step.name]["do"]
+        assert stage["cmd"] == f".venv/bin/aiprim step {step.name} ${{item}} --dir data/dvc/${{item}}"
+        deps = set(stage.get("deps", []))
+        for need in step.needs:
+            assert f"data/dvc/${{item}}/{givers[need].file}" in deps, (step.name, need)
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
+        assert f"data/dvc/${{item}}/{step.file}" in outs, step.name
+
+
+def test_dvc_runs_every_configured_primitive():
+    configured = yaml.safe_load((REPO / "configs" / "pipeline.yaml").read_text())["primitives"]
+    assert yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"][0]["primitives"] == configured
+
+
+def test_train_runs_on_train_params_only_so_changing_one_retrains_without_retuning():
+    stages = dvc_stages()
+    assert {"configs/${item}.yaml": ["train"]} in stages["train"]["do"]["params"]
+    assert all("train" not in entry.get("configs/${item}.yaml", []) for entry in stages["tune"]["do"]["params"])
+
+
+def test_steps_refuse_to_run_without_what_they_need(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="needs run_id"):
+        pipeline.run_step(pipeline.step_named("evaluate"), "balancer", {}, {"snapshot_dir": str(tmp_path)})
+    with pytest.raises(FileNotFoundError, match="run the snapshot stage first"):
+        pipeline.run_stage("evaluate", "balancer", {}, tmp_path / "empty")
