@@ -99,3 +99,45 @@ class Schema:
             if t.name == name:
                 return t
         raise KeyError(name)
+
+
+# --- rules every schema writes the same way ----------------------------------------
+
+def _present(series):
+    """Set: not null, and for a boolean flag, true."""
+    return series.fillna(False).astype(bool) if series.dtype == bool or str(series.dtype) == "boolean" else series.notna()
+
+
+def references(table: str, column: str, target: str, target_column: str | None = None, noun: str | None = None,
+               name: str | None = None, optional: bool = False, explain=None) -> Rule:
+    """A foreign key: ``table.column`` names a row of ``target`` (by ``target_column``); null allowed when ``optional``."""
+    target_column = target_column or column
+    noun = noun or target_column
+    article = "an" if noun[0] in "aeiou" else "a"
+
+    def check(frames):
+        values = frames[table][column]
+        known = set(frames[target][target_column]) if target in frames else set()
+        return values.isin(known) | (values.isna() if optional else False)
+
+    return Rule(name or f"{column}_in_{target}", f"{column} names {article} {noun} of {target}.parquet", check, explain)
+
+
+def set_exactly_when(table: str, column: str, other: str, name: str | None = None, explain=None) -> Rule:
+    """``column`` is set on exactly the rows where ``other`` is set."""
+
+    def check(frames):
+        frame = frames[table]
+        return _present(frame[column]) == _present(frame[other])
+
+    return Rule(name or f"{column}_iff_{other}", f"{column} is set exactly when {other} is set", check, explain)
+
+
+def set_unless(table: str, column: str, other: str, name: str | None = None, explain=None) -> Rule:
+    """``column`` is set on every row where ``other`` (an error, a timeout flag) is not."""
+
+    def check(frames):
+        frame = frames[table]
+        return _present(frame[column]) | _present(frame[other])
+
+    return Rule(name or f"{column}_unless_{other}", f"{column} is set unless {other} is", check, explain)

@@ -4,29 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .._schema import Column, Rule, Schema, Table
-
-
-def _replica_iff_group(frames) -> pd.Series:
-    requests = frames["requests"]
-    return requests["anti_affinity_group"].notna() == requests["replica"].notna()
+from .._schema import Column, Rule, Schema, Table, references, set_exactly_when
 
 
 def _one_group_kind(frames) -> pd.Series:
     requests = frames["requests"]
     return ~(requests["affinity_group"].notna() & requests["anti_affinity_group"].notna())
-
-
-def _server_known(frames) -> pd.Series:
-    requests = frames["requests"]
-    known = set(frames["servers"]["server_id"]) if "servers" in frames else set()
-    return requests["server_id"].isna() | requests["server_id"].isin(known)
-
-
-def _class_known(frames) -> pd.Series:
-    requests = frames["requests"]
-    known = set(frames["servers"]["server_class"]) if "servers" in frames else set()
-    return requests["requires_class"].isna() | requests["requires_class"].isin(known)
 
 
 _positive = dict(min=0.0, strict_min=True)
@@ -62,10 +45,10 @@ REQUESTS = Table(
         Column("latency_ms", "float64", nullable=True, min=0.0),
     ),
     rules=(
-        Rule("replica_iff_anti_affinity", "replica is set exactly when anti_affinity_group is set", _replica_iff_group),
+        set_exactly_when("requests", "replica", "anti_affinity_group", name="replica_iff_anti_affinity"),
         Rule("one_group_kind", "at most one of affinity_group and anti_affinity_group is set", _one_group_kind),
-        Rule("server_id_in_servers", "server_id names a server of servers.parquet", _server_known),
-        Rule("requires_class_in_fleet", "requires_class names a server_class of the fleet", _class_known),
+        references("requests", "server_id", "servers", noun="server", optional=True),
+        references("requests", "requires_class", "servers", "server_class", name="requires_class_in_fleet", optional=True),
     ),
 )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._schema import Column, Rule, Schema, Table
+from .._schema import Column, Rule, Schema, Table, references, set_unless
 from ._space import TaskError, parse_schedule, parse_shape
 
 
@@ -63,16 +63,6 @@ def _explain_schedule(frames, i: int) -> str:
     return _schedule_problem(_kernels(frames), row["task_id"], row["schedule"])
 
 
-def _task_known(frames) -> pd.Series:
-    known = set(frames["tasks"]["task_id"]) if "tasks" in frames else set()
-    return frames["measurements"]["task_id"].isin(known)
-
-
-def _runtime_or_error(frames) -> pd.Series:
-    m = frames["measurements"]
-    return m["runtime_s"].notna() | m["error"].notna()
-
-
 def _explain_runtime(frames, i: int) -> str:
     row = frames["measurements"].iloc[i]
     return f"task {row['task_id']}: schedule {row['schedule']} has neither a runtime nor an error"
@@ -117,12 +107,12 @@ MEASUREMENTS = Table(
         Column("time_limit_s", "float64", nullable=True, min=0.0, strict_min=True, required=False),
     ),
     rules=(
-        Rule("task_id_in_tasks", "task_id names a task of tasks.parquet", _task_known),
+        references("measurements", "task_id", "tasks", noun="task"),
         Rule("schedule_has_known_knobs", "schedule is a JSON object setting every knob of the task's family "
              "to an allowed value", _schedules_ok, _explain_schedule),
         Rule("runtime_is_positive", "runtime_s is a positive, finite number of seconds", _positive_finite_runtime,
              _explain_runtime_value),
-        Rule("runtime_unless_error", "runtime_s is set unless the schedule failed (error)", _runtime_or_error, _explain_runtime),
+        set_unless("measurements", "runtime_s", "error", name="runtime_unless_error", explain=_explain_runtime),
     ),
 )
 

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from .._schema import Column, Rule, Schema, Table
+from .._schema import Column, Rule, Schema, Table, references, set_unless
 
 
 def _passes(check, values: pd.Series) -> pd.Series:
@@ -33,16 +33,6 @@ def _read_only_statement(frames) -> pd.Series:
     return _passes(check_read_only, frames["queries"]["sql"])
 
 
-def _query_known(frames) -> pd.Series:
-    known = set(frames["queries"]["query_id"]) if "queries" in frames else set()
-    return frames["executions"]["query_id"].isin(known)
-
-
-def _arm_known(frames) -> pd.Series:
-    known = set(frames["arms"]["arm"]) if "arms" in frames else set()
-    return frames["executions"]["arm"].isin(known)
-
-
 def _plan_is_json(frames) -> pd.Series:
     def ok(text) -> bool:
         try:
@@ -51,11 +41,6 @@ def _plan_is_json(frames) -> pd.Series:
             return False
 
     return frames["executions"]["plan"].map(ok).astype(bool)
-
-
-def _latency_iff_finished(frames) -> pd.Series:
-    executions = frames["executions"]
-    return executions["latency_ms"].notna() | executions["timed_out"].astype(bool)
 
 
 def _arm_zero_is_native(frames) -> pd.Series:
@@ -104,10 +89,10 @@ EXECUTIONS = Table(
     ),
     required=False,
     rules=(
-        Rule("query_id_in_queries", "query_id names a query of queries.parquet", _query_known),
-        Rule("arm_in_arms", "arm names an arm of arms.parquet", _arm_known),
+        references("executions", "query_id", "queries", noun="query"),
+        references("executions", "arm", "arms"),
         Rule("plan_is_json", "plan is the engine's plan as JSON", _plan_is_json),
-        Rule("latency_unless_timed_out", "latency_ms is set unless the execution timed out", _latency_iff_finished),
+        set_unless("executions", "latency_ms", "timed_out", name="latency_unless_timed_out"),
     ),
 )
 
