@@ -30,8 +30,9 @@ ROOT = "aiprim"
 # doubles every line they log (Lightning's top package always does).
 _SELF_HANDLED = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 
-# Chatty even at INFO (one line per HTTP request or per database migration): kept at WARNING under -v too.
-_CHATTY = ("alembic", "httpx", "httpcore", "urllib3", "sqlalchemy", "matplotlib", "PIL")
+# Chatty even at INFO (a line per HTTP request, per database migration, per GX function documented at
+# import): kept at WARNING under -v too.
+_CHATTY = ("alembic", "httpx", "httpcore", "urllib3", "sqlalchemy", "matplotlib", "PIL", "great_expectations._docs_decorators")
 
 # Warnings that say nothing actionable about aiprim, as (category, module, message regex): scoped by
 # category and the module that warns, so the same warning from anywhere else still shows.

@@ -38,23 +38,26 @@ class PrimitiveContract:
 
     # --- fixtures -----------------------------------------------------------
     @pytest.fixture(scope="class")
-    def primitive(self):
+    @classmethod
+    def primitive(cls):
         from aiprim import primitives
 
-        return primitives.get(self.primitive_name)
+        return primitives.get(cls.primitive_name)
 
     @pytest.fixture(scope="class")
-    def generated(self, primitive) -> tuple[dict, dict]:
+    @classmethod
+    def generated(cls, primitive) -> tuple[dict, dict]:
         """(tables, manifest extras) of one small snapshot, generated once for the class."""
-        return primitive.generate(dict(self.source_config), seed=self.seed)
+        return primitive.generate(dict(cls.source_config), seed=cls.seed)
 
     @pytest.fixture(scope="class")
-    def trained(self, primitive, generated, tmp_path_factory):
+    @classmethod
+    def trained(cls, primitive, generated, tmp_path_factory):
         """(runtime directory, runtime, held-out tables) of a model trained on the training part."""
         tables, _ = generated
-        train, held_out = primitive.split(tables, self.holdout_fraction)
-        directory = tmp_path_factory.mktemp(f"{self.primitive_name}-runtime")
-        runtime = primitive.train_runtime(train, dict(self.train_params), directory, seed=self.seed)
+        train, held_out = primitive.split(tables, cls.holdout_fraction)
+        directory = tmp_path_factory.mktemp(f"{cls.primitive_name}-runtime")
+        runtime = primitive.train_runtime(train, dict(cls.train_params), directory, seed=cls.seed)
         return directory, runtime, held_out
 
     @pytest.fixture

@@ -58,7 +58,8 @@ def load(profile: str | None = None) -> dict:
     from ..registry._store import use_store
 
     mlflow_cfg = pipeline.get("mlflow", {})
-    use_store(resolve_uri(mlflow_cfg["tracking_uri"]) if mlflow_cfg.get("tracking_uri") else None, mlflow_cfg.get("artifact_location"))
+    # Kept as configured (relative paths resolve against AIPRIM_HOME when used, not now).
+    use_store(mlflow_cfg.get("tracking_uri"), mlflow_cfg.get("artifact_location"))
     return pipeline
 
 

@@ -18,7 +18,10 @@ _configured: dict[str, str | None] = {"tracking_uri": None, "artifacts": None}
 
 
 def use_store(tracking_uri: str | None, artifacts: str | None) -> None:
-    """Point aiprim at the pipeline's configured store (``MLFLOW_TRACKING_URI`` still wins)."""
+    """Point aiprim at the pipeline's configured store (``MLFLOW_TRACKING_URI`` still wins).
+
+    Relative locations stay relative: they resolve against the project folder each time
+    they are used, so a later change of ``AIPRIM_HOME`` is followed."""
     _configured.update(tracking_uri=tracking_uri, artifacts=artifacts)
 
 

@@ -62,7 +62,7 @@ def autotune_with_model(task_spec: str, cfg: dict, model: str = "champion", cand
         source_cfg["cache_dir"] = str(resolve_path(source_cfg["cache_dir"]))
     started = time.perf_counter()
     result = autotune(task, runtime, candidates=candidates, trials=trials, seed=seed, config=source_cfg,
-                      progress=lambda m: log.info("compiler: %s", m))
+                      progress=lambda m: log.info("%s", m))
     result["model"] = model
-    log.info("compiler: autotuned %s %s in %.1fs", task["kernel"], task["shape"], time.perf_counter() - started)
+    log.info("autotuned %s %s in %.1fs", task["kernel"], task["shape"], time.perf_counter() - started)
     return result
