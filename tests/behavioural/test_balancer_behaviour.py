@@ -17,19 +17,27 @@ def setup(trained_balancer, balancer_tables):
     return runtime, held_out["requests"], balancer_tables["servers"]
 
 
-def _rename(requests, servers):
+def _rename(requests, servers, salt: str = ""):
     """Same fleet and traffic under different names: ids are arbitrary labels."""
-    servers = servers.assign(server_id="node-" + servers["server_id"].str[::-1])
-    requests = requests.assign(key="user/" + requests["key"] + "/x")
+    servers = servers.assign(server_id=f"node{salt}-" + servers["server_id"].str[::-1])
+    requests = requests.assign(key=f"user{salt}/" + requests["key"] + "/x")
     return requests, servers
+
+
+def test_the_policy_does_not_depend_on_names(setup):
+    """The learned policy (the softmax over servers, before hashing) sees classes and capacities only."""
+    runtime, requests, servers = setup
+    r2, s2 = _rename(requests, servers)
+    assert runtime.expected_peak_to_mean(r2, s2) == pytest.approx(runtime.expected_peak_to_mean(requests, servers), rel=1e-9)
 
 
 def test_quality_does_not_depend_on_names(setup):
     runtime, requests, servers = setup
     before = peak_to_mean(requests, servers, runtime.route(requests, servers))
-    r2, s2 = _rename(requests, servers)
-    after = peak_to_mean(r2, s2, runtime.route(r2, s2))
-    # Placement changes (the hash changes), quality must not: within hash noise.
+    # Placement changes with the names (the hash changes), quality must not beyond hash noise. One renaming
+    # of a 24-server fleet moves peak_to_mean by up to ~25% either way, so compare the median of several.
+    after = np.median([peak_to_mean(r2, s2, runtime.route(r2, s2))
+                       for r2, s2 in (_rename(requests, servers, str(i)) for i in range(5))])
     assert after == pytest.approx(before, rel=0.15)
 
 
