@@ -21,7 +21,6 @@ import os
 import platform
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -118,10 +117,9 @@ def main() -> int:
     parser.add_argument("--only", help="substring of one fleet's name")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "balancer.json"))
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    import logging
+    from aiprim._console import setup_logging
 
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    setup_logging()  # aiprim's one logging setup: step lines, known library noise filtered by category
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     import torch
     import yaml

@@ -21,7 +21,6 @@ import platform
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,10 +120,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.skewed_scale, args.tpch_scale, args.queries_per_template = 0.3, 0.02, 4
-    warnings.filterwarnings("ignore")
-    import logging
+    from aiprim._console import setup_logging
 
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    setup_logging()  # aiprim's one logging setup: step lines, known library noise filtered by category
     cfg = load_config()
     results = {"machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform(),
                            "python": platform.python_version()},

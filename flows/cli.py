@@ -173,8 +173,8 @@ def cmd_run(args) -> int:
     names = args.primitives.split(",") if args.primitives else None
     from aiprim import primitives
 
-    for name in names or []:
-        primitives.get(name)  # unknown names fail before anything runs
+    for name in names or cfg.get("primitives") or primitives.names():
+        config.primitive_config(cfg, name)  # an unknown primitive or a misspelt config key fails before anything runs
     from .retrain import retrain_with_runner
 
     results = retrain_with_runner(cfg)(primitives=names, source=args.source, profile=args.profile)

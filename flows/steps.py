@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from aiprim import primitives
+from aiprim.primitives._base import VALIDATION_LOSS
 from aiprim.primitives._report import CHAMPION_CANDIDATE, LEARNED, EvaluationReport
 from aiprim.primitives._snapshot import SnapshotError, import_snapshot, read_manifest, read_tables, write_snapshot
 
@@ -237,9 +238,9 @@ def tune(name: str, snapshot_dir: Path, cfg: dict, trials: int | None = None) ->
         params = prim.params({**base, **suggest(trial, tune_cfg.space)})
         datamodule = prim.build_datamodule(train_tables, params, seed)
         module = prim.build_module(datamodule, params)
-        trainer = _trainer(cfg, max_epochs, [PyTorchLightningPruningCallback(trial, monitor="val/loss")])
+        trainer = _trainer(cfg, max_epochs, [PyTorchLightningPruningCallback(trial, monitor=VALIDATION_LOSS)])
         trainer.fit(module, datamodule)
-        return float(trainer.callback_metrics["val/loss"])
+        return float(trainer.callback_metrics[VALIDATION_LOSS])
 
     done = sum(t.state.is_finished() for t in study.trials)
     remaining = max(0, n_trials - done)

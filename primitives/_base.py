@@ -23,6 +23,7 @@ from ._schema import Schema
 from ._split import HoldOut
 
 ENTRY_POINT_GROUP = "aiprim.primitives"
+VALIDATION_LOSS = "val/loss"  # what every model logs each epoch; Optuna minimises it
 
 
 class Runtime(abc.ABC):
@@ -167,9 +168,12 @@ class Primitive(abc.ABC):
         L.seed_everything(seed, verbose=False)
         datamodule = self.build_datamodule(tables, params, seed)
         module = self.build_module(datamodule, params)
-        L.Trainer(max_epochs=params.max_epochs, accelerator=accelerator, devices=1, logger=False,
-                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                  gradient_clip_val=1.0).fit(module, datamodule)
+        trainer = L.Trainer(max_epochs=params.max_epochs, accelerator=accelerator, devices=1, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            gradient_clip_val=1.0)
+        trainer.fit(module, datamodule)
+        if VALIDATION_LOSS not in trainer.callback_metrics:  # tuning prunes and ranks trials on it
+            raise TypeError(f"{self.name}: build_module's LightningModule must log {VALIDATION_LOSS!r} every epoch")
         Path(directory).mkdir(parents=True, exist_ok=True)
         self.export_runtime(module, datamodule, Path(directory))
         return self.load_runtime(Path(directory))

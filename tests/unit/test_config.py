@@ -1,0 +1,58 @@
+"""Configs are checked against the primitives' typed params: a misspelt key is one line naming it."""
+
+from __future__ import annotations
+
+import pytest
+
+from aiprim.flows import config
+from aiprim.flows.cli import main
+from aiprim.settings import packaged_configs
+
+
+@pytest.fixture
+def config_dir(tmp_path, monkeypatch, project):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    for path in packaged_configs().glob("*.yaml"):
+        (folder / path.name).write_text(path.read_text())
+    monkeypatch.setenv("AIPRIM_CONFIG_DIR", str(folder))
+    return folder
+
+
+def _edit(folder, name, old, new):
+    path = folder / f"{name}.yaml"
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path.name}: update this test"
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("  lr: 0.01\n", "  lrr: 0.01\n", "configs/balancer.yaml: train: unknown key 'lrr' (did you mean 'lr'?"),
+    ("  lr: 0.01\n", "  lr: fast\n", "configs/balancer.yaml: train.lr: 'fast' is not of type float"),
+    ("  trials: 6\n", "  trails: 6\n", "configs/balancer.yaml: tune: unknown key 'trails' (did you mean 'trials'?"),
+    ("    hidden: {choices: [16, 32, 64]}\n", "    hiddn: {choices: [16, 32, 64]}\n",
+     "configs/balancer.yaml: tune.space.hiddn: not a training parameter (did you mean 'hidden'?"),
+    ("    spread_weight: {float: [1.0, 4.0]}\n", "    spread_weight: {float: [4.0, 1.0]}\n",
+     "tune.space.spread_weight: float needs [low, high] with low <= high"),
+    ("evaluate:\n", "evaluation:\n", "configs/balancer.yaml: unknown section 'evaluation'"),
+])
+def test_a_bad_config_is_refused_before_anything_runs(config_dir, project, capsys, old, new, message):
+    _edit(config_dir, "balancer", old, new)
+    assert main(["run", "--primitives", "balancer"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (project / "mlruns.db").exists() and not (project / "data").exists(), "nothing ran"
+
+
+def test_typed_params_carry_the_config_and_the_defaults(config_dir):
+    from aiprim import primitives
+
+    cfg = config.load()
+    params = primitives.get("balancer").params(config.primitive_config(cfg, "balancer")["train"])
+    assert params.lr == 0.01 and params.unknown_class_rate == 0.1  # from the YAML, and a declared default
+    assert isinstance(params.lr, float)
+
+
+def test_a_primitive_without_a_config_file_runs_on_its_defaults(config_dir):
+    (config_dir / "compiler.yaml").unlink()
+    assert config.primitive_config(config.load(), "compiler") == {}
