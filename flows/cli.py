@@ -54,7 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     snap.add_argument("--profile")
     snapshot_options = snap.add_argument_group("primitive-specific options")
     for prim in _all_primitives():
+        before = len(snapshot_options._group_actions)
         prim.add_snapshot_arguments(snapshot_options)
+        SNAPSHOT_OPTION_OWNERS.update({a.dest: (prim.name, a.option_strings[0])
+                                       for a in snapshot_options._group_actions[before:]})
 
     val = sub.add_parser("validate", help="validate a snapshot; a bad one is quarantined")
     val.add_argument("primitive")
@@ -110,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 EXTRA_COMMANDS: dict = {}  # verbs the primitives registered through ``Primitive.add_cli_commands``
+SNAPSHOT_OPTION_OWNERS: dict = {}  # option dest -> (primitive, flag), from ``Primitive.add_snapshot_arguments``
 
 
 def _all_primitives():
@@ -234,6 +238,11 @@ def cmd_snapshot(args) -> int:
 
     from aiprim import primitives
 
+    for dest, (owner, flag) in SNAPSHOT_OPTION_OWNERS.items():
+        if owner != args.primitive and getattr(args, dest, None) is not None:
+            from .errors import AiprimError
+
+            raise AiprimError(f"{flag} is for the {owner}, not {args.primitive}")
     overrides = primitives.get(args.primitive).source_overrides(args)
     print(steps.snapshot(args.primitive, config.load(args.profile), source=args.source,
                          out=Path(args.out) if args.out else None, exact=Path(args.to) if args.to else None,

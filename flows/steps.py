@@ -209,7 +209,8 @@ def tune(name: str, snapshot_dir: Path, cfg: dict, trials: int | None = None) ->
     """
     import mlflow
     import optuna
-    from optuna_integration import PyTorchLightningPruningCallback
+    # The concrete module: optuna_integration's lazy top-level attribute raced when two branches tuned at once.
+    from optuna_integration.pytorch_lightning import PyTorchLightningPruningCallback
 
     from aiprim.registry._lineage import lineage_tags
     from aiprim.registry._store import configure, experiment

@@ -54,6 +54,29 @@ def trained_balancer(tmp_path_factory, balancer_tables):
     return runtime, held_out
 
 
+THIRD_PARTY = Path(__file__).resolve().parent / "thirdparty"  # a primitive from another distribution
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """One real ``aiprim run`` of the small profile, in a subprocess with a project folder of its own:
+    the balancer beside the third-party ``admission`` primitive (found through its entry point).
+    Its stderr is a pipe, so no progress bars: lines only, as in a log file or CI."""
+    import subprocess
+    import sys
+
+    home = tmp_path_factory.mktemp("small-run")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "AIPRIM_CONFIG_DIR")}
+    env.update(AIPRIM_HOME=str(home), PREFECT_HOME=str(home / ".prefect"), PYTHONPATH=str(THIRD_PARTY),
+               # A loaded machine can take more than Prefect's default 20 s to start the temporary API server.
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
+    command = [sys.executable, "-m", "aiprim.flows.cli", "run", "--primitives", "balancer,admission", "--profile", "small"]
+    result = subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}"
+    result.env, result.home = env, home
+    return result
+
+
 def pytest_configure(config):
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")

@@ -56,10 +56,10 @@ def test_a_bigger_problem_is_predicted_slower(cost_model):
 
 
 def test_ranks_training_tasks_better_than_chance(cost_model):
-    from aiprim.primitives.compiler._evaluate import evaluate
+    from aiprim import primitives
 
     runtime, tables = cost_model
-    report = evaluate(runtime, tables, {"baselines": True})
+    report = primitives.get("compiler").evaluate(runtime, tables, {})
     assert report["metrics"]["kendall_tau"] > 0.5, report["metrics"]
     assert report["metrics"]["top5_score"] > report["baselines"]["random"]["top5_score"]
 
@@ -81,7 +81,7 @@ def test_numpy_runtime_computes_what_the_torch_model_computes(cost_model, tmp_pa
 
     prim = primitives.get("compiler")
     _, tables = cost_model
-    params = {"hidden": 32, "depth": 2}
+    params = prim.params({"hidden": 32, "depth": 2})
     datamodule = prim.build_datamodule(tables, params, seed=0)
     module: CostModule = prim.build_module(datamodule, params)
     module.eval()  # dropout off, as in the exported runtime

@@ -1,16 +1,13 @@
 """The console of ``aiprim run``: step lines for every step, each line once, no library noise.
 
-One real run of the small profile on the balancer, in a subprocess with a
-project folder of its own, its stderr a pipe (so no progress bars: lines only,
-as in a log file or CI).
+One real run of the small profile (the balancer beside a third-party
+primitive: the ``small_run`` fixture), its stderr a pipe (so no progress bars:
+lines only, as in a log file or CI).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -35,16 +32,8 @@ WARNING = re.compile(r"Warning\b|\bwarning\]|\bWARNING\b|\bINFO\b")
 
 
 @pytest.fixture(scope="module")
-def console(tmp_path_factory):
-    home = tmp_path_factory.mktemp("console")
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "AIPRIM_CONFIG_DIR")}
-    env.update(AIPRIM_HOME=str(home), PREFECT_HOME=str(home / ".prefect"),
-               # A loaded machine can take more than Prefect's default 20 s to start the temporary API server.
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
-    result = subprocess.run([sys.executable, "-m", "aiprim.flows.cli", "run", "--primitives", "balancer", "--profile", "small"],
-                            cwd=home, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}"
-    return result
+def console(small_run):
+    return small_run
 
 
 def test_every_step_has_its_line(console):

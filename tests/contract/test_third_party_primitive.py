@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from aiprim.testing import PrimitiveContract
+from tests.conftest import THIRD_PARTY
 
-THIRD_PARTY = Path(__file__).resolve().parents[1] / "thirdparty"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,14 +39,9 @@ class TestAdmissionContract(PrimitiveContract):
 
 
 @pytest.mark.slow
-def test_aiprim_run_trains_registers_and_promotes_it(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(AIPRIM_HOME=str(tmp_path), PYTHONPATH=str(THIRD_PARTY), PREFECT_HOME=str(tmp_path / ".prefect"),
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
-    run = subprocess.run([sys.executable, "-m", "aiprim.flows.cli", "run", "--primitives", "admission"],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    status = subprocess.run([sys.executable, "-m", "aiprim.flows.cli", "status", "--json"], env=env,
+def test_aiprim_run_trains_registers_and_promotes_it(small_run):
+    status = subprocess.run([sys.executable, "-m", "aiprim.flows.cli", "status", "--json"], env=small_run.env,
                             capture_output=True, text=True, timeout=120)
     champion = json.loads(status.stdout)["admission"]
     assert champion["version"] == "1" and champion["metrics"]["error_rate"] < 0.5
+    assert "admission: version 1 promoted to champion" in small_run.stderr
