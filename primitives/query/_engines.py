@@ -250,7 +250,9 @@ class PostgresEngine(Engine):
         import psycopg
 
         try:
-            connection = psycopg.connect(uri, autocommit=True, connect_timeout=5)
+            # prepare_threshold=None: psycopg otherwise prepares a statement from its fifth execution on,
+            # and PostgreSQL keeps that cached plan after `SET enable_* = off`, so every arm ran one plan.
+            connection = psycopg.connect(uri, autocommit=True, connect_timeout=5, prepare_threshold=None)
         except psycopg.Error as error:
             raise QueryError(f"database {redact(uri)}: cannot connect ({_first_line(error)})") from None
         # Every statement runs in a read-only transaction: a write cannot slip through.

@@ -55,6 +55,21 @@ def test_postgres_telemetry_trains_a_model_that_chooses_live(pg_snapshot, projec
         assert connection.execute("SHOW enable_nestloop").fetchone()[0] == "on"
 
 
+def test_every_arm_is_planned_afresh_not_from_a_prepared_statement(postgres_workload):
+    """psycopg prepares a statement run five times; PostgreSQL then reuses its plan under any arm."""
+    from aiprim.primitives.query._engines import PostgresEngine
+
+    engine = PostgresEngine()
+    connection = engine.connect(postgres_workload)
+    try:
+        sql = "SELECT COUNT(*) FROM title t JOIN cast_info ci ON ci.title_id = t.id WHERE t.production_year > 1990"
+        for arm in engine.default_arms() * 3:
+            assert not engine.run(connection, sql, arm, timeout_ms=5000).timed_out
+        assert connection.execute("SELECT COUNT(*) FROM pg_prepared_statements").fetchone()[0] == 0
+    finally:
+        connection.close()
+
+
 def test_a_rejected_arm_is_named_and_the_rest_still_runs(pg_snapshot, capsys):
     directory, tables, extra = pg_snapshot
     arms = pd.concat([tables["arms"], pd.DataFrame({"arm": [9], "name": ["bogus"], "settings": ['["enable_teleport=on"]']})])
