@@ -94,9 +94,13 @@ class PrimitiveContract:
             primitive.params({"max_epochz": 3})
 
     def test_its_config_fits_its_params(self, primitive):
+        import yaml
+
         from aiprim.flows import config
 
-        config.primitive_config(config.load(), primitive.name)  # raises ConfigError naming the key
+        profiles = yaml.safe_load((config.config_dir() / "pipeline.yaml").read_text()).get("profiles") or {}
+        for profile in [None, *profiles]:  # raises ConfigError naming the key
+            config.primitive_config(config.load(profile), primitive.name)
 
     def test_unknown_name_is_a_clear_error(self):
         from aiprim import primitives

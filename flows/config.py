@@ -7,6 +7,7 @@ Where things live (``AIPRIM_HOME``, ``AIPRIM_CONFIG_DIR``) is
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 from pathlib import Path
 
@@ -81,6 +82,13 @@ def primitive_config(cfg: dict, name: str) -> dict:
     for section in pcfg:
         if section not in SECTIONS:
             raise ConfigError(f"{where}: unknown section {section!r} (known: {', '.join(SECTIONS)})")
+    for section in ("source", "evaluate"):
+        known = prim.config_keys(section)
+        for key in (pcfg.get(section) or {}) if known is not None else ():
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ConfigError(f"{where}: {section}: unknown key {key!r} ({hint}known: {', '.join(sorted(known))})")
     try:
         prim.params(pcfg.get("train"), where=f"{where}: train")
         tune = parse_params(TuneParams, pcfg.get("tune"), f"{where}: tune")

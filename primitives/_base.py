@@ -220,6 +220,10 @@ class Primitive(abc.ABC):
         """Tables the logged pyfunc model needs beside its input (the balancer's fleet); none by default."""
         return {}
 
+    def config_keys(self, section: str) -> frozenset[str] | None:
+        """The keys the ``source`` or ``evaluate`` section of the config may hold; None leaves it unchecked."""
+        return None
+
     # --- command line ----------------------------------------------------
     def add_cli_commands(self, subparsers) -> dict[str, Callable]:
         """Primitive-specific ``aiprim`` verbs: add parsers, return ``{command: handler(args) -> exit code}``."""

@@ -89,6 +89,13 @@ class Balancer(Primitive):
         bound = next((r["peak_to_mean_lower_bound"] for r in results.values()), None)
         return Scores(candidates={n: results[n] for n in candidates}, peers={n: results[n] for n in peers},
                       lower_bounds={"peak_to_mean": bound} if bound is not None else {})
+    def config_keys(self, section):
+        from ._source import DEFAULTS
+
+        keys = {"source": set(DEFAULTS) | {"seed", "population_seed"},
+                "evaluate": {"disruption_trials", "max_disruption_ratio"}}
+        return frozenset(keys[section]) if section in keys else None
+
     def guardrails(self, config):
         bound = float(config.get("max_disruption_ratio", 1.25))
         return (

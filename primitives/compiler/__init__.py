@@ -110,6 +110,13 @@ class CompilerCostModel(Primitive):
 
         return source_overrides(args)
 
+    def config_keys(self, section):
+        keys = {"source": {"families", "tasks_per_family", "schedules_per_task", "tasks", "repeats", "min_sample_s",
+                           "time_limit_s", "cache_dir", "max_flops", "gpu", "gpu_tasks", "gpu_configs", "gpu_time_limit_s",
+                           "seed"},
+                "evaluate": {"peer_folds", "seed"}}
+        return frozenset(keys[section]) if section in keys else None
+
     def guardrails(self, config):
         # Never ship a model whose first pick on held-out tasks is worse than the champion's.
         return (Guardrail("top1_score", no_worse_than_champion=True, higher_is_better=True),)

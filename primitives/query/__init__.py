@@ -115,6 +115,13 @@ class QueryOptimizer(Primitive):
 
         return score(candidates, tables, config)
 
+    def config_keys(self, section):
+        from ._source import DEFAULTS
+
+        keys = {"source": set(DEFAULTS) | {"seed", "policy_dir"},
+                "evaluate": {"repeats", "warmup", "timeout_ms", "timeout_factor", "min_timeout_ms", "max_query_regression"}}
+        return frozenset(keys[section]) if section in keys else None
+
     def guardrails(self, config):
         return (Guardrail("worst_query_ratio", max=float(config.get("max_query_regression", 1.5))),)
 

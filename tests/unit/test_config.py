@@ -35,6 +35,9 @@ def _edit(folder, name, old, new):
     ("    spread_weight: {float: [1.0, 4.0]}\n", "    spread_weight: {float: [4.0, 1.0]}\n",
      "tune.space.spread_weight: float needs [low, high] with low <= high"),
     ("evaluate:\n", "evaluation:\n", "configs/balancer.yaml: unknown section 'evaluation'"),
+    ("  zones: 3\n", "  zone: 3\n", "configs/balancer.yaml: source: unknown key 'zone' (did you mean 'zones'?"),
+    ("  disruption_trials: 5\n", "  disruption_trails: 5\n",
+     "configs/balancer.yaml: evaluate: unknown key 'disruption_trails' (did you mean 'disruption_trials'?"),
 ])
 def test_a_bad_config_is_refused_before_anything_runs(config_dir, project, capsys, old, new, message):
     _edit(config_dir, "balancer", old, new)
