@@ -17,3 +17,11 @@ def set_cell(column: str, row, value):
         return frame
 
     return fn
+
+
+def accept_reference(primitive: str, directory, capsys) -> None:
+    """Validate a snapshot so that it becomes the drift reference of the next one."""
+    from aiprim.flows.cli import main
+
+    assert main(["validate", primitive, str(directory)]) == 0, capsys.readouterr().err
+    capsys.readouterr()

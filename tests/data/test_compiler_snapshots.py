@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from aiprim.flows.cli import main
-from tests.data.edits import edit as _edit, set_cell as _set
+from tests.data.edits import accept_reference, edit as _edit, set_cell as _set
 
 
 def _write(root: Path, tables: dict, extra: dict) -> Path:
@@ -130,22 +130,16 @@ def test_bad_tasks_file_names_the_task(rows, expected, project, tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
-def _accept_reference(project, tables, extra, capsys) -> None:
-    code = main(["validate", "compiler", str(_write(project / "data" / "snapshots", tables, extra))])
-    assert code == 0, capsys.readouterr().err
-    capsys.readouterr()
-
-
 def test_same_kernels_on_a_busier_machine_are_accepted(project, compiler_tables, capsys):
     tables, extra = compiler_tables
-    _accept_reference(project, tables, extra, capsys)
+    accept_reference("compiler", _write(project / "data" / "snapshots", tables, extra), capsys)
     busier = _edit(tables, "measurements", lambda f: f.assign(runtime_s=f["runtime_s"] * 3.0, runtime_std_s=f["runtime_std_s"] * 3.0))
     assert main(["validate", "compiler", str(_write(project / "data" / "snapshots", busier, extra))]) == 0, capsys.readouterr().err
 
 
 def test_changed_kernel_mix_is_rejected(project, compiler_tables, capsys):
     tables, extra = compiler_tables
-    _accept_reference(project, tables, extra, capsys)
+    accept_reference("compiler", _write(project / "data" / "snapshots", tables, extra), capsys)
     tasks = tables["tasks"][tables["tasks"]["kernel"] == "matmul"].reset_index(drop=True)
     measurements = tables["measurements"][tables["measurements"]["task_id"].isin(tasks["task_id"])].reset_index(drop=True)
     directory = _write(project / "data" / "snapshots", {"tasks": tasks, "measurements": measurements}, extra)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aiprim.flows.cli import main
-from tests.data.edits import edit as _edit, set_cell as _set
+from tests.data.edits import accept_reference, edit as _edit, set_cell as _set
 
 
 def _write(root: Path, tables: dict, extra: dict) -> Path:
@@ -79,15 +79,9 @@ def test_valid_snapshot_is_accepted(project, query_tables, capsys):
     assert report["valid"], report
 
 
-def _accept_reference(project, tables, extra, capsys) -> None:
-    code = main(["validate", "query", str(_write(project / "data" / "snapshots", tables, extra))])
-    assert code == 0, capsys.readouterr().err
-    capsys.readouterr()
-
-
 def test_same_workload_on_a_busier_machine_is_accepted(project, query_tables, capsys):
     tables, extra = query_tables
-    _accept_reference(project, tables, extra, capsys)
+    accept_reference("query", _write(project / "data" / "snapshots", tables, extra), capsys)
     busier = _edit(tables, "executions", lambda f: f.assign(latency_ms=f["latency_ms"] * 3.0))
     directory = _write(project / "data" / "snapshots", busier, extra)
     assert main(["validate", "query", str(directory)]) == 0, capsys.readouterr().err
@@ -96,7 +90,7 @@ def test_same_workload_on_a_busier_machine_is_accepted(project, query_tables, ca
 
 def test_changed_template_mix_is_rejected(project, query_tables, capsys):
     tables, extra = query_tables
-    _accept_reference(project, tables, extra, capsys)
+    accept_reference("query", _write(project / "data" / "snapshots", tables, extra), capsys)
     kept = sorted(set(tables["queries"]["template"]))[:2]
     queries = tables["queries"][tables["queries"]["template"].isin(kept)].reset_index(drop=True)
     executions = tables["executions"][tables["executions"]["query_id"].isin(queries["query_id"])].reset_index(drop=True)
