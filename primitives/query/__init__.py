@@ -1,4 +1,5 @@
-"""The learned query optimizer: steers DuckDB and PostgreSQL through hint sets (Bao).
+"""The learned query optimizer: steers DuckDB and PostgreSQL through hint sets (Bao's arms,
+chosen per template and parameters as Kepler does).
 
 Public surface: ``QueryOptimizer`` (the primitive, registered as "query") and
 ``QueryRuntime`` (``choose(sql, connection) -> arm``).
@@ -38,17 +39,19 @@ def arms_by_engine(frame) -> dict[str, list[dict]]:
 @dataclass(frozen=True)
 class QueryParams(TrainParams):
     members: int = 5              # ensemble size: its disagreement is the uncertainty
+    embed: int = 8                # template embedding width (the template's own history)
     hidden: int = 64
-    depth: int = 3
+    depth: int = 2
     lr: float = 3e-3
     weight_decay: float = 1e-4
     batch_size: int = 64
-    relative_weight: float = 1.0  # weight of the within-query loss on latency gaps between arms
     uncertainty_z: float = 1.0    # leave the native plan only when the members agree by z standard deviations
     min_gain: float = 0.1         # ... and the predicted gain exceeds it (log ratio)
-    calibrate: bool = True        # refit z and min_gain on the validation queries' recorded latencies
-    calibrate_max_regression: float = 1.3
-    val_fraction: float = 0.15
+    calibrate: bool = True        # refit z and min_gain on held-out queries of the training templates
+    max_regression: float = 1.2   # ... keeping each within 1.2x of native
+    max_regression_ms: float = 3.0  # ... or 3 ms above it, whichever is larger
+    min_history: int = 2          # queries of a template trained on before it leaves the native plan
+    val_fraction: float = 0.2
 
 
 @register
@@ -84,30 +87,35 @@ class QueryOptimizer(Primitive):
 
         if "executions" not in tables:
             raise ValueError("the snapshot has no executions.parquet to learn from")
-        datamodule = QueryDataModule(tables["queries"], tables["executions"], seed=seed, **pick(params, QueryDataModule))
+        arm_ids = tables["arms"]["arm"].astype(int).tolist() if "arms" in tables else None
+        datamodule = QueryDataModule(tables["queries"], tables["executions"], arm_ids, seed=seed, **pick(params, QueryDataModule))
         # The runtime ships with the arms it was trained on.
         datamodule.arms_by_engine = arms_by_engine(tables["arms"]) if "arms" in tables else {}
+        datamodule.min_history = params.min_history
         return datamodule
 
     def build_module(self, datamodule, params):
         from ._model import QueryModule
 
-        taken = {"members", "target_mean", "target_std"}
-        return QueryModule(members=datamodule.members, target_mean=datamodule.target_mean, target_std=datamodule.target_std,
+        taken = {"members", "n_templates", "n_arms"}
+        return QueryModule(n_templates=datamodule.n_templates, n_arms=len(datamodule.arm_ids), members=datamodule.members,
                            **{k: v for k, v in pick(params, QueryModule).items() if k not in taken})
 
     def export_runtime(self, module, datamodule, directory):
         from ._model import calibrate_decision, export_weights
 
         meta = {
-            "target_mean": module.hparams.target_mean,
-            "target_std": module.hparams.target_std,
             "uncertainty_z": module.hparams.uncertainty_z,
             "min_gain": module.hparams.min_gain,
             "arms": datamodule.arms_by_engine,
+            "arm_ids": datamodule.arm_ids,
+            "templates": datamodule.templates,
+            "history": datamodule.history,
+            "usual": datamodule.usual,
+            "min_history": datamodule.min_history,
         }
-        if module.hparams.calibrate:  # the decision rule is fitted on the validation queries' recorded latencies
-            meta.update(calibrate_decision(module, datamodule, module.hparams.calibrate_max_regression))
+        if module.hparams.calibrate:  # the decision rule is fitted on held-out queries of the training templates
+            meta.update(calibrate_decision(module, datamodule))
         QueryRuntime(export_weights(module), meta).save(Path(directory))
 
     def score(self, candidates, tables, config):
@@ -128,7 +136,9 @@ class QueryOptimizer(Primitive):
     def input_example(self, tables):
         import pandas as pd
 
-        executions = tables.get("executions")
-        if executions is None or executions.empty:
+        queries = tables.get("queries")
+        if queries is None or queries.empty:
             return None
-        return pd.DataFrame({"plan": executions["plan"].head(3).tolist()})
+        head = queries.head(3)
+        return pd.DataFrame({"sql": head["sql"].tolist(),
+                             "probes": head["probes"].tolist() if "probes" in head else ["[]"] * len(head)})

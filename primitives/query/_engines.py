@@ -3,7 +3,7 @@
 An engine knows its arms (hint sets), how to plan a query under an arm
 (``EXPLAIN`` as JSON), and how to run it under an arm with a time limit that
 cancels a runaway plan instead of hanging the caller. Everything the model
-sees of a plan goes through ``primitives.query._plans``, which is engine
+sees of a plan goes through the engine layer, which is engine
 agnostic, so one value model serves both engines.
 
 Settings travel as ``"name=value"`` strings (TELEMETRY.md: a JSON list of

@@ -99,7 +99,3 @@ def score(latency: np.ndarray, choices: dict[str, np.ndarray], arm_ids: list[int
         out[name] = chooser_metrics(picked, native, best)
     return out
 
-
-def q_errors(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
-    ok = np.isfinite(predicted) & np.isfinite(measured) & (measured > 0) & (predicted > 0)
-    return np.maximum(predicted[ok] / measured[ok], measured[ok] / predicted[ok])

@@ -1,51 +1,64 @@
-"""The query optimizer's runtime: plan every arm, predict each plan's latency, pick an arm.
+"""The query optimizer's runtime: template, probes, predicted ratios, an arm.
 
-numpy only (no torch, Lightning or Prefect on this path). The ensemble's
-members vote through their disagreement: an arm other than the native plan
-is chosen only when the members agree it is faster by a clear margin, so an
-unsure model falls back to arm 0, the engine's own choice.
+numpy only (no torch, Lightning or Prefect on this path), and no plan of any
+arm: a query is fingerprinted (a regular expression), its selectivity probes
+run (cached per constant tuple), and one batched forward pass of the
+ensemble predicts every arm's latency relative to native. A template the
+model was not trained on stays on the native plan (arm 0) until its own
+history exists; on a known template an arm other than native is chosen only
+when the members agree it is faster by a clear margin.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .._base import Runtime, load_weights, save_weights
-from ._engines import Arm, QueryError, engine_of
-from ._plans import pack, parse_plans
+from ._engines import Arm, engine_of
+from ._templates import Prober, probe_features
 
 WEIGHTS = "value_model.npz"
 META = "query_runtime.json"
 
 
-def _leaky_relu(x: np.ndarray) -> np.ndarray:
-    return np.where(x > 0, x, 0.01 * x)
-
-
-def decide(log_predictions: np.ndarray, arms: list[int], z: float, min_gain: float) -> int:
+def decide(log_ratios: np.ndarray, arms: list[int], z: float, min_gain: float) -> int:
     """Leave the native plan (arm 0) only for an arm every member expects to be clearly faster.
 
-    The gain is the per-member log ratio native / best; it must exceed ``min_gain`` on
-    average and stay positive ``z`` standard deviations (of the members' spread) below that.
+    ``log_ratios`` is members x arms (log latency, or log latency relative to native). The gain is
+    the per-member log ratio native / best; it must exceed ``min_gain`` on average and stay positive
+    ``z`` standard deviations (of the members' spread) below that.
     """
     native = arms.index(0)
-    best = int(np.argmin(log_predictions.mean(axis=0)))
+    best = int(np.argmin(log_ratios.mean(axis=0)))
     if best == native:
         return 0
-    gain = log_predictions[:, native] - log_predictions[:, best]
+    gain = log_ratios[:, native] - log_ratios[:, best]
     if gain.mean() > min_gain and gain.mean() - z * gain.std() > 0:
         return arms[best]
     return 0
+
+
+@dataclass
+class Choice:
+    arm: int
+    reason: str                        # "unseen template", "model", ...
+    template: str
+    log_ratios: np.ndarray | None      # members x arms, None for an unseen template
+    overhead_ms: float
 
 
 class QueryRuntime(Runtime):
     def __init__(self, weights: dict[str, np.ndarray], meta: dict):
         self.weights = weights
         self.meta = meta
-        self.n_conv = sum(1 for k in weights if k.startswith("conv") and k.endswith("_w"))
+        self.n_layers = sum(1 for k in weights if k.startswith("layer") and k.endswith("_w"))
+        self.templates: dict[str, int] = meta.get("templates", {})
+        self.history: dict[str, int] = meta.get("history", {})
+        self.probers: dict[str, Prober] = {}
         self.last_overhead_ms = 0.0
 
     # --- persistence ------------------------------------------------------
@@ -57,38 +70,36 @@ class QueryRuntime(Runtime):
         return cls(*load_weights(directory, WEIGHTS, META))
 
     # --- the value model ----------------------------------------------------
-    def predict_log(self, plans, native_index: int | None = None) -> np.ndarray:
-        """Per-member predicted log latency (ms) of each plan: members x plans.
+    @property
+    def arm_ids(self) -> list[int]:
+        return [int(a) for a in self.meta.get("arm_ids", [0])]
 
-        ``plans`` are one query's plans and ``plans[native_index]`` its native plan (arm 0), which all are compared with.
-        """
-        packed = pack(parse_plans(plans, native_index))
-        feats, left, right, starts = packed["features"], packed["left"], packed["right"], packed["starts"]
-        keep = np.ones((len(feats), 1), np.float32)
-        keep[0] = 0.0
-        h = np.broadcast_to(feats, (self.weights["conv0_w"].shape[0],) + feats.shape)
-        for i in range(self.n_conv):
-            w, b = self.weights[f"conv{i}_w"], self.weights[f"conv{i}_b"]
-            h = (np.einsum("mnc,mcd->mnd", h, w[:, 0]) + np.einsum("mnc,mcd->mnd", h[:, left], w[:, 1])
-                 + np.einsum("mnc,mcd->mnd", h[:, right], w[:, 2]) + b[:, None, :])
-            h = _leaky_relu(h) * keep
-        pooled = np.maximum.reduceat(h[:, 1:], starts - 1, axis=1)
-        z = _leaky_relu(np.einsum("mbc,mcd->mbd", pooled, self.weights["head_w1"]) + self.weights["head_b1"][:, None, :])
-        out = (np.einsum("mbc,mcd->mbd", z, self.weights["head_w2"]) + self.weights["head_b2"][:, None, :])[..., 0]
-        return out * self.meta["target_std"] + self.meta["target_mean"]
+    def known(self, template: str) -> bool:
+        return template in self.templates and self.history.get(template, 0) >= int(self.meta.get("min_history", 2))
 
-    def predict(self, plans, native_index: int | None = None) -> np.ndarray:
-        """Predicted latency (ms) of each plan: the ensemble's geometric mean."""
-        return np.exp(self.predict_log(plans, native_index).mean(axis=0))
+    def predict_log_ratios(self, template_index: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """members x queries x arms: predicted log(latency under arm / native latency)."""
+        h = np.concatenate([self.weights["embedding"][:, template_index],
+                            np.broadcast_to(features, (self.weights["embedding"].shape[0],) + features.shape)], axis=-1)
+        for i in range(self.n_layers):
+            h = np.einsum("mbi,mio->mbo", h, self.weights[f"layer{i}_w"]) + self.weights[f"layer{i}_b"][:, None, :]
+            if i < self.n_layers - 1:
+                h = h / (1.0 + np.exp(-h))
+        return np.concatenate([np.zeros_like(h[..., :1]), h], axis=-1)
 
-    def decide(self, log_predictions: np.ndarray, arms: list[int]) -> int:
+    def log_ratios_of(self, template: str, counts: list[tuple[int, int]]) -> np.ndarray:
+        """members x arms for one query of a known template with these probe counts."""
+        features = probe_features(counts, self.meta.get("usual", {}).get(template))
+        return self.predict_log_ratios(np.array([self.templates[template]]), features[None])[:, 0]
+
+    def decide(self, log_ratios: np.ndarray, arms: list[int]) -> int:
         """The arm to run, from members x arms predictions (column of arm 0 must be present)."""
-        return decide(log_predictions, arms, float(self.meta.get("uncertainty_z", 1.0)), float(self.meta.get("min_gain", 0.1)))
+        return decide(log_ratios, arms, float(self.meta.get("uncertainty_z", 1.0)), float(self.meta.get("min_gain", 0.1)))
 
-    def sample_arm(self, log_predictions: np.ndarray, arms: list[int], rng: np.random.Generator) -> int:
+    def sample_arm(self, log_ratios: np.ndarray, arms: list[int], rng: np.random.Generator) -> int:
         """Thompson sampling: the best arm of one member drawn at random (exploration)."""
-        member = int(rng.integers(log_predictions.shape[0]))
-        return arms[int(np.argmin(log_predictions[member]))]
+        member = int(rng.integers(log_ratios.shape[0]))
+        return arms[int(np.argmin(log_ratios[member]))]
 
     # --- the hot path ------------------------------------------------------------
     def arms_for(self, engine_name: str) -> list[Arm]:
@@ -99,35 +110,50 @@ class QueryRuntime(Runtime):
 
         return engine_named(engine_name).default_arms()
 
-    def plan_arms(self, sql: str, connection, engine=None) -> tuple[list[int], list[str]]:
-        """Plans of every arm the engine accepts; arm 0 must plan (else the query itself is bad)."""
+    def prober(self, engine_name: str) -> Prober:
+        if engine_name not in self.probers:
+            self.probers[engine_name] = Prober(engine_name)
+        return self.probers[engine_name]
+
+    def consider(self, sql: str, connection, engine=None) -> Choice:
+        """The choice for ``sql`` on ``connection`` with what it rests on and what it cost."""
+        started = time.perf_counter()
         engine = engine or engine_of(connection)
-        arms, plans = [], []
-        for arm in self.arms_for(engine.name):
-            try:
-                plans.append(engine.plan(connection, sql, arm))
-                arms.append(arm.arm)
-            except QueryError:
-                if arm.arm == 0:
-                    raise
-        return arms, plans
+        prober = self.prober(engine.name)
+        template, _, _ = prober.template(sql)
+        if not self.known(template):
+            return Choice(0, "unseen template", template, None, (time.perf_counter() - started) * 1000.0)
+        _, counts = prober.measure(sql, connection)
+        log_ratios = self.log_ratios_of(template, counts)
+        arm = self.decide(log_ratios, self.arm_ids)
+        return Choice(arm, "model", template, log_ratios, (time.perf_counter() - started) * 1000.0)
 
     def choose(self, sql: str, connection) -> int:
         """The arm to run ``sql`` under on ``connection`` (DuckDB or psycopg); 0 when unsure.
 
-        ``last_overhead_ms`` holds the time spent planning every arm and scoring the plans.
+        ``last_overhead_ms`` holds the time spent fingerprinting, probing and scoring.
         """
-        started = time.perf_counter()
-        arms, plans = self.plan_arms(sql, connection)
-        arm = self.decide(self.predict_log(plans, arms.index(0)), arms)
-        self.last_overhead_ms = (time.perf_counter() - started) * 1000.0
-        return arm
+        choice = self.consider(sql, connection)
+        self.last_overhead_ms = choice.overhead_ms
+        return choice.arm
 
     def predict_frame(self, frame, context: dict):
-        """MLflow pyfunc: a frame with a ``plan`` column (and optionally ``native_plan``) -> predicted latency (ms)."""
+        """MLflow pyfunc: a frame with ``sql`` and ``probes`` (JSON [[rows, table rows], ...]) -> the arm and
+        the predicted latency ratio of every arm to native (NaN for a template it has not learned)."""
+        import json
+
         import pandas as pd
 
-        if "native_plan" not in frame:
-            return pd.Series(self.predict(list(frame["plan"])), name="predicted_latency_ms")
-        predicted = [self.predict([native, plan], native_index=0)[1] for plan, native in zip(frame["plan"], frame["native_plan"])]
-        return pd.Series(predicted, name="predicted_latency_ms")
+        from ._templates import fingerprint
+
+        rows = []
+        for sql, probes in zip(frame["sql"], frame.get("probes", pd.Series([None] * len(frame)))):
+            template = fingerprint(sql)
+            out = {"arm": 0, **{f"ratio_arm_{a}": float("nan") for a in self.arm_ids}}
+            if self.known(template):
+                counts = [tuple(p) for p in json.loads(probes)] if isinstance(probes, str) and probes else []
+                log_ratios = self.log_ratios_of(template, counts)
+                out["arm"] = self.decide(log_ratios, self.arm_ids)
+                out.update({f"ratio_arm_{a}": float(r) for a, r in zip(self.arm_ids, np.exp(log_ratios.mean(axis=0)))})
+            rows.append(out)
+        return pd.DataFrame(rows)

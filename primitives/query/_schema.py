@@ -54,6 +54,10 @@ QUERIES = Table(
         Column("query_id", "string", unique=True, non_empty=True),
         Column("template", "string", non_empty=True, drift="distribution"),
         Column("sql", "string", non_empty=True),
+        # Optional: the template's fingerprint (a hash of the SQL with its literals stripped; computed from sql
+        # when absent) and the selectivity probes, JSON [[rows passing the table's constant predicates, table rows], ...].
+        Column("fingerprint", "string", nullable=True, required=False),
+        Column("probes", "string", nullable=True, required=False),
     ),
     rules=(Rule("sql_is_one_read_only_statement", "sql is exactly one read-only statement (SELECT/WITH)", _read_only_statement),),
 )

@@ -3,7 +3,11 @@
 The first round (no champion) runs every query under every arm. Later rounds
 are on-policy, the way Bao gathers experience: every query runs natively
 (arm 0, the reference), under the champion's choice, under a Thompson sample
-of the champion's ensemble, and under ``explore_arms`` random arms.
+of the champion's ensemble, and under ``explore_arms`` random arms; a query
+of a template the champion has not learned runs under every arm, so the
+template gains its own history. Every query's template fingerprint and
+selectivity probes are recorded beside it (``queries.fingerprint``,
+``queries.probes``).
 
 Each arm gets a time limit of ``timeout_factor`` times the query's native
 latency (at least ``min_timeout_ms``, at most ``timeout_ms``): a runaway plan is
@@ -89,13 +93,19 @@ def load_policy(directory):
     return QueryRuntime.load(Path(directory))
 
 
-def arms_to_run(policy, arm_ids: list[int], plans: dict[int, str], explore: int, rng) -> list[int]:
-    """Arm 0 first, then the champion's choice, a Thompson sample, and random exploration."""
+def arms_to_run(policy, arm_ids: list[int], sql: str, engine, connection, explore: int, rng) -> list[int]:
+    """Arm 0 first, then the champion's choice, a Thompson sample, and random exploration.
+
+    Every arm for a template the champion has not learned (and without a champion)."""
     if policy is None:
         return list(arm_ids)
-    planned = [a for a in arm_ids if a in plans]
-    predictions = policy.predict_log([plans[a] for a in planned], planned.index(0))
-    chosen = [0, policy.decide(predictions, planned), policy.sample_arm(predictions, planned, rng)]
+    choice = policy.consider(sql, connection, engine)
+    if choice.log_ratios is None:
+        return list(arm_ids)
+    known = [a for a in policy.arm_ids if a in arm_ids]
+    columns = [policy.arm_ids.index(a) for a in known]
+    predictions = choice.log_ratios[:, columns]
+    chosen = [0, policy.decide(predictions, known), policy.sample_arm(predictions, known, rng)]
     others = [a for a in arm_ids if a not in chosen]
     chosen += list(rng.choice(others, size=min(explore, len(others)), replace=False)) if others else []
     return list(dict.fromkeys(int(a) for a in chosen))
@@ -111,6 +121,7 @@ def run_workload(engine: Engine, connection, queries: pd.DataFrame, arms: list[A
         return f"{len(rows)} executions in {time.perf_counter() - started:.1f}s"
 
     running = progress_bar("query", "running queries", len(queries), unit="query", lines_every=20)
+    arm_ids = list(by_id)
     for q in running.iterate(queries.itertuples(), executions):
         plans = {}
         for arm in arms:
@@ -124,7 +135,7 @@ def run_workload(engine: Engine, connection, queries: pd.DataFrame, arms: list[A
         if 0 not in plans:
             continue
         limit = float(cfg["timeout_ms"])
-        for arm_id in arms_to_run(policy, list(by_id), plans, int(cfg["explore_arms"]), rng):
+        for arm_id in arms_to_run(policy, arm_ids, q.sql, engine, connection, int(cfg["explore_arms"]), rng):
             if arm_id not in plans:
                 continue
             try:
@@ -149,6 +160,22 @@ def arms_frame(arms: list[Arm]) -> pd.DataFrame:
                          "settings": [a.settings_json() for a in arms]})
 
 
+def probe_queries(engine: Engine, connection, queries: pd.DataFrame) -> pd.DataFrame:
+    """The queries with their template fingerprint and selectivity probes ([[rows, table rows], ...] as JSON)."""
+    from ._templates import Prober
+
+    prober, prints, probes = Prober(engine.name), [], []
+    for sql in queries["sql"]:
+        try:
+            template, counts = prober.measure(sql, connection)
+        except Exception as error:  # a probe the engine rejects: the query keeps its template, without probes
+            _progress(f"probe failed ({str(error).splitlines()[0] if str(error) else type(error).__name__}); the query has no probes")
+            template, counts = prober.template(sql)[0], []
+        prints.append(template)
+        probes.append(json.dumps([list(c) for c in counts]))
+    return queries.assign(fingerprint=prints, probes=probes)
+
+
 def generate(config: dict, seed: int) -> tuple[dict[str, pd.DataFrame], dict]:
     cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None or k == "database_uri"}}
     engine = engine_named(cfg["engine"], **({"threads": cfg["threads"]} if cfg["engine"] == "duckdb" else {}))
@@ -160,6 +187,7 @@ def generate(config: dict, seed: int) -> tuple[dict[str, pd.DataFrame], dict]:
               f"({'all ' + str(len(arms)) + ' arms' if policy is None else 'on-policy: champion + exploration'})")
     connection = engine.connect(uri)
     try:
+        queries = probe_queries(engine, connection, queries)
         executions = run_workload(engine, connection, queries, arms, cfg, policy, seed)
     finally:
         connection.close()

@@ -115,7 +115,7 @@ def larger_input(prim, tables: dict) -> pd.DataFrame:
                               "shape": m["task_id"].map(info["shape"]).to_numpy(),
                               "schedule": m["schedule"].to_numpy()})
     elif prim.name == "query":
-        frame = pd.DataFrame({"plan": tables["executions"]["plan"].tolist()})
+        frame = tables["queries"][["sql", "probes"]]
     else:  # a primitive added later: its own example (add a larger input here)
         return example
     frame = frame.astype(example.dtypes.to_dict()).reset_index(drop=True)
