@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--primitives", help="comma-separated subset (default: all in configs/pipeline.yaml)")
     run.add_argument("--source", help="a snapshot directory/URI, or a folder with one per primitive (default: generate)")
     run.add_argument("--profile", help="a named profile of configs/pipeline.yaml (e.g. small)")
+    run.add_argument("--rounds", type=int, default=1,
+                     help="run the flow this many times back to back (each round new telemetry, trained on the "
+                          "experience window) and show the primary metric against the round")
 
     snap = sub.add_parser("snapshot", help="write a telemetry snapshot (generated, or imported from --source)")
     snap.add_argument("primitive")
@@ -181,8 +184,27 @@ def cmd_run(args) -> int:
         config.primitive_config(cfg, name)  # an unknown primitive or a misspelt config key fails before anything runs
     from .retrain import retrain_with_runner
 
-    results = retrain_with_runner(cfg)(primitives=names, source=args.source, profile=args.profile)
+    if args.rounds < 1:
+        raise config.ConfigError(f"--rounds: at least 1, not {args.rounds}")
+    per_round: dict[str, list[dict]] = {}
+    for number in range(args.rounds):
+        if args.rounds > 1:
+            from aiprim._console import log
+
+            log(f"round {number + 1} of {args.rounds}")
+        results = retrain_with_runner(cfg)(primitives=names, source=args.source, profile=args.profile)
+        for name, result in results.items():
+            per_round.setdefault(name, []).append(result)
+        if any(r.get("error") for r in results.values()):
+            break
     print_summary(results)
+    if args.rounds > 1:
+        from . import rounds
+
+        for name, outcomes in per_round.items():
+            curve = rounds.record(name, outcomes, cfg)
+            rounds.print_curve(name, curve["points"])
+            print(f"  curve: {curve['plot']}")
     failed = [r for r in results.values() if r.get("error")]
     if failed:
         for r in failed:

@@ -24,6 +24,7 @@ from aiprim.primitives._report import CHAMPION_CANDIDATE, LEARNED, EvaluationRep
 from aiprim.primitives._snapshot import SnapshotError, import_snapshot, read_manifest, read_tables, write_snapshot
 
 from . import config as cfgmod
+from . import experience
 from .errors import AiprimError, TrainingFailed, ValidationFailed
 from .validation import ValidationReport, load_reference, validate as run_validation
 
@@ -62,7 +63,9 @@ def snapshot(name: str, cfg: dict, source: str | None = None, out: Path | None =
         return directory
     pcfg = cfgmod.primitive_config(cfg, name)
     source_cfg = dict(pcfg.get("source", {}))
-    seed = int(source_cfg.pop("seed", cfg.get("seed", 0)))
+    # Each round draws new work: the seed moves on with every snapshot the primitive accepted.
+    round_number = experience.round_number(name, cfg)
+    seed = int(source_cfg.pop("seed", cfg.get("seed", 0))) + round_number
     for key, value in source_cfg.items():  # folders of a source live in the project, not the caller's cwd
         if key.endswith("_dir") and isinstance(value, str):
             source_cfg[key] = str(cfgmod.resolve_path(value))
@@ -74,7 +77,8 @@ def snapshot(name: str, cfg: dict, source: str | None = None, out: Path | None =
         source_cfg["policy_dir"] = _champion_runtime(name)
     started = time.perf_counter()
     tables, extra = prim.generate(source_cfg, seed)
-    directory = write_snapshot(name, prim.schema, tables, root, source=f"aiprim embedded generator (seed {seed})", extra=extra)
+    directory = write_snapshot(name, prim.schema, tables, root, source=f"aiprim embedded generator (seed {seed})",
+                               extra={**extra, "round": round_number})
     rows = ", ".join(f"{k}={len(v):,}" for k, v in tables.items())
     log(f"{name}: snapshot {directory.name} ({rows}) in {time.perf_counter() - started:.1f}s")
     return directory
@@ -120,8 +124,7 @@ def validate(name: str, snapshot_dir: Path, cfg: dict) -> ValidationReport:
     report = run_validation(prim, snapshot_dir, reference, float(cfg["validation"]["drift_threshold"]), cfgmod.path(cfg, "data_docs"))
     if not report.ok:
         raise ValidationFailed(report, quarantine(name, snapshot_dir, cfg))
-    accepted.parent.mkdir(parents=True, exist_ok=True)
-    accepted.write_text(json.dumps({"snapshot": str(snapshot_dir), "stats": report.stats}, indent=2))
+    experience.record_accepted(name, snapshot_dir, report.stats, cfg)
     log(f"{name}: snapshot {snapshot_dir.name} valid in {time.perf_counter() - started:.1f}s (Data Docs: {report.docs})")
     return report
 
@@ -153,9 +156,10 @@ def training_params(cfg: dict, name: str, tuned: dict | None = None) -> dict:
 
 
 def _split(name: str, snapshot_dir: Path, cfg: dict):
+    """(primitive, (training tables over the experience window, the snapshot's held-out tables), window)."""
     prim = primitives.get(name)
-    tables = read_tables(snapshot_dir, prim.schema)
-    return prim, prim.split(tables, float(cfg["promotion"]["holdout_fraction"]))
+    train_tables, held_out, window = experience.training_tables(prim, Path(snapshot_dir), cfg)
+    return prim, (train_tables, held_out), window
 
 
 def _trainer(cfg: dict, max_epochs: int, callbacks: list, checkpoint_dir: Path | None = None):
@@ -217,7 +221,7 @@ def tune(name: str, snapshot_dir: Path, cfg: dict, trials: int | None = None) ->
 
     from aiprim.primitives._params import suggest
 
-    prim, (train_tables, _) = _split(name, snapshot_dir, cfg)
+    prim, (train_tables, _), window = _split(name, snapshot_dir, cfg)
     tune_cfg = cfgmod.tune_params(cfg, name)
     base = training_params(cfg, name)
     n_trials = int(trials if trials is not None else tune_cfg.trials)
@@ -227,7 +231,7 @@ def tune(name: str, snapshot_dir: Path, cfg: dict, trials: int | None = None) ->
     seed = int(cfg.get("seed", 0))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=f"{name}-{Path(snapshot_dir).name}-{cfgmod.config_hash(base)}",
+        study_name=f"{name}-{Path(snapshot_dir).name}-{cfgmod.config_hash({**base, 'experience': window.ids})}",
         storage=_optuna_storage(cfgmod.resolve_uri(cfg["optuna"]["storage"])),
         direction="minimize",
         load_if_exists=True,  # a rerun continues the study instead of starting over
@@ -321,20 +325,22 @@ def train(name: str, snapshot_dir: Path, cfg: dict, tuned: dict | None = None) -
 
     import dataclasses
 
-    prim, (train_tables, held_out) = _split(name, snapshot_dir, cfg)
+    prim, (train_tables, held_out), window = _split(name, snapshot_dir, cfg)
     params = training_params(cfg, name, tuned)
     typed = prim.params(params)
-    key = f"{Path(snapshot_dir).name}-{cfgmod.config_hash(params)}"
+    key = f"{Path(snapshot_dir).name}-{cfgmod.config_hash({**params, 'experience': window.ids})}"
     checkpoint_dir = cfgmod.path(cfg, "checkpoints") / name / key
     client = configure()
     experiment_id = experiment(name)
     for stale in client.search_runs([experiment_id], f"tags.`aiprim.train_key` = '{key}' and attributes.status = 'RUNNING'"):
         client.set_terminated(stale.info.run_id, "FAILED")
     seed = int(cfg.get("seed", 0))
-    tags = {**lineage_tags(name, snapshot_dir, params, "train"), "aiprim.train_key": key}
+    tags = {**lineage_tags(name, snapshot_dir, params, "train"), "aiprim.train_key": key,
+            "aiprim.experience": json.dumps(window.ids)}
     started = time.perf_counter()
     with _terminate_as_failure(), mlflow.start_run(run_name=f"train-{name}-{Path(snapshot_dir).name}", tags=tags) as run:
         mlflow.log_params(dataclasses.asdict(typed))  # defaults included: the run says what it trained with
+        mlflow.log_params({"experience.snapshots": len(window.snapshots), "experience.rows": window.rows})
         import lightning as L
 
         L.seed_everything(seed, workers=True, verbose=False)
@@ -428,8 +434,8 @@ def evaluate(name: str, snapshot_dir: Path, cfg: dict, model: str | None = "cham
         raise SnapshotError(f"snapshot {snapshot_dir}: not a directory")
     tables = read_tables(snapshot_dir, prim.schema)
     training_tables = None
-    if part == "holdout":
-        training_tables, tables = prim.split(tables, float(cfg["promotion"]["holdout_fraction"]))
+    if part == "holdout":  # peers that learn get the experience the model trained on
+        _, (training_tables, tables), _ = _split(name, snapshot_dir, cfg)
     models: dict[str, str | None] = {}
     candidates = {}
     if model is not None:

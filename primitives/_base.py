@@ -220,6 +220,35 @@ class Primitive(abc.ABC):
         """Tables the logged pyfunc model needs beside its input (the balancer's fleet); none by default."""
         return {}
 
+    def merge_experience(self, parts: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+        """One set of training tables from the training parts of several snapshots, oldest first
+        (``(snapshot id, tables)`` each; the pipeline's experience window, ``aiprim.flows.experience``).
+
+        By default, when the hold-out has a ``key`` (rows are independent observations: queries,
+        tasks), the held-out table and its linked tables are appended, each older part's keys prefixed
+        with its snapshot id so that they never collide; every other table is the newest part's.
+        Without a key (one time-ordered trace, as the balancer's) only the newest part is used:
+        traces of different rounds do not concatenate into one trace.
+        """
+        import pandas as pd
+
+        newest = parts[-1][1]
+        key = self.holdout.key if self.holdout is not None else None
+        if len(parts) == 1 or key is None:
+            return newest
+        merged = dict(newest)
+        for table in (self.holdout.table, *self.holdout.linked):
+            frames = []
+            for i, (snapshot_id, tables) in enumerate(parts):
+                if table not in tables:
+                    continue
+                frame = tables[table]
+                if i < len(parts) - 1:
+                    frame = frame.assign(**{key: f"{snapshot_id[:8]}/" + frame[key].astype(str)})
+                frames.append(frame)
+            merged[table] = pd.concat(frames, ignore_index=True) if frames else newest.get(table)
+        return merged
+
     def config_keys(self, section: str) -> frozenset[str] | None:
         """The keys the ``source`` or ``evaluate`` section of the config may hold; None leaves it unchecked."""
         return None

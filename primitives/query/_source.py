@@ -44,6 +44,7 @@ DEFAULTS = {
     "explore_arms": 1,
     "database_dir": "data/databases",
     "threads": None,
+    "database_seed": 0,   # the database is the deployment: rounds draw new queries (the round's seed) on the same data
 }
 
 
@@ -179,7 +180,7 @@ def probe_queries(engine: Engine, connection, queries: pd.DataFrame) -> pd.DataF
 def generate(config: dict, seed: int) -> tuple[dict[str, pd.DataFrame], dict]:
     cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None or k == "database_uri"}}
     engine = engine_named(cfg["engine"], **({"threads": cfg["threads"]} if cfg["engine"] == "duckdb" else {}))
-    uri = prepare_database(cfg, seed)
+    uri = prepare_database(cfg, int(cfg["database_seed"]))
     queries = draw_queries(cfg["workloads"], int(cfg["queries_per_template"]), np.random.default_rng(seed))
     arms = engine.default_arms()
     policy = load_policy(config.get("policy_dir"))

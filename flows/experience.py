@@ -1,0 +1,129 @@
+"""Experience: what a primitive trains on is a window of its accepted snapshots, not the newest alone.
+
+Every snapshot that passes validation is appended to the primitive's
+history (``<paths.accepted>/<primitive>.json``). Tuning, training and the
+peers that learn read the *training part* of every snapshot in the window:
+the newest snapshot and the accepted ones before it that describe the same
+deployment (equal manifest values of the primitive's ``manifest_keys``,
+e.g. the same database, the same machine), at most ``experience.rounds`` of
+them, none older than ``experience.max_age_days``, and no more than
+``experience.max_rows`` rows of training data. Each snapshot is split on its
+own, so a held-out part (and a held-out template or shape) never leaks into
+training through an older round. The evaluation still scores the newest
+snapshot's held-out part.
+
+The round number (how many snapshots the primitive had accepted before)
+varies the generator's seed, so each round draws new work.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from aiprim.primitives._snapshot import read_manifest, read_tables
+
+from . import config as cfgmod
+
+
+@dataclass(frozen=True)
+class Window:
+    snapshots: tuple[str, ...]   # oldest first; the last is the newest (the one being trained for)
+    rows: int
+
+    @property
+    def ids(self) -> list[str]:
+        return [Path(s).name for s in self.snapshots]
+
+
+def history_file(name: str, cfg: dict) -> Path:
+    return cfgmod.path(cfg, "accepted") / f"{name}.json"
+
+
+def history(name: str, cfg: dict) -> list[dict]:
+    """The accepted snapshots of ``name``, oldest first: ``{"snapshot", "accepted_at"}`` each."""
+    path = history_file(name, cfg)
+    if not path.exists():
+        return []
+    record = json.loads(path.read_text())
+    entries = record.get("history")
+    if entries is None and record.get("snapshot"):  # a record written before histories existed
+        entries = [{"snapshot": record["snapshot"], "accepted_at": None}]
+    return list(entries or [])
+
+
+def record_accepted(name: str, snapshot_dir: Path, stats: dict, cfg: dict) -> None:
+    """Append the snapshot to the history (once) and make it the drift reference."""
+    entries = [e for e in history(name, cfg) if e["snapshot"] != str(snapshot_dir)]
+    entries.append({"snapshot": str(snapshot_dir), "accepted_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    path = history_file(name, cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"snapshot": str(snapshot_dir), "stats": stats, "history": entries[-200:]}, indent=2))
+
+
+def round_number(name: str, cfg: dict) -> int:
+    """How many snapshots ``name`` has accepted: the next snapshot is that round."""
+    return len(history(name, cfg))
+
+
+def settings(cfg: dict) -> dict:
+    section = cfg.get("experience") or {}
+    return {"rounds": int(section.get("rounds", 1)), "max_rows": section.get("max_rows"),
+            "max_age_days": section.get("max_age_days")}
+
+
+def window(prim, snapshot_dir: Path, cfg: dict) -> Window:
+    """The snapshots to train on for ``snapshot_dir``, oldest first, ending with it."""
+    snapshot_dir = Path(snapshot_dir)
+    limits = settings(cfg)
+    manifest = read_manifest(snapshot_dir)
+    same = {k: manifest.get(k) for k in prim.manifest_keys}
+    same["deployment"] = manifest.get("deployment", "default")
+    oldest = None
+    if limits["max_age_days"] is not None:
+        oldest = datetime.now(timezone.utc) - timedelta(days=float(limits["max_age_days"]))
+    chosen = [str(snapshot_dir)]
+    entries = history(prim.name, cfg)
+    position = next((i for i, e in enumerate(entries) if e["snapshot"] == str(snapshot_dir)), len(entries))
+    for entry in reversed(entries[:position]):  # only what was accepted before this snapshot
+        if len(chosen) >= max(1, limits["rounds"]):
+            break
+        path = Path(entry["snapshot"])
+        if path == snapshot_dir or str(path) in chosen or not (path / "manifest.json").exists():
+            continue
+        if oldest is not None and entry.get("accepted_at") and _parse(entry["accepted_at"]) < oldest:
+            continue
+        other = read_manifest(path)
+        if {k: other.get(k) for k in prim.manifest_keys} | {"deployment": other.get("deployment", "default")} != same:
+            continue
+        chosen.append(str(path))
+    chosen.reverse()
+    rows = [_rows(Path(p)) for p in chosen]
+    if limits["max_rows"] is not None:
+        while len(chosen) > 1 and sum(rows) > int(limits["max_rows"]):
+            chosen.pop(0)
+            rows.pop(0)
+    return Window(tuple(chosen), int(sum(rows)))
+
+
+def training_tables(prim, snapshot_dir: Path, cfg: dict) -> tuple[dict, dict, Window]:
+    """(training tables merged over the window, the newest snapshot's held-out tables, the window)."""
+    fraction = float(cfg["promotion"]["holdout_fraction"])
+    win = window(prim, snapshot_dir, cfg)
+    parts, held_out = [], None
+    for path in win.snapshots:
+        train, held = prim.split(read_tables(path, prim.schema), fraction)
+        parts.append((Path(path).name, train))
+        held_out = held
+    return prim.merge_experience(parts), held_out, win
+
+
+def _rows(path: Path) -> int:
+    tables = read_manifest(path).get("tables", {})
+    return max((t.get("rows", 0) for t in tables.values()), default=0)
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)

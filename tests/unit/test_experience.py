@@ -1,0 +1,94 @@
+"""The experience window: training reads the training part of every accepted snapshot of the same
+deployment, newest last, within the configured rounds and rows; held-out rows never leak in."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aiprim import primitives
+from aiprim.primitives._snapshot import write_snapshot
+
+
+def _query_tables(seed: int, n: int = 40) -> dict:
+    rng = np.random.default_rng(seed)
+    queries = pd.DataFrame({"query_id": [f"q{i:03d}" for i in range(n)],
+                            "template": [f"t{i % 4}" for i in range(n)],
+                            "sql": [f"SELECT count(*) FROM t{i % 4} x WHERE x.a = {int(rng.integers(100))}" for i in range(n)]})
+    executions = pd.DataFrame({"query_id": queries["query_id"], "arm": np.zeros(n, np.int32), "plan": "{}",
+                               "latency_ms": rng.uniform(1, 10, n), "timed_out": False, "rows": pd.array([1] * n, "Int64"),
+                               "ts": np.arange(n, dtype=float)})
+    arms = pd.DataFrame({"arm": np.array([0], np.int32), "name": ["native"], "settings": ["[]"]})
+    return {"queries": queries, "arms": arms, "executions": executions}
+
+
+@pytest.fixture
+def cfg(project, tmp_path):
+    from aiprim.flows import config
+
+    loaded = config.load()
+    loaded["experience"] = {"rounds": 3, "max_rows": None, "max_age_days": 30}
+    return loaded
+
+
+def _accept(cfg, tmp_path, seed: int, database: str = "db-a") -> str:
+    from aiprim.flows import experience
+
+    prim = primitives.get("query")
+    directory = write_snapshot("query", prim.schema, _query_tables(seed), tmp_path / "snaps", "tests",
+                               {"engine": "duckdb", "database_uri": database})
+    experience.record_accepted("query", directory, {}, cfg)
+    return str(directory)
+
+
+def test_the_window_holds_the_newest_rounds_of_the_same_deployment(cfg, tmp_path):
+    from aiprim.flows import experience
+
+    prim = primitives.get("query")
+    first = _accept(cfg, tmp_path, 1)
+    other_db = _accept(cfg, tmp_path, 2, database="db-b")
+    second, third, fourth = (_accept(cfg, tmp_path, s) for s in (3, 4, 5))
+    window = experience.window(prim, fourth, cfg)
+    assert window.snapshots == (second, third, fourth), "3 rounds, oldest first, never another database's"
+    assert first not in window.snapshots and other_db not in window.snapshots
+    assert experience.round_number("query", cfg) == 5
+    # Evaluating an older snapshot never trains on what was accepted after it.
+    assert experience.window(prim, second, cfg).snapshots == (first, second)
+
+
+def test_training_merges_training_parts_and_keeps_the_newest_held_out_part(cfg, tmp_path):
+    from aiprim.flows import experience
+
+    prim = primitives.get("query")
+    older, newest = _accept(cfg, tmp_path, 1), _accept(cfg, tmp_path, 2)
+    train, held_out, window = experience.training_tables(prim, newest, cfg)
+    own_train, own_held = prim.split(_query_tables(2), 0.2)
+    old_train, _ = prim.split(_query_tables(1), 0.2)
+    assert len(train["queries"]) == len(own_train["queries"]) + len(old_train["queries"])
+    assert train["queries"]["query_id"].is_unique, "older rounds' ids are prefixed with their snapshot id"
+    assert set(train["executions"]["query_id"]) == set(train["queries"]["query_id"])
+    assert held_out["queries"]["query_id"].tolist() == own_held["queries"]["query_id"].tolist()
+    # No held-out template of either round is trained on.
+    assert not set(train["queries"]["template"]) & set(held_out["queries"].query("split == 'unseen_templates'")["template"])
+
+
+def test_max_rows_drops_the_oldest_rounds(cfg, tmp_path):
+    from aiprim.flows import experience
+
+    prim = primitives.get("query")
+    snapshots = [_accept(cfg, tmp_path, s) for s in (1, 2, 3)]
+    cfg["experience"]["max_rows"] = 80  # two snapshots of 40 rows
+    assert experience.window(prim, snapshots[-1], cfg).snapshots == tuple(snapshots[1:])
+    cfg["experience"]["rounds"] = 1
+    assert experience.window(prim, snapshots[-1], cfg).snapshots == (snapshots[-1],)
+
+
+def test_a_history_written_before_windows_existed_still_reads(cfg, tmp_path):
+    from aiprim.flows import experience
+
+    only = _accept(cfg, tmp_path, 1)
+    experience.history_file("query", cfg).write_text(json.dumps({"snapshot": only, "stats": {}}))
+    assert [e["snapshot"] for e in experience.history("query", cfg)] == [only]
