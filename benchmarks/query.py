@@ -1,14 +1,18 @@
 """Benchmark: the learned query optimizer beside native, the best single arm and the per-query oracle.
 
 For each engine (DuckDB embedded, and a PostgreSQL server this script starts on
-127.0.0.1 and stops) the embedded source runs the training queries of both
-workloads under every arm; one value model is trained on that telemetry with
-the pipeline's training config; then the held-out queries (unseen parameters
-of seen templates, and unseen templates) are measured live under every arm
-(one warm-up, median of 3) and each workload is scored on its own.
+127.0.0.1 and stops), round by round as the pipeline runs them: the embedded
+source draws new queries (the seed moves with the round) and runs them, every
+arm in round 0 and on-policy afterwards (native, the previous round's model's
+choice, a Thompson sample, one random arm); the value model is trained with the
+pipeline's training config on the training part of every round so far (the
+experience window); then that round's held-out queries (unseen parameters of
+seen templates, and unseen templates) are measured live under every arm (one
+warm-up, median of 3) and each workload is scored on its own. The last round's
+scores are the result; every round's totals are the learning curve.
 
-    .venv/bin/python benchmarks/query.py                       # both engines (~10-15 min on 2 cores)
-    .venv/bin/python benchmarks/query.py --engines duckdb --quick
+    .venv/bin/python benchmarks/query.py                       # both engines, 3 rounds
+    .venv/bin/python benchmarks/query.py --engines duckdb --quick --rounds 1
 
 Results: benchmarks/results/query.json and a markdown table on stdout (pasted into RESULTS.md).
 """
@@ -26,8 +30,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-KEYS = ("total_latency_ratio", "p95_latency_ratio", "p99_latency_ratio", "worst_query_ratio", "oracle_gap_closed",
-        "q_error_median", "q_error_p95", "planning_overhead_ratio", "planning_overhead_ms", "total_latency_ms")
 
 
 def load_config() -> dict:
@@ -38,7 +40,6 @@ def load_config() -> dict:
 
 def run_engine(engine: str, dsn: str | None, args, cfg: dict, workdir: Path) -> dict:
     from aiprim import primitives
-    from aiprim.primitives.query import workload_of
 
     prim = primitives.get("query")
     source = {**cfg["source"], "engine": engine, "database_dir": str(workdir / "databases"),
@@ -46,25 +47,43 @@ def run_engine(engine: str, dsn: str | None, args, cfg: dict, workdir: Path) -> 
     if dsn:
         source["database_uri"] = dsn
     seed = int(source.pop("seed", 0))
-    started = time.perf_counter()
-    tables, extra = prim.generate(source, seed)
-    gathered_s = time.perf_counter() - started
-    if args.keep:  # the telemetry, for looking at the model offline
-        from aiprim.primitives._snapshot import write_snapshot
+    experience, policy_dir, out = [], None, {"rounds": []}
+    for number in range(args.rounds):
+        started = time.perf_counter()
+        tables, extra = prim.generate({**source, "policy_dir": policy_dir, "load": number == 0}, seed + number)
+        gathered_s = time.perf_counter() - started
+        if args.keep:  # the telemetry, for looking at the model offline
+            from aiprim.primitives._snapshot import write_snapshot
 
-        kept = write_snapshot("query", prim.schema, tables, Path(args.keep) / engine, f"benchmarks/query.py ({engine})", extra)
-        print(f"[bench] telemetry kept in {kept}", file=sys.stderr, flush=True)
-    train, held_out = prim.split(tables, args.holdout)
-    started = time.perf_counter()
-    runtime = prim.train_runtime(train, cfg["train"], workdir / f"runtime-{engine}", seed)
-    train_s = time.perf_counter() - started
-    out = {"telemetry_s": gathered_s, "train_s": train_s, "train_queries": len(train["queries"]),
-           "executions": len(tables["executions"]), "timed_out": int(tables["executions"]["timed_out"].sum()), "workloads": {}}
+            kept = write_snapshot("query", prim.schema, tables, Path(args.keep) / engine, f"benchmarks/query.py ({engine})",
+                                  {**extra, "round": number})
+            print(f"[bench] telemetry kept in {kept}", file=sys.stderr, flush=True)
+        train, held_out = prim.split(tables, args.holdout)
+        experience.append((f"round{number}", train))
+        started = time.perf_counter()
+        policy_dir = workdir / f"runtime-{engine}-{number}"
+        runtime = prim.train_runtime(prim.merge_experience(experience), cfg["train"], policy_dir, seed)
+        train_s = time.perf_counter() - started
+        scored = evaluate_round(prim, runtime, held_out, train, extra, cfg)
+        out["rounds"].append({"round": number, "telemetry_s": gathered_s, "train_s": train_s,
+                              "executions": len(tables["executions"]), "timed_out": int(tables["executions"]["timed_out"].sum()),
+                              "train_queries": int(sum(len(t["queries"]) for _, t in experience)), "workloads": scored})
+        totals = ", ".join(f"{w} {s['learned']['total_latency_ratio']:.3f} (oracle {s['peers']['oracle']['total_latency_ratio']:.3f})"
+                           for w, s in scored.items())
+        print(f"[bench] {engine} round {number}: learned total {totals}", file=sys.stderr, flush=True)
+    out["workloads"] = out["rounds"][-1]["workloads"]
+    return out
+
+
+def evaluate_round(prim, runtime, held_out: dict, train: dict, extra: dict, cfg: dict) -> dict:
+    from aiprim.primitives.query import workload_of
+
+    scored = {}
     for workload in sorted({workload_of(t) for t in held_out["queries"]["template"]}):
         part = {**held_out, "queries": held_out["queries"][held_out["queries"]["template"].map(workload_of) == workload]}
         started = time.perf_counter()
-        report = prim.evaluate(runtime, part, {**cfg["evaluate"], "manifest": extra})
-        out["workloads"][workload] = {
+        report = prim.evaluate(runtime, part, {**cfg["evaluate"], "manifest": extra, "training_tables": train})
+        scored[workload] = {
             "held_out_queries": len(part["queries"]),
             "native_median_ms": float(sorted(q["native_ms"] for q in report["queries"])[len(report["queries"]) // 2]),
             "learned": {k: report["metrics"][k] for k in report["metrics"]},
@@ -73,9 +92,7 @@ def run_engine(engine: str, dsn: str | None, args, cfg: dict, workdir: Path) -> 
             "oracle_arms": _count(q["best_arm"] for q in report["queries"]),
             "evaluate_s": time.perf_counter() - started,
         }
-        print(f"[bench] {engine}/{workload}: learned total {report['metrics']['total_latency_ratio']:.3f} "
-              f"oracle {report['baselines']['oracle']['total_latency_ratio']:.3f}", file=sys.stderr, flush=True)
-    return out
+    return scored
 
 
 def _count(values) -> dict:
@@ -87,7 +104,7 @@ def _count(values) -> dict:
 
 def markdown(results: dict) -> str:
     lines = ["| engine | workload | held-out queries | native median ms | learned total | best single arm | oracle | "
-             "worst query | p99 | oracle gap closed | q-error median / p95 | planning overhead (ratio, ms) |",
+             "worst query | p99 | oracle gap closed | ratio q-error median | planning overhead (ratio, ms) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for engine, res in results["engines"].items():
         for workload, w in res["workloads"].items():
@@ -97,13 +114,23 @@ def markdown(results: dict) -> str:
                 f"| {engine} | {workload} | {w['held_out_queries']} | {w['native_median_ms']:.1f} | {m['total_latency_ratio']:.3f} | "
                 f"{p['best_single_arm']['total_latency_ratio']:.3f} | {p['oracle']['total_latency_ratio']:.3f} | "
                 f"{m['worst_query_ratio']:.2f} | {m['p99_latency_ratio']:.2f} | {gap} | "
-                f"{m.get('q_error_median', float('nan')):.2f} / {m.get('q_error_p95', float('nan')):.2f} | "
+                f"{m.get('ratio_error_median', float('nan')):.2f} | "
                 f"{m['planning_overhead_ratio']:.2f}, {m['planning_overhead_ms']:.1f} |")
             for split in ("unseen_params", "unseen_templates"):
                 if f"total_latency_ratio_{split}" in m:
                     lines.append(f"| | ↳ {split.replace('_', ' ')} | | | {m[f'total_latency_ratio_{split}']:.3f} | | | "
                                  f"{m[f'worst_query_ratio_{split}']:.2f} | {m[f'p99_latency_ratio_{split}']:.2f} | "
                                  f"{m.get(f'oracle_gap_closed_{split}', float('nan')):.2f} | | |")
+    lines += ["", "Learning curve (held-out total latency ratio of each round; its own new queries):", "",
+              "| engine | round | train queries (window) | telemetry s | train s | " + " | ".join(
+                  f"{w} learned / best single / oracle" for w in next(iter(results["engines"].values()))["workloads"]) + " |",
+              "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in next(iter(results["engines"].values()))["workloads"]) + " |"]
+    for engine, res in results["engines"].items():
+        for r in res["rounds"]:
+            cells = [f"{s['learned']['total_latency_ratio']:.3f} / {s['peers']['best_single_arm']['total_latency_ratio']:.3f} / "
+                     f"{s['peers']['oracle']['total_latency_ratio']:.3f}" for s in r["workloads"].values()]
+            lines.append(f"| {engine} | {r['round']} | {r['train_queries']} | {r['telemetry_s']:.0f} | {r['train_s']:.0f} | "
+                         + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -114,6 +141,7 @@ def main() -> None:
     parser.add_argument("--tpch-scale", type=float, default=0.1)
     parser.add_argument("--queries-per-template", type=int, default=12)
     parser.add_argument("--holdout", type=float, default=0.3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of telemetry and training (the curve)")
     parser.add_argument("--quick", action="store_true", help="small data, few queries: a smoke test")
     parser.add_argument("--keep", help="also write each engine's telemetry as a snapshot under this folder")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "query.json"))

@@ -198,7 +198,8 @@ class QueryModule(L.LightningModule):
 
     def __init__(self, n_templates: int = 1, n_arms: int = 2, members: int = 5, embed: int = 8, hidden: int = 64,
                  depth: int = 2, lr: float = 3e-3, weight_decay: float = 1e-4, uncertainty_z: float = 1.0,
-                 min_gain: float = 0.1, calibrate: bool = True, max_regression: float = 1.2, max_regression_ms: float = 3.0):
+                 min_gain: float = 0.1, calibrate: bool = True, max_regression: float = 1.2, max_regression_ms: float = 3.0,
+                 max_regression_share: float = 0.05):
         super().__init__()
         self.save_hyperparameters()
         self.net = TemplateArmEnsemble(n_templates, n_arms, members, embed, hidden, depth)
@@ -246,14 +247,16 @@ def member_predictions(module: QueryModule, datamodule: QueryDataModule, index: 
         return module.net(batch["template"].to(module.device), batch["features"].to(module.device)).cpu().numpy()
 
 
-def realised_ms(ms: np.ndarray, censored: np.ndarray, arm: int) -> tuple[float, float] | None:
-    """(latency of the chosen arm, native latency) of one query from its recorded runs, or None if unknown.
+def realised_ms(ms: np.ndarray, censored: np.ndarray, arm: int) -> tuple[float, float]:
+    """(latency of the chosen arm, native latency) of one query from its recorded runs.
 
     A native run cut at its limit counts at its limit (the gain is at least what is shown); a chosen
-    arm cut at its limit, or one never run, cannot be scored.
+    arm cut at its limit counts at its limit (at least ``timeout_factor`` times native: a regression
+    either way); an arm the telemetry never ran (on-policy rounds run a few) counts as native: no
+    evidence for or against the rule.
     """
-    if np.isnan(ms[arm]) or censored[arm] and arm != 0:
-        return None
+    if np.isnan(ms[arm]):
+        return float(ms[0]), float(ms[0])
     return float(ms[arm]), float(ms[0])
 
 
@@ -261,11 +264,14 @@ def calibrate_decision(module: QueryModule, datamodule: QueryDataModule,
                        z_grid=(0.0, 0.5, 1.0, 1.5, 2.0, 3.0), gain_grid=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5)) -> dict:
     """Pick the decision rule (z, min_gain) on held-out queries of the training templates.
 
-    A rule is admissible when it keeps every validation query within ``max_regression`` of its native
-    latency or ``max_regression_ms`` above it, whichever is larger; among admissible rules those within
-    half a percent of the lowest total latency tie, and the tie goes to the most conservative one. The
-    rule that never leaves the native plan is always admissible. With fewer than five validation
-    queries the configured rule stays.
+    A rule is admissible when it keeps the validation queries within ``max_regression`` of their native
+    latency or ``max_regression_ms`` above it, whichever is larger, all but a ``max_regression_share``
+    of them: telemetry latencies are single runs, and one noisy run among eighty otherwise vetoes every
+    rule (measured: a window of three DuckDB rounds, 84 validation queries, every rule at 0.66-0.70x
+    native total was vetoed by one query at 1.42x, and the model fell back to never switching).
+    Among admissible rules those within half a percent of the lowest total latency tie, and the tie
+    goes to the most conservative one. The rule that never leaves the native plan is always
+    admissible. With fewer than five validation queries the configured rule stays.
     """
     from ._runtime import decide
 
@@ -278,19 +284,19 @@ def calibrate_decision(module: QueryModule, datamodule: QueryDataModule,
     known = [i for i in range(len(index)) if not np.isnan(ms[i, 0])]
     native_total = float(sum(ms[i, 0] for i in known))
     factor, slack = module.hparams.max_regression, module.hparams.max_regression_ms
+    allowed = int(np.floor(module.hparams.max_regression_share * len(known)))
     scored = [(1.0, 1.0, np.inf, np.inf)]  # never switch
     for z in z_grid:
         for gain in gain_grid:
-            total, worst, admissible = 0.0, 1.0, True
+            total, worst, beyond = 0.0, 1.0, 0
             for i in known:
                 ran = [j for j in range(len(arm_ids)) if not np.isnan(ms[i, j])]
                 arm = decide(predictions[:, i, ran], [arm_ids[j] for j in ran], z, gain)
-                outcome = realised_ms(ms[i], censored[i], arm_ids.index(arm))
-                chosen, native = outcome if outcome is not None else (np.inf, ms[i, 0])
+                chosen, native = realised_ms(ms[i], censored[i], arm_ids.index(arm))
                 total += chosen
                 worst = max(worst, chosen / native)
-                admissible &= chosen <= max(factor * native, native + slack)
-            if admissible:
+                beyond += chosen > max(factor * native, native + slack)
+            if beyond <= allowed:
                 scored.append((total / native_total, worst, z, gain))
     best = min(s[0] for s in scored)
     total, worst, z, gain = max((s for s in scored if s[0] <= best + 0.005), key=lambda s: (s[3], s[2]))
