@@ -103,7 +103,7 @@ class QueryOptimizer(Primitive):
                            **{k: v for k, v in pick(params, QueryModule).items() if k not in taken})
 
     def export_runtime(self, module, datamodule, directory):
-        from ._model import calibrate_decision, export_weights
+        from ._model import calibrate_decision, export_weights, settled_templates
 
         meta = {
             "uncertainty_z": module.hparams.uncertainty_z,
@@ -117,6 +117,7 @@ class QueryOptimizer(Primitive):
         }
         if module.hparams.calibrate:  # the decision rule is fitted on held-out queries of the training templates
             meta.update(calibrate_decision(module, datamodule))
+        meta["settled"] = settled_templates(module, datamodule, meta["uncertainty_z"], meta["min_gain"])
         QueryRuntime(export_weights(module), meta).save(Path(directory))
 
     def score(self, candidates, tables, config):

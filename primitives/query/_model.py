@@ -302,3 +302,24 @@ def calibrate_decision(module: QueryModule, datamodule: QueryDataModule,
     total, worst, z, gain = max((s for s in scored if s[0] <= best + 0.005), key=lambda s: (s[3], s[2]))
     return {"uncertainty_z": float(z) if np.isfinite(z) else 1e9, "min_gain": float(gain) if np.isfinite(gain) else 1e9,
             "val_total_latency_ratio": float(total), "val_worst_query_ratio": float(worst), "val_queries": len(known)}
+
+
+def settled_templates(module: QueryModule, datamodule: QueryDataModule, z: float, min_gain: float,
+                      min_queries: int = 4) -> dict[str, int]:
+    """Templates whose decision no parameter of its history changed: template -> its one arm.
+
+    The runtime answers these without probing (their probes cost more than the choice is worth:
+    a few statements per query, against queries of milliseconds); the probes run where the
+    parameters decided something.
+    """
+    from ._runtime import decide
+
+    known = np.flatnonzero(datamodule.template_index >= 0)
+    if not len(known):
+        return {}
+    predictions = member_predictions(module, datamodule, known)
+    arms: dict[str, set] = {}
+    for k, i in enumerate(known):
+        arms.setdefault(datamodule.fingerprints[i], set()).add(decide(predictions[:, k, :], datamodule.arm_ids, z, min_gain))
+    counts = pd.Series([datamodule.fingerprints[i] for i in known]).value_counts()
+    return {t: int(next(iter(a))) for t, a in arms.items() if len(a) == 1 and counts[t] >= min_queries}

@@ -115,14 +115,21 @@ class QueryRuntime(Runtime):
             self.probers[engine_name] = Prober(engine_name)
         return self.probers[engine_name]
 
-    def consider(self, sql: str, connection, engine=None) -> Choice:
-        """The choice for ``sql`` on ``connection`` with what it rests on and what it cost."""
+    def consider(self, sql: str, connection, engine=None, explore: bool = False) -> Choice:
+        """The choice for ``sql`` on ``connection`` with what it rests on and what it cost.
+
+        A template whose history never changed its decision is answered without probes;
+        ``explore`` (the on-policy source) probes it anyway, for the ensemble's predictions.
+        """
         started = time.perf_counter()
         engine = engine or engine_of(connection)
         prober = self.prober(engine.name)
         template, _, _ = prober.template(sql)
         if not self.known(template):
             return Choice(0, "unseen template", template, None, (time.perf_counter() - started) * 1000.0)
+        settled = self.meta.get("settled", {}).get(template)
+        if settled is not None and not explore:
+            return Choice(int(settled), "settled template", template, None, (time.perf_counter() - started) * 1000.0)
         _, counts = prober.measure(sql, connection)
         log_ratios = self.log_ratios_of(template, counts)
         arm = self.decide(log_ratios, self.arm_ids)

@@ -100,7 +100,7 @@ def arms_to_run(policy, arm_ids: list[int], sql: str, engine, connection, explor
     Every arm for a template the champion has not learned (and without a champion)."""
     if policy is None:
         return list(arm_ids)
-    choice = policy.consider(sql, connection, engine)
+    choice = policy.consider(sql, connection, engine, explore=True)
     if choice.log_ratios is None:
         return list(arm_ids)
     known = [a for a in policy.arm_ids if a in arm_ids]
