@@ -110,8 +110,13 @@ def window(prim, snapshot_dir: Path, cfg: dict) -> Window:
 
 def training_tables(prim, snapshot_dir: Path, cfg: dict) -> tuple[dict, dict, Window]:
     """(training tables merged over the window, the newest snapshot's held-out tables, the window)."""
+    from aiprim.primitives._base import Primitive
+
     fraction = float(cfg["promotion"]["holdout_fraction"])
     win = window(prim, snapshot_dir, cfg)
+    if prim.holdout.key is None and type(prim).merge_experience is Primitive.merge_experience:
+        # One time-ordered trace per snapshot, which the default merge does not join: the newest alone.
+        win = Window(win.snapshots[-1:], _rows(Path(win.snapshots[-1])))
     parts, held_out = [], None
     for path in win.snapshots:
         train, held = prim.split(read_tables(path, prim.schema), fraction)

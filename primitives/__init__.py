@@ -2,7 +2,7 @@
 
 >>> from aiprim import primitives
 >>> primitives.names()
-['balancer', 'compiler', 'query']
+['balancer', 'compiler', 'query', 'sharder']
 >>> balancer = primitives.get("balancer")
 
 A primitive of your own subclasses ``Primitive``, registers with

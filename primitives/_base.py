@@ -293,7 +293,7 @@ def _load_builtin_and_entry_points(rescan: bool = False) -> None:
     if _entry_points_loaded and not rescan:
         return
     _entry_points_loaded = True
-    from . import balancer, compiler, query  # noqa: F401  (register themselves)
+    from . import balancer, compiler, query, sharder  # noqa: F401  (register themselves)
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name not in _REGISTRY:

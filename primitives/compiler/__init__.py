@@ -37,6 +37,8 @@ class CompilerParams(TrainParams):
     weight_decay: float = 1e-3
     rank_weight: float = 1.0      # weight of the pairwise ranking loss beside the regression loss
     rank_margin: float = 0.05     # pairs closer than this relative gap are not ranked (measurement noise)
+    list_weight: float = 0.0      # weight of the listwise loss (ListNet, toward each task's fastest schedules)
+    members: int = 1              # MLPs trained side by side from different initialisations; the runtime averages them
     tasks_per_batch: int = 2      # whole tasks per batch: the ranking loss pairs schedules within a task
     val_fraction: float = 0.15
 

@@ -21,17 +21,26 @@ from ._features import N_FEATURES, featurize_rows, log_flops_rows
 
 
 class CostModelNet(nn.Module):
-    def __init__(self, n_features: int = N_FEATURES, hidden: int = 256, depth: int = 3, dropout: float = 0.0):
+    """``members`` independent MLPs; ``forward`` gives each member's prediction (members x rows).
+
+    Averaging members trained from different initialisations cuts the variance that decides a
+    ranking on a handful of held-out shapes; the spread is there for whoever wants it.
+    """
+
+    def __init__(self, n_features: int = N_FEATURES, hidden: int = 256, depth: int = 3, dropout: float = 0.0,
+                 members: int = 1):
         super().__init__()
-        layers, width = [], n_features
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.SiLU()] + ([nn.Dropout(dropout)] if dropout else [])
-            width = hidden
-        layers.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*layers)
+        self.members = nn.ModuleList()
+        for _ in range(members):
+            layers, width = [], n_features
+            for _ in range(depth):
+                layers += [nn.Linear(width, hidden), nn.SiLU()] + ([nn.Dropout(dropout)] if dropout else [])
+                width = hidden
+            layers.append(nn.Linear(width, 1))
+            self.members.append(nn.Sequential(*layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+        return torch.stack([member(x).squeeze(-1) for member in self.members])
 
 
 def training_rows(tasks, measurements):
@@ -122,6 +131,22 @@ def ranking_loss(pred: torch.Tensor, y: torch.Tensor, censored: torch.Tensor, co
     return nn.functional.softplus(gap[pairs]).mean()
 
 
+def listwise_loss(pred: torch.Tensor, y: torch.Tensor, censored: torch.Tensor, codes: torch.Tensor,
+                  temperature: float = 0.5) -> torch.Tensor:
+    """ListNet per task, weighted toward the top: cross-entropy between softmax(-y / temperature), which puts
+    most of its mass on the task's fastest schedules, and softmax(-pred). What a tuner needs is the top of
+    each task's order; a pairwise loss spends as much on the order of two slow schedules."""
+    losses = []
+    target = torch.where(censored, y.max() + 1.0, y)  # a timed-out schedule belongs at the bottom
+    for code in torch.unique(codes):
+        rows = codes == code
+        if rows.sum() < 2:
+            continue
+        wanted = torch.softmax(-target[rows] / temperature, dim=0)
+        losses.append(-(wanted * torch.log_softmax(-pred[rows], dim=0)).sum())
+    return torch.stack(losses).mean() if losses else pred.sum() * 0.0
+
+
 def regression_loss(pred: torch.Tensor, y: torch.Tensor, censored: torch.Tensor) -> torch.Tensor:
     error = torch.where(censored, torch.clamp(y - pred, min=0.0), pred - y)
     return (error ** 2).mean()
@@ -130,18 +155,26 @@ def regression_loss(pred: torch.Tensor, y: torch.Tensor, censored: torch.Tensor)
 class CostModule(L.LightningModule):
     def __init__(self, feature_mean, feature_std, target_mean: float, target_std: float, hidden: int = 128, depth: int = 3,
                  dropout: float = 0.1, lr: float = 5e-3, weight_decay: float = 1e-3, rank_weight: float = 1.0,
-                 rank_margin: float = 0.05, max_epochs: int = 80):
+                 rank_margin: float = 0.05, list_weight: float = 0.0, members: int = 1, max_epochs: int = 80):
         super().__init__()
         self.save_hyperparameters()
-        self.net = CostModelNet(N_FEATURES, hidden, depth, dropout)
+        self.net = CostModelNet(N_FEATURES, hidden, depth, dropout, members)
 
     def _losses(self, batch):
         x, y, censored, codes = batch
-        pred = self.net(x)
         margin = self.hparams.rank_margin / self.hparams.target_std
-        regression = regression_loss(pred, y, censored)
-        rank = ranking_loss(pred, y, censored, codes, margin)
-        return regression, rank, regression + self.hparams.rank_weight * rank
+        regression = rank = listwise = 0.0
+        for pred in self.net(x):  # every member learns the whole objective
+            regression = regression + regression_loss(pred, y, censored)
+            rank = rank + ranking_loss(pred, y, censored, codes, margin)
+            if self.hparams.list_weight > 0:
+                listwise = listwise + listwise_loss(pred, y, censored, codes)
+        members = len(self.net.members)
+        regression, rank = regression / members, rank / members
+        loss = regression + self.hparams.rank_weight * rank
+        if self.hparams.list_weight > 0:
+            loss = loss + self.hparams.list_weight * listwise / members
+        return regression, rank, loss
 
     def training_step(self, batch, _):
         regression, rank, loss = self._losses(batch)
@@ -160,10 +193,10 @@ class CostModule(L.LightningModule):
 
 
 def export_weights(module: CostModule) -> dict:
-    """The MLP's linear layers as plain float32 arrays, in order."""
-    layers = [m for m in module.net.net if isinstance(m, nn.Linear)]
+    """Every member's linear layers as plain float32 arrays: ``m<j>_w<i>``, ``m<j>_b<i>``."""
     weights = {}
-    for i, layer in enumerate(layers):
-        weights[f"w{i}"] = layer.weight.detach().cpu().numpy().astype(np.float32)
-        weights[f"b{i}"] = layer.bias.detach().cpu().numpy().astype(np.float32)
+    for j, member in enumerate(module.net.members):
+        for i, layer in enumerate(m for m in member if isinstance(m, nn.Linear)):
+            weights[f"m{j}_w{i}"] = layer.weight.detach().cpu().numpy().astype(np.float32)
+            weights[f"m{j}_b{i}"] = layer.bias.detach().cpu().numpy().astype(np.float32)
     return weights

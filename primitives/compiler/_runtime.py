@@ -59,7 +59,11 @@ class CompilerRuntime(Runtime):
     def __init__(self, weights: dict, meta: dict):
         self.weights = weights
         self.meta = meta
-        self.layers = [(weights[f"w{i}"], weights[f"b{i}"]) for i in range(len(weights) // 2)]
+        if "w0" in weights:  # a single-MLP runtime, as written before ensembles
+            weights = {f"m0_{k}": v for k, v in weights.items()}
+        members = sorted({int(k[1:].split("_")[0]) for k in weights})
+        self.members = [[(weights[f"m{j}_w{i}"], weights[f"m{j}_b{i}"]) for i in range(sum(1 for k in weights if k.startswith(f"m{j}_w")))]
+                        for j in members]
         self.feature_mean = np.asarray(meta["feature_mean"], dtype=np.float32)
         self.feature_std = np.asarray(meta["feature_std"], dtype=np.float32)
 
@@ -71,9 +75,10 @@ class CompilerRuntime(Runtime):
         return cls(*load_weights(directory, WEIGHTS, META))
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
-        """Predicted log(seconds per flop) of featurised schedules."""
-        h = mlp_forward((features - self.feature_mean) / self.feature_std, *zip(*self.layers))
-        return h[:, 0].astype(np.float64) * self.meta["target_std"] + self.meta["target_mean"]
+        """Predicted log(seconds per flop) of featurised schedules: the members' mean."""
+        x = (features - self.feature_mean) / self.feature_std
+        h = np.mean([mlp_forward(x, *zip(*layers))[:, 0] for layers in self.members], axis=0)
+        return h.astype(np.float64) * self.meta["target_std"] + self.meta["target_mean"]
 
     def predict(self, task, schedules) -> np.ndarray:
         """Predicted runtime in seconds of each schedule."""

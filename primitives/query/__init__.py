@@ -106,6 +106,9 @@ class QueryOptimizer(Primitive):
         from ._model import calibrate_decision, export_weights, settled_templates
 
         meta = {
+            "native_mean": datamodule.native_mean,
+            "native_std": datamodule.native_std,
+            "min_native_ms": 0.0,
             "uncertainty_z": module.hparams.uncertainty_z,
             "min_gain": module.hparams.min_gain,
             "arms": datamodule.arms_by_engine,
@@ -117,7 +120,7 @@ class QueryOptimizer(Primitive):
         }
         if module.hparams.calibrate:  # the decision rule is fitted on held-out queries of the training templates
             meta.update(calibrate_decision(module, datamodule))
-        meta["settled"] = settled_templates(module, datamodule, meta["uncertainty_z"], meta["min_gain"])
+        meta["settled"] = settled_templates(module, datamodule, meta["uncertainty_z"], meta["min_gain"], meta["min_native_ms"])
         QueryRuntime(export_weights(module), meta).save(Path(directory))
 
     def score(self, candidates, tables, config):

@@ -38,7 +38,7 @@ class TemplateArmEnsemble(nn.Module):
         super().__init__()
         self.members = members
         self.embedding = nn.Parameter(torch.randn(members, max(1, n_templates), embed) * 0.1)
-        dims = [embed + n_features] + [hidden] * depth + [n_arms - 1]
+        dims = [embed + n_features] + [hidden] * depth + [n_arms]  # column 0: native log ms; then each arm's log ratio
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for d_in, d_out in zip(dims[:-1], dims[1:]):
@@ -48,13 +48,21 @@ class TemplateArmEnsemble(nn.Module):
             self.weights[-1].mul_(0.1)
 
     def forward(self, template: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """(batch,) template indices and (batch, features) probes -> members x batch x arms log ratios (arm 0 is 0)."""
+        """(batch,) template indices and (batch, features) probes -> members x batch x arms: column 0 the
+        standardised log native latency, column a > 0 the log ratio of arm a's latency to native."""
         h = torch.cat([self.embedding[:, template], features.unsqueeze(0).expand(self.members, -1, -1)], dim=-1)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = torch.einsum("mbi,mio->mbo", h, w) + b[:, None, :]
             if i < len(self.weights) - 1:
                 h = nn.functional.silu(h)
-        return torch.cat([torch.zeros_like(h[..., :1]), h], dim=-1)
+        return h
+
+
+def split_outputs(out, native_mean: float, native_std: float):
+    """(log ratios with arm 0 at 0, native log ms) from the network's raw output (numpy or torch)."""
+    ratios = out.copy() if isinstance(out, np.ndarray) else out.clone()
+    ratios[..., 0] = 0.0
+    return ratios, out[..., 0] * native_std + native_mean
 
 
 # --- telemetry -> examples -------------------------------------------------------
@@ -108,7 +116,8 @@ def arm_outcomes(queries: pd.DataFrame, executions: pd.DataFrame, arm_ids: list[
 
 
 def ratio_targets(ms: np.ndarray, censored: np.ndarray):
-    """log(arm / native) targets and their kinds (EXACT, LOWER, UPPER); NaN where nothing is known."""
+    """log(arm / native) targets and their kinds (EXACT, LOWER, UPPER); NaN where nothing is known.
+    Column 0 is the log native latency (a lower bound where the native run was cut)."""
     native_ms, native_cut = ms[:, :1], censored[:, :1]
     with np.errstate(divide="ignore", invalid="ignore"):
         target = np.log(np.maximum(ms, 1e-3) / np.maximum(native_ms, 1e-3))
@@ -116,7 +125,9 @@ def ratio_targets(ms: np.ndarray, censored: np.ndarray):
     kind = np.where(native_cut & ~censored, UPPER, kind)
     unknown = np.isnan(ms) | np.isnan(native_ms) | (native_cut & censored)
     target[unknown] = np.nan
-    target[:, 0] = 0.0
+    target[:, 0] = np.log(np.maximum(native_ms[:, 0], 1e-3))
+    kind[:, 0] = np.where(native_cut[:, 0], LOWER, EXACT)
+    target[np.isnan(native_ms[:, 0]), 0] = np.nan
     return target.astype(np.float32), kind.astype(np.int64)
 
 
@@ -143,6 +154,10 @@ class QueryDataModule(L.LightningDataModule):
         self.fingerprints, counts = query_probes(queries)
         self.ms, self.censored = arm_outcomes(queries, executions, arm_ids)
         self.targets, self.kinds = ratio_targets(self.ms, self.censored)
+        native_log = self.targets[:, 0][~np.isnan(self.targets[:, 0])]
+        self.native_mean = float(native_log.mean()) if len(native_log) else 0.0
+        self.native_std = float(native_log.std()) if len(native_log) > 1 and native_log.std() > 1e-6 else 1.0
+        self.targets[:, 0] = (self.targets[:, 0] - self.native_mean) / self.native_std
         # A template is known once it is trained on; its index is its embedding row.
         in_val = hashed_validation(queries["query_id"], val_fraction)
         self.usual = usual_probes(self.fingerprints, counts, ~in_val)
@@ -220,7 +235,7 @@ class QueryModule(L.LightningModule):
         weight = batch["time_weight"][None].expand(self.hparams.members, -1)
         loss, pred = self._loss(batch, weight)
         exact = (batch["kind"] == EXACT) & ~torch.isnan(batch["target"])
-        exact[:, 0] = False
+        exact[:, 0] = False  # column 0 is the native latency, standardised
         if exact.any():
             log_error = (pred.mean(0) - torch.nan_to_num(batch["target"]))[exact].abs()
             self.log("val/ratio_error_median", torch.exp(log_error.median()), batch_size=int(exact.sum()))
@@ -239,12 +254,13 @@ def export_weights(module: QueryModule) -> dict[str, np.ndarray]:
     return out
 
 
-def member_predictions(module: QueryModule, datamodule: QueryDataModule, index: np.ndarray) -> np.ndarray:
-    """Per-member predicted log ratios of the queries at ``index``: members x queries x arms."""
+def member_predictions(module: QueryModule, datamodule: QueryDataModule, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-member (log ratios: members x queries x arms, native log ms: members x queries) at ``index``."""
     module.eval()
     batch = datamodule.collate(index)
     with torch.no_grad():
-        return module.net(batch["template"].to(module.device), batch["features"].to(module.device)).cpu().numpy()
+        out = module.net(batch["template"].to(module.device), batch["features"].to(module.device)).cpu().numpy()
+    return split_outputs(out, datamodule.native_mean, datamodule.native_std)
 
 
 def realised_ms(ms: np.ndarray, censored: np.ndarray, arm: int) -> tuple[float, float]:
@@ -261,8 +277,13 @@ def realised_ms(ms: np.ndarray, censored: np.ndarray, arm: int) -> tuple[float, 
 
 
 def calibrate_decision(module: QueryModule, datamodule: QueryDataModule,
-                       z_grid=(0.0, 0.5, 1.0, 1.5, 2.0, 3.0), gain_grid=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5)) -> dict:
-    """Pick the decision rule (z, min_gain) on held-out queries of the training templates.
+                       z_grid=(0.0, 0.5, 1.0, 1.5, 2.0, 3.0), gain_grid=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5),
+                       native_grid=(0.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)) -> dict:
+    """Pick the decision rule (z, min_gain, min_native_ms) on held-out queries of the training templates.
+
+    ``min_native_ms``: the native plan is left only for a query predicted to take at least this long
+    natively, so a template whose slow parameterisations gain and whose fast ones regress is switched
+    only where it is slow.
 
     A rule is admissible when it keeps the validation queries within ``max_regression`` of their native
     latency or ``max_regression_ms`` above it, whichever is larger, all but a ``max_regression_share``
@@ -278,34 +299,42 @@ def calibrate_decision(module: QueryModule, datamodule: QueryDataModule,
     index = datamodule.val_index
     if len(index) < 5:
         return {}
-    predictions = member_predictions(module, datamodule, index)
+    predictions, native_log = member_predictions(module, datamodule, index)
+    expected_native = np.exp(native_log.mean(axis=0))
     ms, censored = datamodule.ms[index], datamodule.censored[index]
     arm_ids = datamodule.arm_ids
     known = [i for i in range(len(index)) if not np.isnan(ms[i, 0])]
     native_total = float(sum(ms[i, 0] for i in known))
     factor, slack = module.hparams.max_regression, module.hparams.max_regression_ms
     allowed = int(np.floor(module.hparams.max_regression_share * len(known)))
-    scored = [(1.0, 1.0, np.inf, np.inf)]  # never switch
+    scored = [(1.0, 1.0, np.inf, np.inf, np.inf)]  # never switch
     for z in z_grid:
         for gain in gain_grid:
-            total, worst, beyond = 0.0, 1.0, 0
+            # The rule's choice per query before the native-latency gate; the gate only turns choices back to native.
+            choices = []
             for i in known:
                 ran = [j for j in range(len(arm_ids)) if not np.isnan(ms[i, j])]
                 arm = decide(predictions[:, i, ran], [arm_ids[j] for j in ran], z, gain)
-                chosen, native = realised_ms(ms[i], censored[i], arm_ids.index(arm))
-                total += chosen
-                worst = max(worst, chosen / native)
-                beyond += chosen > max(factor * native, native + slack)
-            if beyond <= allowed:
-                scored.append((total / native_total, worst, z, gain))
+                choices.append(realised_ms(ms[i], censored[i], arm_ids.index(arm)))
+            for floor in native_grid:
+                total, worst, beyond = 0.0, 1.0, 0
+                for i, (chosen, native) in zip(known, choices):
+                    if expected_native[i] < floor:
+                        chosen = native
+                    total += chosen
+                    worst = max(worst, chosen / native)
+                    beyond += chosen > max(factor * native, native + slack)
+                if beyond <= allowed:
+                    scored.append((total / native_total, worst, z, gain, floor))
     best = min(s[0] for s in scored)
-    total, worst, z, gain = max((s for s in scored if s[0] <= best + 0.005), key=lambda s: (s[3], s[2]))
-    return {"uncertainty_z": float(z) if np.isfinite(z) else 1e9, "min_gain": float(gain) if np.isfinite(gain) else 1e9,
+    total, worst, z, gain, floor = max((s for s in scored if s[0] <= best + 0.005), key=lambda s: (s[3], s[4], s[2]))
+    finite = lambda v: float(v) if np.isfinite(v) else 1e9  # noqa: E731
+    return {"uncertainty_z": finite(z), "min_gain": finite(gain), "min_native_ms": finite(floor),
             "val_total_latency_ratio": float(total), "val_worst_query_ratio": float(worst), "val_queries": len(known)}
 
 
 def settled_templates(module: QueryModule, datamodule: QueryDataModule, z: float, min_gain: float,
-                      min_queries: int = 4) -> dict[str, int]:
+                      min_native_ms: float = 0.0, min_queries: int = 4) -> dict[str, int]:
     """Templates whose decision no parameter of its history changed: template -> its one arm.
 
     The runtime answers these without probing (their probes cost more than the choice is worth:
@@ -317,9 +346,11 @@ def settled_templates(module: QueryModule, datamodule: QueryDataModule, z: float
     known = np.flatnonzero(datamodule.template_index >= 0)
     if not len(known):
         return {}
-    predictions = member_predictions(module, datamodule, known)
+    predictions, native_log = member_predictions(module, datamodule, known)
+    expected_native = np.exp(native_log.mean(axis=0))
     arms: dict[str, set] = {}
     for k, i in enumerate(known):
-        arms.setdefault(datamodule.fingerprints[i], set()).add(decide(predictions[:, k, :], datamodule.arm_ids, z, min_gain))
+        arm = decide(predictions[:, k, :], datamodule.arm_ids, z, min_gain) if expected_native[k] >= min_native_ms else 0
+        arms.setdefault(datamodule.fingerprints[i], set()).add(arm)
     counts = pd.Series([datamodule.fingerprints[i] for i in known]).value_counts()
     return {t: int(next(iter(a))) for t, a in arms.items() if len(a) == 1 and counts[t] >= min_queries}

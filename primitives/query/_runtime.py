@@ -77,23 +77,42 @@ class QueryRuntime(Runtime):
     def known(self, template: str) -> bool:
         return template in self.templates and self.history.get(template, 0) >= int(self.meta.get("min_history", 2))
 
-    def predict_log_ratios(self, template_index: np.ndarray, features: np.ndarray) -> np.ndarray:
-        """members x queries x arms: predicted log(latency under arm / native latency)."""
+    def predict_raw(self, template_index: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """members x queries x arms: the network's output (column 0 the standardised native log ms, then log ratios)."""
         h = np.concatenate([self.weights["embedding"][:, template_index],
                             np.broadcast_to(features, (self.weights["embedding"].shape[0],) + features.shape)], axis=-1)
         for i in range(self.n_layers):
             h = np.einsum("mbi,mio->mbo", h, self.weights[f"layer{i}_w"]) + self.weights[f"layer{i}_b"][:, None, :]
             if i < self.n_layers - 1:
                 h = h / (1.0 + np.exp(-h))
-        return np.concatenate([np.zeros_like(h[..., :1]), h], axis=-1)
+        return h
+
+    def predict(self, template_index: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(members x queries x arms log ratios to native, arm 0 at 0; members x queries native log ms)."""
+        out = self.predict_raw(template_index, features)
+        ratios = out.copy()
+        ratios[..., 0] = 0.0
+        return ratios, out[..., 0] * float(self.meta.get("native_std", 1.0)) + float(self.meta.get("native_mean", 0.0))
+
+    def predict_log_ratios(self, template_index: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """members x queries x arms: predicted log(latency under arm / native latency)."""
+        return self.predict(template_index, features)[0]
 
     def log_ratios_of(self, template: str, counts: list[tuple[int, int]]) -> np.ndarray:
         """members x arms for one query of a known template with these probe counts."""
-        features = probe_features(counts, self.meta.get("usual", {}).get(template))
-        return self.predict_log_ratios(np.array([self.templates[template]]), features[None])[:, 0]
+        return self.predictions_of(template, counts)[0]
 
-    def decide(self, log_ratios: np.ndarray, arms: list[int]) -> int:
-        """The arm to run, from members x arms predictions (column of arm 0 must be present)."""
+    def predictions_of(self, template: str, counts: list[tuple[int, int]]) -> tuple[np.ndarray, float]:
+        """(members x arms log ratios, expected native ms) for one query of a known template."""
+        features = probe_features(counts, self.meta.get("usual", {}).get(template))
+        ratios, native_log = self.predict(np.array([self.templates[template]]), features[None])
+        return ratios[:, 0], float(np.exp(native_log[:, 0].mean()))
+
+    def decide(self, log_ratios: np.ndarray, arms: list[int], native_ms: float | None = None) -> int:
+        """The arm to run, from members x arms predictions (column of arm 0 must be present); a query expected
+        to run natively in less than the calibrated ``min_native_ms`` stays native."""
+        if native_ms is not None and native_ms < float(self.meta.get("min_native_ms", 0.0)):
+            return 0
         return decide(log_ratios, arms, float(self.meta.get("uncertainty_z", 1.0)), float(self.meta.get("min_gain", 0.1)))
 
     def sample_arm(self, log_ratios: np.ndarray, arms: list[int], rng: np.random.Generator) -> int:
@@ -131,8 +150,8 @@ class QueryRuntime(Runtime):
         if settled is not None and not explore:
             return Choice(int(settled), "settled template", template, None, (time.perf_counter() - started) * 1000.0)
         _, counts = prober.measure(sql, connection)
-        log_ratios = self.log_ratios_of(template, counts)
-        arm = self.decide(log_ratios, self.arm_ids)
+        log_ratios, native_ms = self.predictions_of(template, counts)
+        arm = self.decide(log_ratios, self.arm_ids, native_ms)
         return Choice(arm, "model", template, log_ratios, (time.perf_counter() - started) * 1000.0)
 
     def choose(self, sql: str, connection) -> int:
@@ -159,8 +178,8 @@ class QueryRuntime(Runtime):
             out = {"arm": 0, **{f"ratio_arm_{a}": float("nan") for a in self.arm_ids}}
             if self.known(template):
                 counts = [tuple(p) for p in json.loads(probes)] if isinstance(probes, str) and probes else []
-                log_ratios = self.log_ratios_of(template, counts)
-                out["arm"] = self.decide(log_ratios, self.arm_ids)
+                log_ratios, native_ms = self.predictions_of(template, counts)
+                out["arm"] = self.decide(log_ratios, self.arm_ids, native_ms)
                 out.update({f"ratio_arm_{a}": float(r) for a, r in zip(self.arm_ids, np.exp(log_ratios.mean(axis=0)))})
             rows.append(out)
         return pd.DataFrame(rows)

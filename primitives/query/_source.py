@@ -106,7 +106,7 @@ def arms_to_run(policy, arm_ids: list[int], sql: str, engine, connection, explor
     known = [a for a in policy.arm_ids if a in arm_ids]
     columns = [policy.arm_ids.index(a) for a in known]
     predictions = choice.log_ratios[:, columns]
-    chosen = [0, policy.decide(predictions, known), policy.sample_arm(predictions, known, rng)]
+    chosen = [0, choice.arm, policy.sample_arm(predictions, known, rng)]
     others = [a for a in arm_ids if a not in chosen]
     chosen += list(rng.choice(others, size=min(explore, len(others)), replace=False)) if others else []
     return list(dict.fromkeys(int(a) for a in chosen))

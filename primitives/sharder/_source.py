@@ -293,8 +293,8 @@ def _social(cfg: dict, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataF
                 out[sel] = rng.choice(products_of[k], size=len(sel), p=product_weight[k])
         return out
 
-    degree = np.minimum(rng.zipf(2.2, U), 50) * float(cfg["trust_degree"]) / 1.9
-    degree = np.maximum(np.rint(degree), 1).astype(np.int64)
+    raw = np.minimum(rng.zipf(2.2, U), 50).astype(np.float64)  # power-law out-degrees, mean trust_degree
+    degree = np.maximum(np.rint(raw * float(cfg["trust_degree"]) / raw.mean()), 1).astype(np.int64)
     trust_from0 = np.repeat(np.arange(U), degree)
     trust_to0 = pick_user_near(trust_from0)
     review_author0 = rng.choice(U, size=int(cfg["initial_reviews"]), p=activity)

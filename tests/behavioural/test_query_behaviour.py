@@ -56,7 +56,8 @@ def _choose(runtime, sql: str, rows: int) -> int:
     template = fingerprint(sql)
     if not runtime.known(template):
         return 0
-    return runtime.decide(runtime.log_ratios_of(template, [(rows, 100_000)]), runtime.arm_ids)
+    log_ratios, native_ms = runtime.predictions_of(template, [(rows, 100_000)])
+    return runtime.decide(log_ratios, runtime.arm_ids, native_ms)
 
 
 def test_the_arm_follows_the_parameters_of_a_template(runtime):
@@ -73,6 +74,15 @@ def test_a_template_never_seen_stays_native(runtime):
     assert _choose(runtime, unseen, 1) == 0
     frame = runtime.predict_frame(pd.DataFrame({"sql": [unseen], "probes": ["[[1, 100000]]"]}), {})
     assert frame["arm"].tolist() == [0] and frame["ratio_arm_1"].isna().all()
+
+
+def test_the_native_latency_is_predicted_from_the_parameters(runtime):
+    from aiprim.primitives.query._templates import fingerprint
+
+    template = fingerprint(HEAVY_SQL.format(v=1))
+    heavy = runtime.predictions_of(template, [(90_000, 100_000)])[1]
+    light = runtime.predictions_of(template, [(50, 100_000)])[1]
+    assert heavy > 100 and light < 20, (heavy, light)  # measured: 200 ms and 10 ms
 
 
 def test_the_ratio_predictions_match_what_was_measured(runtime):
@@ -115,10 +125,12 @@ def test_numpy_runtime_computes_what_the_torch_model_computes():
 
     torch.manual_seed(0)
     module = QueryModule(n_templates=3, n_arms=4, members=3, hidden=16, depth=2)
-    runtime = QueryRuntime(export_weights(module), {})
+    runtime = QueryRuntime(export_weights(module), {"native_mean": 2.0, "native_std": 1.5})
     templates = np.array([0, 2, 1])
     features = np.random.default_rng(0).normal(size=(3, N_FEATURES)).astype(np.float32)
     with torch.no_grad():
         expected = module.net(torch.from_numpy(templates), torch.from_numpy(features)).numpy()
-    np.testing.assert_allclose(runtime.predict_log_ratios(templates, features), expected, rtol=1e-4, atol=1e-5)
-    assert (expected[..., 0] == 0).all(), "arm 0 is the reference: its ratio is 1"
+    ratios, native_log_ms = runtime.predict(templates, features)
+    np.testing.assert_allclose(ratios[..., 1:], expected[..., 1:], rtol=1e-4, atol=1e-5)
+    assert (ratios[..., 0] == 0).all(), "arm 0 is the reference: its ratio is 1"
+    np.testing.assert_allclose(native_log_ms, expected[..., 0] * 1.5 + 2.0, rtol=1e-4, atol=1e-5)

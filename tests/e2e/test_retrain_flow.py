@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,28 @@ def test_retrain_promotes_a_champion_and_guards_it(prefect_harness, project, bal
                 "class_violation_rate", "disruption_ratio_remove", "disruption_ratio_add", "lookups_per_s"):
         assert key in report["metrics"], key
     assert {"rendezvous", "weighted_rendezvous", "jump_hash", "maglev", "bounded_load_ch"} <= set(report["baselines"])
+
+
+def test_rounds_draw_new_work_and_train_on_the_window(tmp_path):
+    """`aiprim run --rounds 2` on the compiler-free, cheap third-party primitive: two snapshots with
+    seeds 0 and 1, the primary metric per round in outputs/rounds, and an MLflow run with the curve."""
+    import os
+
+    from tests.conftest import THIRD_PARTY
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "AIPRIM_CONFIG_DIR")}
+    env.update(AIPRIM_HOME=str(tmp_path), PREFECT_HOME=str(tmp_path / ".prefect"), PYTHONPATH=str(THIRD_PARTY),
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
+    command = [sys.executable, "-m", "aiprim.flows.cli", "run", "--primitives", "admission", "--profile", "small", "--rounds", "2"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    curve = json.loads((tmp_path / "outputs" / "rounds" / "admission.json").read_text())
+    assert [p["round"] for p in curve["points"]] == [0, 1]
+    assert all(p["learned"] is not None and p["best_peer"] for p in curve["points"])
+    assert (tmp_path / "outputs" / "rounds" / "admission.png").stat().st_size > 0
+    assert "primary metric per round" in result.stdout
+    sources = sorted(json.loads((tmp_path / "data" / "snapshots" / "admission" / p["snapshot"] / "manifest.json").read_text())["source"]
+                     for p in curve["points"])
+    assert sources == ["aiprim embedded generator (seed 0)", "aiprim embedded generator (seed 1)"], "each round draws new work"
+    history = json.loads((tmp_path / "data" / "accepted" / "admission.json").read_text())["history"]
+    assert [Path(h["snapshot"]).name for h in history] == [p["snapshot"] for p in curve["points"]]

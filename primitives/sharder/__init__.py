@@ -1,0 +1,151 @@
+"""The learned sharder: replaces hash and range partitioning of a database's rows.
+
+Public surface: ``Sharder`` (the primitive, registered as "sharder") and
+``SharderRuntime`` (``place(items_df, shards_df) -> shard ids`` and
+``reshard(items_df, shards_df, budget)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._base import Guardrail, Primitive, register
+from .._params import TrainParams, pick
+from .._report import Peer, Scores
+from .._split import HoldOut, Newest
+from ._runtime import SharderRuntime
+from ._schema import SCHEMA
+
+__all__ = ["Sharder", "SharderParams", "SharderRuntime"]
+
+
+@dataclass(frozen=True)
+class SharderParams(TrainParams):
+    max_epochs: int = 30
+    lr: float = 0.01
+    hidden: int = 64
+    depth: int = 2
+    attr_dim: int = 8                # embedding width of one attribute value
+    weight_decay: float = 0.0
+    balance_weight: float = 20.0     # squared excess of expected load over the capacity share
+    move_weight: float = 0.02        # expected share of bytes moved off current_shard
+    pair_weight: float = 1.0         # expected share of a transaction's row pairs split across shards
+    coaccess_dim: int = 32           # width of the co-access embedding (0: attributes only)
+    coaccess_steps: int = 10         # subspace-iteration rounds of that (spectral) embedding
+    clusters_per_shard: int = 4      # prototypes per shard: clusters of the co-access embedding
+    txns_per_step: int = 4096
+    steps_per_epoch: int = 16
+    coaccess_dropout: float = 0.3    # rows whose co-access features a step hides: they learn from attributes
+    attr_dropout: float = 0.05       # attribute values a step hides: unseen values place sensibly
+    min_key_score: float = 0.15      # share of co-accessed pairs an attribute must explain to key placement
+    pack_slack: float = 0.03         # packed load may exceed a shard's capacity share by this much
+    refine_rounds: int = 20          # balanced label-propagation rounds over the training trace at export
+    pin_epsilon: float = 1e-4        # probability a packed key leaves its shard (keeps new shards consistent)
+
+
+@register
+class Sharder(Primitive):
+    name = "sharder"
+    schema = SCHEMA
+    primary_metric = "distributed_txn_rate"
+    higher_is_better = False
+    runtime_class = SharderRuntime
+    params_class = SharderParams
+    # The newest transactions are held out (rows they insert included): the model is judged on
+    # the trace's future, as it would be deployed.
+    holdout = HoldOut("accesses", rules=(Newest("ts"),), order_by="ts")
+    peers = (
+        Peer("hash", "weighted rendezvous hashing of the item id (the deployment of today)"),
+        Peer("range", "range partitioning of each table by item id, cut by bytes"),
+        Peer("manual_warehouse", "a DBA's partitioning: contiguous blocks of attr_warehouse; rows without it hashed"),
+        Peer("schism", "Schism: METIS on the training co-access graph, a decision tree over attr_* for new rows"),
+    )
+
+    def generate(self, config, seed):
+        from ._source import generate
+
+        return generate(config, seed), {}
+
+    def build_datamodule(self, tables, params, seed):
+        from ._model import SharderDataModule
+
+        return SharderDataModule(tables["items"], tables["accesses"], tables["shards"], seed=seed,
+                                 **pick(params, SharderDataModule))
+
+    def build_module(self, datamodule, params):
+        from ._model import SharderModule
+
+        settings = {k: v for k, v in pick(params, SharderModule).items() if k != "coaccess_dim"}
+        return SharderModule(len(datamodule.spec.tables), datamodule.spec.vocab_sizes, datamodule.coaccess.shape[1],
+                             datamodule.log_share, [int(s) for s in datamodule.cluster_shard],
+                             prototypes=datamodule.prototypes, **settings)
+
+    def export_runtime(self, module, datamodule, directory):
+        import numpy as np
+        import pandas as pd
+
+        from ._model import export_kernel, soft_placement
+        from ._packing import pack_groups
+        from ._refine import refine_groups
+
+        hparams = module.hparams
+        probability = soft_placement(module, datamodule)
+        group, keys = pd.factorize(datamodule.keys)
+        weight = datamodule.accesses.astype(np.float64) + 1e-9
+        preference = np.zeros((len(keys), probability.shape[1]))
+        np.add.at(preference, group, probability * weight[:, None])
+        preference /= preference.sum(axis=1, keepdims=True)
+        accesses = np.bincount(group, weights=datamodule.accesses, minlength=len(keys))
+        size = np.bincount(group, weights=datamodule.size, minlength=len(keys))
+        share, slack = datamodule.fleet.share, datamodule.pack_slack
+        shard = pack_groups(preference, accesses, size, share, slack)
+        load = np.column_stack([accesses / max(accesses.sum(), 1e-12), size / max(size.sum(), 1e-12)])
+        txn, row = datamodule.pairs
+        shard = refine_groups(shard, txn, group[row], load, share, slack, datamodule.refine_rounds)
+        runtime = SharderRuntime({
+            "train_shard_ids": datamodule.fleet.shard_id, "train_capacity": datamodule.fleet.capacity,
+            "spec": datamodule.spec, "key_column": datamodule.key_column, "replicated": datamodule.replicated,
+            "epsilon": datamodule.pin_epsilon, "coaccess_dim": int(hparams.coaccess_dim),
+            **export_kernel(module),
+            "group_hash": np.asarray(keys, dtype=np.uint64), "group_shard": shard,
+            "group_weight": accesses / max(accesses.sum(), 1e-12),
+        })
+        runtime.save(Path(directory))
+
+    def score(self, candidates, tables, config):
+        from ._metrics import evaluate_placers
+        from ._peers import PEERS
+
+        training = config.get("training_tables") or tables
+        peers = {p.name: PEERS[p.name](training) for p in self.peers} if config["baselines"] else {}
+        results = evaluate_placers({**candidates, **peers}, tables, training,
+                                   disruption_trials=int(config.get("disruption_trials", 3)),
+                                   replicate_read_only=bool(config.get("replicate_read_only", True)),
+                                   reshard_budget=float(config.get("reshard_budget", 0.1)))
+        return Scores(candidates={n: results[n] for n in candidates}, peers={n: results[n] for n in peers})
+
+    def config_keys(self, section):
+        from ._source import DEFAULTS
+
+        keys = {"source": set(DEFAULTS) | {"seed"},
+                "evaluate": {"disruption_trials", "replicate_read_only", "reshard_budget", "max_peak_to_mean_load",
+                             "max_disruption_ratio_add", "max_disruption_ratio_remove"}}
+        return frozenset(keys[section]) if section in keys else None
+
+    def guardrails(self, config):
+        return (
+            Guardrail("peak_to_mean_load", max=float(config.get("max_peak_to_mean_load", 1.25))),
+            # A consistent placement moves only the removed shard's rows (1.0) and about the new shard's
+            # share when one is added (1.0, noisy when a few dozen keys move whole); re-partitioning moves k times that.
+            Guardrail("disruption_ratio_remove", max=float(config.get("max_disruption_ratio_remove", 1.1))),
+            Guardrail("disruption_ratio_add", max=float(config.get("max_disruption_ratio_add", 2.0))),
+        )
+
+    def context_tables(self, tables):
+        return {"shards": tables["shards"]}
+
+    def input_example(self, tables):
+        example = tables["items"].head(5).drop(columns=["current_shard"], errors="ignore")
+        # MLflow schemas have no nullable integer: attributes travel as floats (NaN = unset).
+        return example.astype({c: "float64" for c in example.columns if c.startswith("attr_")})
