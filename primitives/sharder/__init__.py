@@ -2,7 +2,8 @@
 
 Public surface: ``Sharder`` (the primitive, registered as "sharder") and
 ``SharderRuntime`` (``place(items_df, shards_df) -> shard ids`` and
-``reshard(items_df, shards_df, budget)``).
+``reshard(items_df, shards_df, budget)``); ``aiprim replay`` runs a
+snapshot's held-out trace on live PostgreSQL shards with two-phase commit.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class SharderParams(TrainParams):
     pack_slack: float = 0.03         # packed load may exceed a shard's capacity share by this much
     refine_rounds: int = 20          # balanced label-propagation rounds over the training trace at export
     pin_epsilon: float = 1e-4        # probability a packed key leaves its shard (keeps new shards consistent)
+    min_improvement: float = 0.01    # distributed-rate points the learned placement must win by before rows move
 
 
 @register
@@ -82,34 +84,17 @@ class Sharder(Primitive):
                              prototypes=datamodule.prototypes, **settings)
 
     def export_runtime(self, module, datamodule, directory):
-        import numpy as np
-        import pandas as pd
-
         from ._model import export_kernel, soft_placement
-        from ._packing import pack_groups
-        from ._refine import refine_groups
+        from ._refine import group_placement
 
-        hparams = module.hparams
-        probability = soft_placement(module, datamodule)
-        group, keys = pd.factorize(datamodule.keys)
-        weight = datamodule.accesses.astype(np.float64) + 1e-9
-        preference = np.zeros((len(keys), probability.shape[1]))
-        np.add.at(preference, group, probability * weight[:, None])
-        preference /= preference.sum(axis=1, keepdims=True)
-        accesses = np.bincount(group, weights=datamodule.accesses, minlength=len(keys))
-        size = np.bincount(group, weights=datamodule.size, minlength=len(keys))
-        share, slack = datamodule.fleet.share, datamodule.pack_slack
-        shard = pack_groups(preference, accesses, size, share, slack)
-        load = np.column_stack([accesses / max(accesses.sum(), 1e-12), size / max(size.sum(), 1e-12)])
-        txn, row = datamodule.pairs
-        shard = refine_groups(shard, txn, group[row], load, share, slack, datamodule.refine_rounds)
+        keys, shard, weight, cluster, report = group_placement(datamodule, *soft_placement(module, datamodule))
         runtime = SharderRuntime({
             "train_shard_ids": datamodule.fleet.shard_id, "train_capacity": datamodule.fleet.capacity,
             "spec": datamodule.spec, "key_column": datamodule.key_column, "replicated": datamodule.replicated,
-            "epsilon": datamodule.pin_epsilon, "coaccess_dim": int(hparams.coaccess_dim),
-            **export_kernel(module),
-            "group_hash": np.asarray(keys, dtype=np.uint64), "group_shard": shard,
-            "group_weight": accesses / max(accesses.sum(), 1e-12),
+            "epsilon": datamodule.pin_epsilon, "coaccess_dim": int(module.hparams.coaccess_dim),
+            **export_kernel(module), "group_hash": keys, "group_shard": shard, "group_weight": weight,
+            "group_cluster": cluster,
+            "training_report": report,
         })
         runtime.save(Path(directory))
 
@@ -142,10 +127,17 @@ class Sharder(Primitive):
             Guardrail("disruption_ratio_add", max=float(config.get("max_disruption_ratio_add", 2.0))),
         )
 
+    def add_cli_commands(self, subparsers):
+        from ._cli import add_commands
+
+        return add_commands(subparsers)
+
     def context_tables(self, tables):
         return {"shards": tables["shards"]}
 
     def input_example(self, tables):
+        import pandas as pd
+
         example = tables["items"].head(5).drop(columns=["current_shard"], errors="ignore")
-        # MLflow schemas have no nullable integer: attributes travel as floats (NaN = unset).
-        return example.astype({c: "float64" for c in example.columns if c.startswith("attr_")})
+        # MLflow schemas have no nullable integer (and warn about plain ones): numbers travel as floats, NaN unset.
+        return example.astype({c: "float64" for c in example.columns if pd.api.types.is_integer_dtype(example[c])})

@@ -70,7 +70,8 @@ class FeatureSpec:
             hit = present & (position < len(vocab))
             hit[hit] = vocab[position[hit]] == hashes[hit]
             attrs[:, j] = np.where(hit, position, len(vocab))
-        size = (np.log1p(pd.to_numeric(items["size_bytes"]).to_numpy(dtype=np.float64, na_value=0.0)) - self.size_mean) / self.size_std
+        size_bytes = pd.to_numeric(items["size_bytes"]).to_numpy(dtype=np.float64, na_value=0.0)
+        size = (np.log1p(size_bytes) - self.size_mean) / self.size_std
         return table.astype(np.int64), attrs, size.astype(np.float32)
 
     def to_meta(self) -> dict:
@@ -84,10 +85,13 @@ class FeatureSpec:
 
 def placement_keys(items: pd.DataFrame, key_column: str | None) -> np.ndarray:
     """uint64 placement key of every row: its key attribute's value where it has one, else its id."""
-    keys = item_keys(items["item_id"].to_numpy(dtype=object))
-    if key_column and key_column in items.columns:
-        hashes, present = value_hashes(items[key_column], column_salt(key_column))
-        keys[present] = splitmix64(hashes[present] ^ np.uint64(0x4B4559))  # "KEY": apart from item-id keys
+    if not (key_column and key_column in items.columns):
+        return item_keys(items["item_id"].to_numpy(dtype=object))
+    hashes, present = value_hashes(items[key_column], column_salt(key_column))
+    keys = np.empty(len(items), dtype=np.uint64)
+    keys[present] = splitmix64(hashes[present] ^ np.uint64(0x4B4559))  # "KEY": apart from item-id keys
+    if not present.all():  # only rows without a key value pay for hashing their id
+        keys[~present] = item_keys(items["item_id"].to_numpy(dtype=object)[~present])
     return keys
 
 
@@ -118,7 +122,7 @@ def coaccess_embedding(n_rows: int, txn: np.ndarray, row: np.ndarray, dim: int, 
         return scale[:, None] * (incidence.T @ (incidence @ y) - self_loops[:, None] * y)
 
     def orthonormal(x):  # through the Gram matrix: a BLAS-3 product, much cheaper than Householder QR here
-        values, vectors = np.linalg.eigh(x.T @ x)
+        values, vectors = np.linalg.eigh(np.ascontiguousarray(x.T) @ x)  # (a transposed view hits a slow BLAS path)
         return x @ (vectors / np.sqrt(np.maximum(values, 1e-12)))
 
     rng = np.random.default_rng(seed)

@@ -76,10 +76,14 @@ class ShardKernel(nn.Module):
         parts += [size[:, None], coaccess * mask[:, None], mask[:, None]]
         return coaccess * mask[:, None] + self.mlp(torch.cat(parts, dim=1))
 
-    def forward(self, table, attrs, size, coaccess, mask):
+    def closeness(self, table, attrs, size, coaccess, mask):
+        """(N, C): bias_c - sharpness * |h(row) - prototype c|^2."""
         h = self.embed(table, attrs, size, coaccess, mask)
         distance = (h * h).sum(1, keepdim=True) - 2.0 * h @ self.prototypes.T + (self.prototypes ** 2).sum(1)[None, :]
-        closeness = self.cluster_bias[None, :] - torch.exp(self.log_sharpness) * distance  # (N, C)
+        return self.cluster_bias[None, :] - torch.exp(self.log_sharpness) * distance
+
+    def forward(self, table, attrs, size, coaccess, mask):
+        closeness = self.closeness(table, attrs, size, coaccess, mask)
         return torch.logsumexp(closeness[:, :, None] + self.owner[None, :, :], dim=1)  # (N, S)
 
 
@@ -93,9 +97,8 @@ def kmeans(points: np.ndarray, weight: np.ndarray, k: int, seed: int, rounds: in
     """(centres (k, D), label of each point): k-means++ seeding, then load-weighted Lloyd rounds."""
     rng = np.random.default_rng(seed)
     x, w = points.astype(np.float64), weight.astype(np.float64) + 1e-12
-    if len(x) <= k:
-        centres = np.vstack([x, rng.standard_normal((k - len(x), x.shape[1])) * 0.01]) if len(x) else rng.standard_normal((k, x.shape[1])) * 0.01
-        return centres, np.arange(len(x))
+    if len(x) <= k:  # as many clusters as points: each its own, the rest anywhere
+        return np.vstack([x, rng.standard_normal((k - len(x), points.shape[1])) * 0.01]), np.arange(len(x))
     first = rng.choice(len(x), p=w / w.sum())
     centres = [x[first]]
     gap = ((x - x[first]) ** 2).sum(1)
@@ -128,17 +131,18 @@ def objective(logits, log_share, batch, balance_weight: float, move_weight: floa
     pair_logp = logp[batch["pair_row"]]
     per_txn = torch.zeros(int(batch["n_txns"]), logp.shape[1], dtype=logp.dtype, device=logp.device)
     per_txn = per_txn.index_add(0, batch["pair_txn"], pair_logp)
+    rows = torch.bincount(batch["pair_txn"], minlength=per_txn.shape[0]).to(logp.dtype)
+    present = rows > 0  # a batch without transactions (a tiny trace's empty validation) has one empty row
     single = torch.exp(torch.logsumexp(per_txn, dim=1))
-    distributed = (1.0 - single).mean()
+    distributed = (1.0 - single)[present].sum() / present.sum().clamp_min(1)
     # The chance that all m rows share a shard is a product of m probabilities: flat (no gradient) until
     # placements are nearly decided. The expected share of the transaction's row pairs that share a shard
     # is its smooth companion (the classical relaxation of a graph cut), and leads early training.
     pair_p = pair_logp.exp()
     total = torch.zeros_like(per_txn).index_add(0, batch["pair_txn"], pair_p)
     squares = torch.zeros_like(per_txn).index_add(0, batch["pair_txn"], pair_p * pair_p)
-    rows = torch.bincount(batch["pair_txn"], minlength=per_txn.shape[0]).to(logp.dtype)
     together = (total * total - squares).sum(1) / (rows * (rows - 1)).clamp_min(1.0)
-    apart = (1.0 - together).mean()
+    apart = (1.0 - together)[present].sum() / present.sum().clamp_min(1)
     p = logp[batch["sample"]].exp()
     share = torch.exp(log_share)
     access_share = (batch["sample_accesses"][:, None] * p).sum(0)
@@ -169,10 +173,9 @@ class SharderModule(L.LightningModule):
         self.register_buffer("unseen", torch.tensor(vocab_sizes, dtype=torch.long), persistent=False)
 
     def logits(self, batch, masked: bool):
-        attrs, mask = batch["attrs"], torch.ones_like(batch["size_feature"])
+        attrs, mask = batch["attrs"], batch["coaccess_mask"]
         if masked:
             attrs = torch.where(batch["attr_drop"], self.unseen[None, :], attrs)
-            mask = batch["coaccess_mask"]
         return self.kernel(batch["table"], attrs, batch["size_feature"], batch["coaccess"], mask)
 
     def _step(self, batch, masked: bool):
@@ -196,14 +199,20 @@ class SharderModule(L.LightningModule):
 
 
 class _Steps(torch.utils.data.Dataset):
-    def __init__(self, make, count: int, seed: int):
-        self.make, self.count, self.seed = make, count, seed
+    """``count`` batches an epoch; each draw a new one (seeded by the draw's number), so every epoch sees
+    other transactions. Without a seed: the one fixed validation batch."""
+
+    def __init__(self, make, count: int, seed: int | None):
+        self.make, self.count, self.seed, self.draws = make, count, seed, 0
 
     def __len__(self):
         return self.count
 
     def __getitem__(self, i):
-        return self.make(np.random.default_rng((self.seed, i)) if self.seed is not None else None)
+        if self.seed is None:
+            return self.make(None)
+        self.draws += 1
+        return self.make(np.random.default_rng((self.seed, self.draws)))
 
 
 class SharderDataModule(L.LightningDataModule):
@@ -213,9 +222,12 @@ class SharderDataModule(L.LightningDataModule):
                  coaccess_steps: int = 10, clusters_per_shard: int = 4, txns_per_step: int = 4096,
                  steps_per_epoch: int = 16, coaccess_dropout: float = 0.3, attr_dropout: float = 0.05,
                  min_key_score: float = 0.15, val_fraction: float = 0.1, load_sample: int = 4096,
-                 pack_slack: float = 0.03, refine_rounds: int = 20, pin_epsilon: float = 1e-4, seed: int = 0):
+                 pack_slack: float = 0.03, refine_rounds: int = 20, pin_epsilon: float = 1e-4,
+                 min_improvement: float = 0.01, seed: int = 0):
         super().__init__()
+        # For the export (``_refine.group_placement``).
         self.pack_slack, self.pin_epsilon, self.refine_rounds = float(pack_slack), float(pin_epsilon), int(refine_rounds)
+        self.min_improvement = float(min_improvement)
         self.fleet = Shards.from_frame(shards)
         self.replicated = sorted(read_only_tables(items, accesses))
         trace = Trace.build(items, accesses, frozenset(self.replicated))
@@ -226,42 +238,44 @@ class SharderDataModule(L.LightningDataModule):
         self.spec = FeatureSpec.fit(self.items)
         table, attrs, size_feature = self.spec.encode(self.items)
         row = local[trace.row]
-        # Transactions of two or more rows are the ones placement can make distributed.
+        # Transactions of two or more rows are the ones placement can make distributed. The newest tenth
+        # of them is kept out of everything learned (embedding, key choice, partition, training) and judges it.
         multi = np.bincount(trace.txn, minlength=trace.n_txns)[trace.txn] > 1
-        txn, row = trace.txn[multi], row[multi]
-        self.coaccess = coaccess_embedding(len(known), txn, row, max(int(coaccess_dim), 1), coaccess_steps, seed)
-        scores = key_column_scores(self.items, txn, row)
-        self.key_scores = scores
-        self.key_column = _choose_key_column(self.items, scores, len(self.fleet), min_key_score)
-        self.keys = placement_keys(self.items, self.key_column)
-        self.accesses = np.bincount(local[trace.access_row], minlength=len(known)).astype(np.float64)
-        self.size = self.items["size_bytes"].to_numpy(dtype=np.float64)
-        self.current = self.fleet.index_of(self.items["current_shard"])
-        codes, txn = np.unique(txn, return_inverse=True)  # transaction order is time order (ts-sorted trace)
+        codes, txn = np.unique(trace.txn[multi], return_inverse=True)  # code order is time order (ts-sorted trace)
+        row = row[multi]
         cut = int(round(len(codes) * (1.0 - val_fraction)))
         self.train_pairs = (txn[txn < cut], row[txn < cut])
         self.val_pairs = (txn[txn >= cut] - cut, row[txn >= cut])
         self.n_train_txns, self.n_val_txns = cut, len(codes) - cut
+        txn, row = self.train_pairs
+        self.coaccess = coaccess_embedding(len(known), txn, row, max(int(coaccess_dim), 1), coaccess_steps, seed)
+        self.has_coaccess = (np.abs(self.coaccess).sum(1) > 0).astype(np.float32)
+        self.key_scores = key_column_scores(self.items, txn, row)
+        self.key_column = _choose_key_column(self.items, self.key_scores, len(self.fleet), min_key_score)
+        self.keys = placement_keys(self.items, self.key_column)
+        self.accesses = np.bincount(local[trace.access_row], minlength=len(known)).astype(np.float64)
+        self.size = self.items["size_bytes"].to_numpy(dtype=np.float64)
+        self.current = self.fleet.index_of(self.items["current_shard"])
         self.access_share = self.accesses / max(self.accesses.sum(), 1e-12)
         self.size_share = self.size / max(self.size.sum(), 1e-12)
-        self.pairs = (txn, row)  # every training transaction, for the export's refinement
         self._init_prototypes(max(int(clusters_per_shard), 1) * len(self.fleet), seed)
         self.load_probability = 0.5 * (self.access_share + self.size_share)
         self.load_probability /= self.load_probability.sum()
-        self.static = {"table": table, "attrs": attrs, "size_feature": size_feature, "coaccess": self.coaccess}
+        self.static = {"table": table, "attrs": attrs, "size_feature": size_feature, "coaccess": self.coaccess,
+                       "has_coaccess": self.has_coaccess}
         self.settings = dict(txns=int(txns_per_step), steps=int(steps_per_epoch), coaccess_dropout=float(coaccess_dropout),
                              attr_dropout=float(attr_dropout), sample=int(load_sample), seed=seed)
 
     def _init_prototypes(self, n_clusters: int, seed: int) -> None:
         """Clusters of the co-access embedding, partitioned over the shards: the kernel's starting point."""
-        touched = np.abs(self.coaccess).sum(1) > 0
+        touched = self.has_coaccess > 0
         load = np.column_stack([self.access_share, self.size_share])
         centres, label = kmeans(self.coaccess[touched], load[touched].sum(1), n_clusters, seed)
         cluster = np.full(len(self.items), -1, dtype=np.int64)
         cluster[touched] = label
         cluster_load = np.zeros((n_clusters, 2))
         np.add.at(cluster_load, label, load[touched])
-        txn, row = self.pairs
+        txn, row = self.train_pairs
         self.prototypes = centres
         self.cluster_shard = coarse_partition(txn, cluster[row], cluster_load, self.fleet.share, self.pack_slack, seed)
 
@@ -289,11 +303,11 @@ class SharderDataModule(L.LightningDataModule):
             row, sample = inverse[: len(row)], inverse[len(row):]
             weight = 1.0 / (self.load_probability[drawn] * len(drawn))
         origin = rows[sample]
+        coaccess_mask = self.has_coaccess[rows]
         if rng is None:
-            coaccess_mask = np.ones(len(rows), dtype=np.float32)
             attr_drop = np.zeros((len(rows), len(self.spec.columns)), dtype=bool)
         else:
-            coaccess_mask = (rng.random(len(rows)) >= self.settings["coaccess_dropout"]).astype(np.float32)
+            coaccess_mask = coaccess_mask * (rng.random(len(rows)) >= self.settings["coaccess_dropout"])
             attr_drop = rng.random((len(rows), len(self.spec.columns))) < self.settings["attr_dropout"]
         as_tensor = lambda x, dtype=torch.float32: torch.as_tensor(np.asarray(x), dtype=dtype)  # noqa: E731
         features = {name: as_tensor(self.static[name][rows], torch.long if name in ("table", "attrs") else torch.float32)
@@ -328,15 +342,17 @@ def _choose_key_column(items: pd.DataFrame, scores: dict[str, float], n_shards: 
 
 
 @torch.no_grad()
-def soft_placement(module: SharderModule, datamodule: SharderDataModule) -> np.ndarray:
-    """(rows, shards) probabilities of every training row, with every feature it has."""
+def soft_placement(module: SharderModule, datamodule: SharderDataModule) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, shards) probabilities of every training row, with every feature it has, and its nearest cluster."""
     module = module.to("cpu").eval()
     as_tensor = lambda x, dtype=torch.float32: torch.as_tensor(np.asarray(x), dtype=dtype)  # noqa: E731
     static = datamodule.static
-    logits = module.kernel(as_tensor(static["table"], torch.long), as_tensor(static["attrs"], torch.long),
-                           as_tensor(static["size_feature"]), as_tensor(static["coaccess"]),
-                           torch.ones(len(static["table"])))
-    return torch.softmax(logits + module.log_share, dim=1).numpy().astype(np.float64)
+    closeness = module.kernel.closeness(as_tensor(static["table"], torch.long), as_tensor(static["attrs"], torch.long),
+                                        as_tensor(static["size_feature"]), as_tensor(static["coaccess"]),
+                                        as_tensor(static["has_coaccess"]))
+    logits = torch.logsumexp(closeness[:, :, None] + module.kernel.owner[None, :, :], dim=1)
+    probability = torch.softmax(logits + module.log_share, dim=1).numpy().astype(np.float64)
+    return probability, closeness.argmax(dim=1).numpy()
 
 
 def export_kernel(module: SharderModule) -> dict:

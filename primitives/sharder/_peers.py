@@ -168,8 +168,10 @@ def metis_parts(trace: Trace, size: np.ndarray, seen: np.ndarray, share: np.ndar
     vweights = np.concatenate([np.maximum(np.rint(weight / weight.sum() * 1e6), 1), np.zeros(len(txn_codes))]).astype(np.int64)
     if len(share) == 1:
         return np.zeros(n_rows, dtype=np.int64)
-    _, parts = pymetis.part_graph(len(share), xadj=xadj, adjncy=adjncy, vweights=vweights,
-                                  tpwgts=list(share / share.sum() * (1 - 1e-9)))
+    target = share / share.sum()
+    target[-1] = 1.0 - target[:-1].sum()
+    _, parts = pymetis.part_graph(len(share), adjacency=pymetis.CSRAdjacency(xadj, adjncy), vweights=vweights,
+                                  tpwgts=[float(t) for t in target])
     return np.asarray(parts[:n_rows], dtype=np.int64)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
+import pandas as pd
 
 
 def refine_groups(assignment: np.ndarray, txn: np.ndarray, group: np.ndarray, load: np.ndarray, share: np.ndarray,
@@ -100,20 +101,120 @@ def _move(movers, assignment, best, gain, load, used, budget) -> int:
 
 def coarse_partition(txn: np.ndarray, cluster: np.ndarray, load: np.ndarray, share: np.ndarray, slack: float,
                      seed: int, starts: int = 8, rounds: int = 50) -> np.ndarray:
-    """Shard position of every cluster: the best of ``starts`` balanced packings (random preferences),
-    each refined by balanced label propagation, judged by the share of transactions they make distributed."""
+    """Shard position of every cluster: the best, by the share of training transactions it makes
+    distributed, of an agglomerative start (``agglomerate``) and ``starts`` balanced packings of random
+    preferences, each refined by balanced label propagation."""
     from ._packing import pack_groups
 
     n_clusters, n_shards = len(load), len(share)
     keep = cluster >= 0
     txn, cluster = txn[keep], cluster[keep]
-    best, best_rate = None, np.inf
+    candidates = [agglomerate(txn, cluster, load, share, slack)]
     for start in range(starts):
         rng = np.random.default_rng((seed, start))
-        packed = pack_groups(rng.random((n_clusters, n_shards)), load[:, 0], load[:, 1], share, slack)
+        candidates.append(pack_groups(rng.random((n_clusters, n_shards)), load[:, 0], load[:, 1], share, slack))
+    best, best_rate = None, np.inf
+    for packed in candidates:
         part = refine_groups(packed, txn, cluster, load, share, slack, rounds)
-        spans = np.unique(txn * n_shards + part[cluster])
-        rate = float((np.bincount(spans // n_shards) > 1).mean()) if len(spans) else 0.0
+        rate = span_rate(txn, part[cluster], n_shards)
         if rate < best_rate:
             best, best_rate = part, rate
     return best
+
+
+def agglomerate(txn: np.ndarray, cluster: np.ndarray, load: np.ndarray, share: np.ndarray, slack: float) -> np.ndarray:
+    """Merge the two groups of clusters that transactions touch together most, as long as the merged group
+    fits the largest shard, until there are as many groups as shards (or no merge fits); then pack the
+    groups onto the shards. Finds the groups label propagation cannot reach one move at a time (four
+    warehouses of one region, each worth a quarter of a shard)."""
+    from scipy import sparse
+
+    from ._packing import pack_groups
+
+    n_clusters, n_shards = len(load), len(share)
+    if not len(txn):
+        return pack_groups(np.ones((n_clusters, n_shards)), load[:, 0], load[:, 1], share, slack)
+    pairs = np.unique(txn.astype(np.int64) * n_clusters + cluster)
+    txn, cluster = pairs // n_clusters, pairs % n_clusters
+    _, txn = np.unique(txn, return_inverse=True)
+    width = np.bincount(txn).astype(np.float64)
+    member = sparse.csr_matrix((np.ones(len(txn)), (txn, cluster)), shape=(len(width), n_clusters))
+    weight = sparse.diags(1.0 / np.maximum(width - 1.0, 1.0))
+    together = np.asarray((member.T @ weight @ member).todense())
+    np.fill_diagonal(together, 0.0)
+    cap = (1.0 + slack) * share.max()
+    group = np.arange(n_clusters)
+    group_load = load.astype(np.float64).copy()
+    alive = np.ones(n_clusters, dtype=bool)
+    while alive.sum() > n_shards:
+        fits = ((group_load[:, None, :] + group_load[None, :, :]) <= cap).all(axis=2)
+        score = np.where(fits & alive[:, None] & alive[None, :], together, -1.0)
+        np.fill_diagonal(score, -1.0)
+        a, b = np.unravel_index(int(np.argmax(score)), score.shape)
+        if score[a, b] < 0:
+            break
+        together[a] += together[b]
+        together[:, a] += together[:, b]
+        together[a, a] = 0.0
+        together[b], together[:, b] = 0.0, 0.0
+        group_load[a] += group_load[b]
+        alive[b] = False
+        group[group == b] = a
+    roots = np.flatnonzero(alive)
+    placed = pack_groups(np.ones((len(roots), n_shards)), group_load[roots, 0], group_load[roots, 1], share, slack)
+    return placed[np.searchsorted(roots, group)]
+
+
+def span_rate(txn: np.ndarray, shard: np.ndarray, n_shards: int) -> float:
+    """Share of the transactions (among those in ``txn``) whose rows sit on more than one shard."""
+    if not len(txn):
+        return 0.0
+    spans = np.unique(txn.astype(np.int64) * n_shards + shard)
+    counts = np.bincount(spans // n_shards)
+    return float((counts[counts > 0] > 1).mean())
+
+
+def group_placement(datamodule, probability: np.ndarray, cluster: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(group keys, shard position, access share, cluster) of every placement group, and how it was chosen.
+
+    A group's cluster is the one most of its load is nearest to: the runtime draws the group's hashes by
+    cluster, so that what the trace touches together also moves together when the cluster changes.
+
+    The model's probabilities, summed over each group's rows by accesses, are packed and refined over
+    the older training transactions. Unless that placement beats where the rows already are on the
+    newest tenth of the training trace by ``min_improvement``, groups stay on their current shard
+    (the one holding most of their bytes; a row keyed by its own id stays exactly where it is): moving
+    data for nothing is pure cost, and a trace with no structure (uniform keys) has nothing to gain.
+    """
+    from ._packing import pack_groups
+
+    group, keys = pd.factorize(datamodule.keys)
+    n_groups, n_shards = len(keys), probability.shape[1]
+    weight = datamodule.accesses.astype(np.float64) + 1e-9
+    preference = np.zeros((n_groups, n_shards))
+    np.add.at(preference, group, probability * weight[:, None])
+    preference /= preference.sum(axis=1, keepdims=True)
+    accesses = np.bincount(group, weights=datamodule.accesses, minlength=n_groups)
+    size = np.bincount(group, weights=datamodule.size, minlength=n_groups)
+    load = np.column_stack([accesses / max(accesses.sum(), 1e-12), size / max(size.sum(), 1e-12)])
+    share, slack = datamodule.fleet.share, datamodule.pack_slack
+    shard = pack_groups(preference, accesses, size, share, slack)
+    txn, row = datamodule.train_pairs
+    shard = refine_groups(shard, txn, group[row], load, share, slack, datamodule.refine_rounds)
+
+    current = datamodule.current
+    has = current >= 0
+    held = np.zeros((n_groups, n_shards))
+    np.add.at(held, (group[has], current[has]), datamodule.size[has] + 1e-9)
+    stay = np.where(held.sum(axis=1) > 0, held.argmax(axis=1), shard)
+    val_txn, val_row = datamodule.val_pairs
+    learned_rate = span_rate(val_txn, shard[group[val_row]], n_shards)
+    # Where the rows are today, row by row (a warehouse's rows are spread over every shard by hashing).
+    today = np.where(current[val_row] >= 0, current[val_row], shard[group[val_row]])
+    current_rate = span_rate(val_txn, today, n_shards)
+    moved = learned_rate <= current_rate - datamodule.min_improvement
+    report = {"validation_distributed_rate": learned_rate, "current_distributed_rate": current_rate, "moves": bool(moved)}
+    votes = np.zeros((n_groups, int(cluster.max()) + 1 if len(cluster) else 1))
+    np.add.at(votes, (group, cluster), datamodule.access_share + datamodule.size_share + 1e-12)
+    return (np.asarray(keys, dtype=np.uint64), (shard if moved else stay), accesses / max(accesses.sum(), 1e-12),
+            votes.argmax(axis=1), report)

@@ -9,11 +9,13 @@ for anything else. The row goes to the hashed Gumbel-max of
     logit(shard s) = log(k * q(s)) + log(capacity(s) / training capacity(s))   for a training shard,
     logit(shard s) = log(capacity(s) / mean training capacity)                  for a new one,
 
-with the draws fixed by (key, shard). The scores of the training shards
-average to the capacity prior, so a new shard wins each key with its
-capacity share (about 1/(k+1)) and takes whole keys; a removed shard's keys
-move and no other. Only numpy and pandas are imported; the model persists as
-npz + JSON.
+with the draws fixed by (cluster, shard) for a key seen in training (its
+co-access cluster: what the trace touches together) and by (key, shard) for
+one never seen. The scores of the training shards average to the capacity
+prior, so a new shard wins each cluster with its capacity share (about
+1/(k+1)) and takes it whole; a removed shard's rows move, cluster by cluster
+to one shard each, and no other rows do. Only numpy and pandas are imported;
+the model persists as npz + JSON.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import pandas as pd
 
 from .._base import Runtime, load_weights, mlp_forward, save_weights
 from ._features import FeatureSpec, placement_keys
-from ._hashing import gumbel_argmax, shard_hashes
+from ._hashing import gumbel_argmax, shard_hashes, splitmix64
 from ._trace import PlacementError, Shards
 
+_DRAW_SALT = np.uint64(0x4C4541524E4544)  # "LEARNED"
 WEIGHTS = "sharder_model.npz"
 META = "sharder_model.json"
 
@@ -54,13 +57,18 @@ class SharderRuntime(Runtime):
         self.group_hash = np.asarray(state["group_hash"], dtype=np.uint64)[order]
         self.group_shard = np.asarray(state["group_shard"], dtype=np.int64)[order]
         self.group_weight = np.asarray(state["group_weight"], dtype=np.float64)[order]
+        self.group_cluster = np.asarray(state["group_cluster"], dtype=np.int64)[order]
+        # Cluster numbers are small integers in every model: a salt drawn from the model's own table keeps
+        # two models' cluster draws apart (each stays fixed for its model).
+        self.draw_salt = np.uint64(splitmix64(np.bitwise_xor.reduce(self.group_hash, initial=np.uint64(0)) ^ _DRAW_SALT))
+        self.training_report = dict(state.get("training_report") or {})  # how the export chose the packed table
 
     # --- persistence -------------------------------------------------------------
     @classmethod
     def load(cls, directory: Path) -> "SharderRuntime":
         arrays, meta = load_weights(directory, WEIGHTS, META)
-        named = ("train_shard_ids", "train_capacity", "group_hash", "group_shard", "group_weight", "prototypes", "cluster_bias",
-                 "cluster_shard")
+        named = ("train_shard_ids", "train_capacity", "group_hash", "group_shard", "group_weight", "group_cluster",
+                 "prototypes", "cluster_bias", "cluster_shard")
         return cls({**meta, **{k: arrays[k] for k in named},
                     "spec": FeatureSpec.from_saved(meta["spec"], arrays),
                     "embeddings": [arrays[f"embedding_{j}"] for j in range(len(meta["spec"]["columns"]))],
@@ -70,7 +78,8 @@ class SharderRuntime(Runtime):
     def save(self, directory: Path) -> None:
         arrays = {"train_shard_ids": self.train_shard_ids, "train_capacity": self.train_capacity,
                   "group_hash": self.group_hash, "group_shard": self.group_shard.astype(np.int32),
-                  "group_weight": self.group_weight.astype(np.float32), "prototypes": self.prototypes, "cluster_bias": self.cluster_bias,
+                  "group_weight": self.group_weight.astype(np.float32), "group_cluster": self.group_cluster.astype(np.int32),
+                  "prototypes": self.prototypes, "cluster_bias": self.cluster_bias,
                   "cluster_shard": self.cluster_shard}
         arrays.update({f"vocab_{j}": self.spec.vocab[c] for j, c in enumerate(self.spec.columns)})
         arrays.update({f"embedding_{j}": e for j, e in enumerate(self.embeddings)})
@@ -78,23 +87,34 @@ class SharderRuntime(Runtime):
         arrays.update({f"bias_{i}": b for i, b in enumerate(self.biases)})
         meta = {"spec": self.spec.to_meta(), "key_column": self.key_column, "replicated": self.replicated,
                 "epsilon": self.epsilon, "coaccess_dim": self.coaccess_dim, "layers": len(self.weights),
-                "sharpness": self.sharpness}
+                "sharpness": self.sharpness, "training_report": self.training_report}
         save_weights(directory, arrays, meta, WEIGHTS, META)
 
     # --- placement -----------------------------------------------------------------
-    def attribute_scores(self, items: pd.DataFrame) -> np.ndarray:
-        """(n, k) log q over the training shards from the rows' attributes, table and size alone."""
+    def attribute_closeness(self, items: pd.DataFrame) -> np.ndarray:
+        """(n, clusters) closeness of the rows to every prototype, from their attributes, table and size alone."""
         table, attrs, size = self.spec.encode(items)
-        n = len(items)
-        parts = [np.eye(len(self.spec.tables) + 1, dtype=np.float32)[table]]
+        # The first layer is linear in one-hot and embedded inputs: gather each one's contribution from a
+        # small table instead of building the (n, width) input; co-access and its mask are 0 here.
+        first, bias = self.weights[0], self.biases[0]
+        width_table = len(self.spec.tables) + 1
+        pre = first[:, :width_table].T[table] + bias
+        offset = width_table
         for j, embedding in enumerate(self.embeddings):
-            parts.append(embedding[attrs[:, j]])
-        parts += [size[:, None], np.zeros((n, self.coaccess_dim + 1), dtype=np.float32)]
-        h = mlp_forward(np.hstack(parts), self.weights, self.biases)  # no co-access history: the embedding is all MLP
+            block = first[:, offset: offset + embedding.shape[1]]
+            pre += (embedding @ block.T)[attrs[:, j]]
+            offset += embedding.shape[1]
+        pre += size[:, None] * first[:, offset][None, :]
+        h = mlp_forward(pre / (1.0 + np.exp(-pre)), self.weights[1:], self.biases[1:]) if len(self.weights) > 1 else pre
         p = self.prototypes
         distance = (h * h).sum(1, keepdims=True) - 2.0 * h @ p.T + (p * p).sum(1)[None, :]
-        closeness = self.cluster_bias[None, :] - self.sharpness * distance  # (n, clusters)
-        logits = np.full((n, len(self.train_shard_ids)), -np.inf, dtype=np.float64)
+        return self.cluster_bias[None, :] - self.sharpness * distance
+
+    def attribute_scores(self, items: pd.DataFrame, closeness: np.ndarray | None = None) -> np.ndarray:
+        """(n, k) log q over the training shards from the rows' attributes, table and size alone."""
+        if closeness is None:
+            closeness = self.attribute_closeness(items)
+        logits = np.full((len(closeness), len(self.train_shard_ids)), -np.inf, dtype=np.float64)
         for shard in np.unique(self.cluster_shard):  # logsumexp over each shard's clusters
             own = closeness[:, self.cluster_shard == shard]
             top = own.max(axis=1, keepdims=True)
@@ -146,14 +166,20 @@ class SharderRuntime(Runtime):
         out = np.empty(len(items), dtype=np.int64)
         found = np.flatnonzero(row >= 0)
         if len(found):
-            # A key is one group: one draw per distinct key, broadcast to its rows.
-            codes, first, inverse = np.unique(keys[found], return_index=True, return_inverse=True)
-            logits = self._logits(self.pinned_log_q()[self.group_shard[row[found[first]]]], position, adjust)
-            out[found] = gumbel_argmax(codes, hashes, logits)[inverse]
+            # A known group draws its hashes by its cluster: what the trace touches together lands, and
+            # moves when shards come and go, together. The draws are salted apart from hashing's: the
+            # deployment of today hashes the same ids, and a row kept where hashing put it would otherwise
+            # carry that choice's draw (the largest of k) and hardly ever move to a new shard.
+            pinned, cluster = self.group_shard[row[found]], self.group_cluster[row[found]]
+            inverse, pairs = pd.factorize(cluster * len(self.train_shard_ids) + pinned)
+            pairs = np.asarray(pairs, dtype=np.int64)
+            draws = splitmix64(np.asarray(pairs // len(self.train_shard_ids), dtype=np.uint64) ^ self.draw_salt)
+            logits = self._logits(self.pinned_log_q()[pairs % len(self.train_shard_ids)], position, adjust)
+            out[found] = gumbel_argmax(draws, hashes, logits)[inverse]
         rest = np.flatnonzero(row < 0)
-        if len(rest):
-            subset = items.iloc[rest]
-            out[rest] = gumbel_argmax(keys[rest], hashes, self._logits(self.attribute_scores(subset), position, adjust))
+        if len(rest):  # never seen: scored from attributes, drawn by its own key (new rows of one key go together)
+            log_q = self.attribute_scores(items.iloc[rest])
+            out[rest] = gumbel_argmax(splitmix64(keys[rest] ^ _DRAW_SALT), hashes, self._logits(log_q, position, adjust))
         return out
 
     def place(self, items: pd.DataFrame, shards: pd.DataFrame) -> np.ndarray:

@@ -21,6 +21,11 @@ ATTRIBUTE_PREFIX = "attr_"
 WAREHOUSE = "attr_warehouse"
 
 
+def _show(value) -> str:
+    """A cell as a person reads it: 99, not np.int32(99)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _unique(table: str, column: str) -> Rule:
     def check(frames):
         return ~frames[table][column].duplicated(keep=False)
@@ -28,7 +33,7 @@ def _unique(table: str, column: str) -> Rule:
     def explain(frames, i: int) -> str:
         values = frames[table][column]
         rows = np.flatnonzero((values == values.iloc[i]).to_numpy())
-        return f"{column} {values.iloc[i]!r} on rows {rows[0]} and {rows[1]}"
+        return f"{column} {_show(values.iloc[i])} on rows {rows[0]} and {rows[1]}"
 
     return Rule(f"{column}_unique", f"{column} is unique", check, explain)
 
@@ -40,8 +45,8 @@ def _positive(table: str, column: str, key: str) -> Rule:
             return pd.Series(np.isfinite(values) & (values > 0), index=frames[table].index)
 
     def explain(frames, i: int) -> str:
-        row = frames[table].iloc[i]
-        return f"{key} {row[key]!r}: {column}={row[column]!r}"
+        frame = frames[table]  # cell by cell: a row of a mixed frame would turn the int key into a float
+        return f"{key} {_show(frame[key].iloc[i])}: {column}={_show(frame[column].iloc[i])}"
 
     return Rule(f"{column}_positive", f"{column} is a positive, finite number", check, explain)
 
@@ -51,18 +56,18 @@ def _op_is_read_or_write(frames) -> pd.Series:
 
 
 def _explain_op(frames, i: int) -> str:
-    row = frames["accesses"].iloc[i]
-    return f"txn_id {row['txn_id']!r}, item_id {row['item_id']!r}: op={row['op']!r}"
+    row = {c: frames["accesses"][c].iloc[i] for c in ("txn_id", "item_id", "op")}
+    return f"txn_id {_show(row['txn_id'])}, item_id {_show(row['item_id'])}: op={_show(row['op'])}"
 
 
 def _explain_unknown_item(frames, i: int) -> str:
-    row = frames["accesses"].iloc[i]
-    return f"txn_id {row['txn_id']!r}: item_id {row['item_id']!r}"
+    row = {c: frames["accesses"][c].iloc[i] for c in ("txn_id", "item_id")}
+    return f"txn_id {_show(row['txn_id'])}: item_id {_show(row['item_id'])}"
 
 
 def _explain_unknown_shard(frames, i: int) -> str:
-    row = frames["items"].iloc[i]
-    return f"item_id {row['item_id']!r}: current_shard {row['current_shard']!r}"
+    row = {c: frames["items"][c].iloc[i] for c in ("item_id", "current_shard")}
+    return f"item_id {_show(row['item_id'])}: current_shard {_show(row['current_shard'])}"
 
 
 SHARDS = Table(

@@ -7,8 +7,11 @@ One workload per snapshot (``workload``):
   folded into its size), with the spec's mix (NewOrder 45%, Payment 43%,
   OrderStatus, Delivery and StockLevel 4% each), 1% of order lines supplied by
   a remote warehouse, 15% of payments for a customer of a remote warehouse,
-  and NURand skew over customers and items. Orders entered during the trace
-  are rows that did not exist before it. ``attr_warehouse`` and
+  and NURand skew over customers and items. Remote warehouses are uniform,
+  as the spec draws them, unless ``regions`` > 0: then warehouses belong to
+  hidden regions (by location, not by number) and ``remote_in_region`` of the
+  remote work stays in the region. Orders entered during the trace are rows
+  that did not exist before it. ``attr_warehouse`` and
   ``attr_district`` are set where the row has them.
 - ``social``: Epinions-like. Users in communities of power-law sizes and
   activity, trust edges mostly inside a community, products popular in one
@@ -45,6 +48,8 @@ DEFAULTS = {
     "initial_orders_per_district": 10,
     "remote_order_line": 0.01,
     "remote_payment": 0.15,
+    "regions": 0,                   # > 0: warehouses fall in this many hidden regions (not by id) and
+    "remote_in_region": 0.8,        # ... this share of remote work stays in the home warehouse's region
     # social
     "users": 6000,
     "communities": 30,
@@ -148,6 +153,24 @@ def _tpcc(cfg: dict, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFra
     def stock_row(w, i):
         return off_stock + w * I + i
 
+    def remote_warehouse(home_of: np.ndarray) -> np.ndarray:
+        """Another warehouse than each home: uniform as the spec has it, or mostly of the home's region."""
+        other = (home_of + rng.integers(1, W, len(home_of))) % W
+        if regions > 0 and len(home_of):
+            peers = [np.flatnonzero(region == r) for r in range(regions)]
+            local = rng.random(len(home_of)) < float(cfg["remote_in_region"])
+            for r, members in enumerate(peers):
+                pick = np.flatnonzero(local & (region[home_of] == r))
+                if len(members) > 1 and len(pick):  # uniform over the region's other warehouses
+                    drawn = rng.integers(0, len(members) - 1, len(pick))
+                    drawn += drawn >= np.searchsorted(members, home_of[pick])
+                    other[pick] = members[drawn]
+        return other
+
+    regions = int(cfg["regions"])
+    # Regions group warehouses by where they are, not by their number (ids follow opening order).
+    region = rng.permutation(np.arange(W) % regions) if regions > 0 else np.zeros(W, dtype=np.int64)
+
     # Orders: the initial ones (entered before the trace), then one per NewOrder.
     new_order = np.flatnonzero(kind == kinds.index("new_order"))
     lines = rng.integers(5, 16, len(new_order))
@@ -174,7 +197,7 @@ def _tpcc(cfg: dict, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFra
     supply = home[line_txn].copy()
     remote = rng.random(len(line_txn)) < float(cfg["remote_order_line"])
     if W > 1:
-        supply[remote] = (supply[remote] + rng.integers(1, W, int(remote.sum()))) % W
+        supply[remote] = remote_warehouse(supply[remote])
     trace.add(line_txn, off_item + line_item, False)
     trace.add(line_txn, stock_row(supply, line_item), True)
 
@@ -184,7 +207,7 @@ def _tpcc(cfg: dict, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFra
     cw, cd, cc = w.copy(), d.copy(), customer[payment]
     remote = rng.random(len(payment)) < float(cfg["remote_payment"])
     if W > 1:
-        cw[remote] = (cw[remote] + rng.integers(1, W, int(remote.sum()))) % W
+        cw[remote] = remote_warehouse(cw[remote])
         cd[remote] = rng.integers(0, D, int(remote.sum()))
     trace.add(payment, w, True)
     trace.add(payment, district_row(w, d), True)
@@ -242,7 +265,8 @@ def _tpcc(cfg: dict, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFra
     tables = np.concatenate([np.full(W, "warehouse"), np.full(W * D, "district"), np.full(W * D * C, "customer"),
                              np.full(I, "item"), np.full(W * I, "stock"), np.full(len(order_district), "order")]).astype(object)
     size = np.concatenate([rng.normal(90, 5, W), rng.normal(95, 5, W * D), rng.normal(655, 40, W * D * C),
-                           rng.normal(82, 6, I), rng.normal(306, 10, W * I), 24 + 54 * order_lines + rng.normal(0, 4, len(order_lines))])
+                           rng.normal(82, 6, I), rng.normal(306, 10, W * I),
+                           24 + 54 * order_lines + rng.normal(0, 4, len(order_lines))])
     warehouse = np.concatenate([wid, dw, cw_, np.zeros(I, dtype=np.int64), sw, ow])
     has_warehouse = tables != "item"
     district_attr = np.concatenate([np.zeros(W, dtype=np.int64), dd, cd_, np.zeros(I + W * I, dtype=np.int64), od])
@@ -364,7 +388,8 @@ def _social(cfg: dict, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataF
     size = np.concatenate([rng.normal(400, 60, U), rng.normal(300, 40, P), rng.normal(900, 300, len(review_author)),
                            rng.normal(40, 2, len(trust_from))])
     user_attr = np.concatenate([np.arange(U), np.zeros(P, dtype=np.int64), review_author, trust_from])
-    product_attr = np.concatenate([np.zeros(U, dtype=np.int64), np.arange(P), review_product, np.zeros(len(trust_from), dtype=np.int64)])
+    product_attr = np.concatenate([np.zeros(U, dtype=np.int64), np.arange(P), review_product,
+                                   np.zeros(len(trust_from), dtype=np.int64)])
     items = pd.DataFrame({"item_id": ids, "table": tables, "size_bytes": np.maximum(np.rint(size), 1).astype(np.int64),
                           "attr_user": _nullable(user_attr, tables != "product"),
                           "attr_product": _nullable(product_attr, np.isin(tables, ["product", "review"]))})

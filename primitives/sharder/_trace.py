@@ -35,7 +35,7 @@ class Shards:
             raise PlacementError(f"shards: shard_id {pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]} appears twice")
         if not (np.isfinite(capacity) & (capacity > 0)).all():
             bad = int(np.flatnonzero(~(np.isfinite(capacity) & (capacity > 0)))[0])
-            raise PlacementError(f"shards: shard {ids[bad]} has capacity {capacity[bad]!r}, must be > 0")
+            raise PlacementError(f"shards: shard {ids[bad]} has capacity {float(capacity[bad])!r}, must be > 0")
         return cls(ids, capacity)
 
     def __len__(self) -> int:

@@ -32,10 +32,13 @@ SMALL = {  # the contract tests' small sources
     "balancer": {"servers": 12, "requests": 6000, "keys": 1500, "zipf_offset": 100},
     "query": query_source(_CACHE, queries_per_template=3),
     "compiler": compiler_source(_CACHE, schedules_per_task=5),
+    "sharder": {"workload": "tpcc", "warehouses": 4, "customers_per_district": 5, "catalogue_items": 60,
+                "transactions": 3000, "shards": 2},
 }
 
 HEAVY = ("torch", "lightning", "pytorch_lightning", "lightning_fabric", "prefect", "optuna", "great_expectations")
-PARAMS = {"max_epochs": 2, "scenarios_per_epoch": 4, "members": 2}  # tiny; keys a primitive does not declare are dropped
+PARAMS = {"max_epochs": 2, "scenarios_per_epoch": 4, "members": 2,  # tiny; keys a primitive does not declare are dropped
+          "steps_per_epoch": 4, "txns_per_step": 512}
 
 # Run in the bare interpreter: argv = primitive name, folder with input.parquet and context/*.parquet.
 LOAD_AND_PREDICT = textwrap.dedent(
@@ -116,6 +119,8 @@ def larger_input(prim, tables: dict) -> pd.DataFrame:
                               "schedule": m["schedule"].to_numpy()})
     elif prim.name == "query":
         frame = tables["queries"][["sql", "probes"]]
+    elif prim.name == "sharder":
+        frame = tables["items"].head(1000)[list(example.columns)]
     else:  # a primitive added later: its own example (add a larger input here)
         return example
     frame = frame.astype(example.dtypes.to_dict()).reset_index(drop=True)

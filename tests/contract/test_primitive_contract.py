@@ -27,3 +27,11 @@ class TestQueryContract(PrimitiveContract):
 class TestCompilerContract(PrimitiveContract):
     primitive_name = "compiler"
     source_config = compiler_source(_CACHE, schedules_per_task=5)
+
+
+class TestSharderContract(PrimitiveContract):
+    primitive_name = "sharder"
+    source_config = {"workload": "tpcc", "warehouses": 4, "customers_per_district": 5, "catalogue_items": 60,
+                     "transactions": 3000, "shards": 2}
+    train_params = {"max_epochs": 2, "steps_per_epoch": 4, "txns_per_step": 512}
+    evaluate_config = {"disruption_trials": 1}

@@ -1,0 +1,136 @@
+"""Behavioural tests of the learned sharder (Made-With-ML style): invariances and directional
+expectations that any good placement must meet, on a small TPC-C-like snapshot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aiprim.primitives.sharder._metrics import evaluate_placers
+from aiprim.primitives.sharder._peers import HashPeer
+
+SOURCE = {"workload": "tpcc", "warehouses": 8, "customers_per_district": 8, "catalogue_items": 80,
+          "transactions": 6000, "shards": 4}
+PARAMS = {"max_epochs": 3, "steps_per_epoch": 6, "txns_per_step": 1024}
+
+
+def _train(tables, tmp_path_factory, name: str):
+    from aiprim import primitives
+
+    prim = primitives.get("sharder")
+    train, held_out = prim.split(tables, 0.2)
+    runtime = prim.train_runtime(train, PARAMS, tmp_path_factory.mktemp(name), seed=0)
+    return runtime, train, held_out
+
+
+@pytest.fixture(scope="module")
+def tables():
+    from aiprim import primitives
+
+    return primitives.get("sharder").generate(SOURCE, seed=5)[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tables, tmp_path_factory):
+    return _train(tables, tmp_path_factory, "sharder")
+
+
+def _scores(runtime, held_out, train) -> dict:
+    return evaluate_placers({"learned": runtime, "hash": HashPeer()}, held_out, train, disruption_trials=0,
+                            reshard_budget=None)
+
+
+def _renamed(tables: dict) -> dict:
+    """The same database under other names: item ids are opaque labels, shard ids arbitrary numbers."""
+    rename = {i: f"row-{i[::-1]}" for i in tables["items"]["item_id"]}
+    shard = {s: 100 + 7 * int(s) for s in tables["shards"]["shard_id"]}
+    items = tables["items"].assign(item_id=tables["items"]["item_id"].map(rename),
+                                   current_shard=pd.array(tables["items"]["current_shard"].map(shard), dtype="Int32"))
+    shards = tables["shards"].assign(shard_id=tables["shards"]["shard_id"].map(shard).astype(np.int32))
+    accesses = tables["accesses"].assign(item_id=tables["accesses"]["item_id"].map(rename))
+    return {"shards": shards, "items": items, "accesses": accesses}
+
+
+def test_quality_does_not_depend_on_names(tables, trained, tmp_path_factory):
+    runtime, train, held_out = trained
+    before = _scores(runtime, held_out, train)["learned"]
+    again, train2, held2 = _train(_renamed(tables), tmp_path_factory, "renamed")
+    after = _scores(again, held2, train2)["learned"]
+    assert after["distributed_txn_rate"] == pytest.approx(before["distributed_txn_rate"], abs=0.02)
+    assert after["peak_to_mean_load"] == pytest.approx(before["peak_to_mean_load"], abs=0.1)
+
+
+def test_learned_placement_beats_hashing_by_far(trained):
+    runtime, train, held_out = trained
+    scores = _scores(runtime, held_out, train)
+    assert scores["learned"]["distributed_txn_rate"] < 0.3 * scores["hash"]["distributed_txn_rate"]
+    assert scores["learned"]["peak_to_mean_load"] <= 1.25
+
+
+def test_a_new_row_lands_with_its_warehouse(trained, tables):
+    runtime, _, _ = trained
+    items, shards = tables["items"], tables["shards"]
+    placed = pd.Series(runtime.place(items, shards), index=items["item_id"])
+    for warehouse in range(SOURCE["warehouses"]):
+        new = pd.DataFrame({"item_id": [f"order/{warehouse:04d}/03/9999999", f"brand-new-{warehouse}"], "table": ["order"] * 2,
+                            "size_bytes": [600, 600], "attr_warehouse": pd.array([warehouse] * 2, dtype="Int64"),
+                            "attr_district": pd.array([3, 3], dtype="Int64")})
+        where = runtime.place(new, shards)
+        assert (where == placed[f"warehouse/{warehouse:04d}"]).all(), warehouse
+
+
+def test_placement_is_deterministic_and_row_by_row(trained, tables):
+    runtime, _, _ = trained
+    items, shards = tables["items"], tables["shards"]
+    whole = runtime.place(items, shards)
+    np.testing.assert_array_equal(runtime.place(items, shards), whole)
+    some = np.random.default_rng(0).choice(len(items), 500, replace=False)
+    np.testing.assert_array_equal(runtime.place(items.iloc[some], shards), whole[some])
+
+
+def test_adding_a_shard_moves_about_its_share_and_only_to_it(trained, tables):
+    runtime, _, _ = trained
+    items, shards = tables["items"], tables["shards"]
+    before = runtime.place(items, shards)
+    k = len(shards)
+    moved = []
+    for t in range(20):
+        grown = pd.concat([shards, pd.DataFrame({"shard_id": pd.array([50 + t], dtype="int32"), "capacity": [1.0]})],
+                          ignore_index=True)
+        after = runtime.place(items, grown)
+        changed = after != before
+        assert (after[changed] == 50 + t).all(), "a row only ever moves to the new shard"
+        moved.append(changed.mean())
+    assert np.mean(moved) == pytest.approx(1 / (k + 1), abs=0.08)
+
+
+def test_removing_a_shard_moves_only_its_rows(trained, tables):
+    runtime, _, _ = trained
+    items, shards = tables["items"], tables["shards"]
+    before = runtime.place(items, shards)
+    victim = int(shards["shard_id"].iloc[1])
+    after = runtime.place(items, shards[shards["shard_id"] != victim])
+    changed = after != before
+    assert changed.any()
+    assert (before[changed] == victim).all()
+    assert (after != victim).all()
+
+
+@pytest.mark.parametrize("budget", [0.0, 0.02, 0.1, 0.3, 1.0])
+def test_resharding_never_exceeds_its_budget(trained, tables, budget):
+    runtime, _, _ = trained
+    items, shards = tables["items"], tables["shards"]
+    resharded = runtime.reshard(items, shards, budget)
+    current = items["current_shard"].to_numpy(dtype=np.int64)
+    size = items["size_bytes"].to_numpy(dtype=np.float64)
+    assert size[resharded != current].sum() <= budget * size.sum() + 1e-6
+    if budget == 1.0:  # everything may move: the learned placement itself
+        np.testing.assert_array_equal(resharded, runtime.place(items, shards))
+
+
+def test_a_bigger_budget_never_makes_the_placement_worse(trained):
+    runtime, train, held_out = trained
+    rates = [evaluate_placers({"learned": runtime}, held_out, train, disruption_trials=0, reshard_budget=b)["learned"]
+             ["resharded_distributed_txn_rate"] for b in (0.0, 0.3, 1.0)]
+    assert rates[0] >= rates[1] >= rates[2]
