@@ -60,7 +60,7 @@ def snapshot(name: str, cfg: dict, source: str | None = None, out: Path | None =
         location = _source_for(name, source)
         directory = import_snapshot(location, name, root)
         log(f"{name}: imported snapshot {location} as {directory}")
-        return directory
+        return _completed(prim, directory, location, cfg, root)
     pcfg = cfgmod.primitive_config(cfg, name)
     source_cfg = dict(pcfg.get("source", {}))
     # Each round draws new work: the seed moves on with every snapshot the primitive accepted.
@@ -82,6 +82,26 @@ def snapshot(name: str, cfg: dict, source: str | None = None, out: Path | None =
     rows = ", ".join(f"{k}={len(v):,}" for k, v in tables.items())
     log(f"{name}: snapshot {directory.name} ({rows}) in {time.perf_counter() - started:.1f}s")
     return directory
+
+
+def _completed(prim, directory: Path, location: str, cfg: dict, root: Path) -> Path:
+    """The imported snapshot, or a new one with the telemetry the primitive gathered for it (a query log run
+    on the user's database); the import stays as it came."""
+    manifest = read_manifest(directory)
+    tables = read_tables(directory, prim.schema)
+    source_cfg = dict(cfgmod.primitive_config(cfg, prim.name).get("source", {}))
+    source_cfg.update(snapshot_dir=str(directory), policy_dir=_champion_runtime(prim.name) if prim.on_policy else None,
+                      seed=int(source_cfg.get("seed", cfg.get("seed", 0))) + experience.round_number(prim.name, cfg))
+    completed = prim.complete_telemetry(tables, manifest, source_cfg)
+    if completed is None:
+        return directory
+    tables, extra = completed
+    keep = {k: v for k, v in manifest.items() if k not in ("primitive", "schema_version", "created_at", "source", "tables")}
+    made = write_snapshot(prim.name, prim.schema, tables, root, source=f"{location}, telemetry gathered by aiprim",
+                          extra={**keep, **extra, "round": experience.round_number(prim.name, cfg)})
+    log(f"{prim.name}: gathered telemetry for {location}: snapshot {made.name} "
+        f"({', '.join(f'{k}={len(v):,}' for k, v in tables.items())})")
+    return made
 
 
 def _champion_runtime(name: str) -> str | None:

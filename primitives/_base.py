@@ -220,6 +220,13 @@ class Primitive(abc.ABC):
         """Tables the logged pyfunc model needs beside its input (the balancer's fleet); none by default."""
         return {}
 
+    def complete_telemetry(self, tables: dict[str, Any], manifest: dict, config: dict) -> tuple[dict, dict] | None:
+        """A snapshot imported with ``--source`` that lacks measurements the primitive can gather itself
+        (the query optimizer's queries-only log on the user's own database): ``(tables, manifest extras)``
+        of the completed snapshot, or None when it is complete. ``config`` is the source section plus
+        ``snapshot_dir`` and ``policy_dir`` (the champion's runtime, or None)."""
+        return None
+
     def merge_experience(self, parts: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         """One set of training tables from the training parts of several snapshots, oldest first
         (``(snapshot id, tables)`` each; the pipeline's experience window, ``aiprim.flows.experience``).

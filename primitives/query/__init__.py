@@ -83,6 +83,14 @@ class QueryOptimizer(Primitive):
 
         return generate(config, seed)
 
+    def complete_telemetry(self, tables, manifest, config):
+        """A queries-only snapshot (a user's query log and a manifest naming its database): run it there."""
+        if "executions" in tables:
+            return None
+        from ._source import gather_on
+
+        return gather_on(tables["queries"], manifest, config)
+
     def build_datamodule(self, tables, params, seed):
         from ._model import QueryDataModule
 

@@ -194,3 +194,31 @@ def generate(config: dict, seed: int) -> tuple[dict[str, pd.DataFrame], dict]:
         connection.close()
     tables = {"queries": queries, "arms": arms_frame(arms), "executions": executions}
     return tables, {"engine": engine.name, "database_uri": uri}
+
+
+def gather_on(queries: pd.DataFrame, manifest: dict, config: dict) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Telemetry of a user's own queries on the user's own database (``aiprim run --source DIR`` where DIR
+    holds ``queries.parquet`` and a manifest naming ``engine`` and ``database_uri``): every arm without a
+    champion, on-policy with one."""
+    from ._engines import engine_for_uri
+
+    uri = manifest.get("database_uri")
+    if not uri:
+        raise QueryError("the snapshot's manifest.json names no database_uri to gather telemetry on")
+    engine_name = manifest.get("engine") or engine_for_uri(uri).name
+    if engine_name == "duckdb" and not Path(uri).is_absolute() and config.get("snapshot_dir"):
+        uri = str(Path(config["snapshot_dir"]) / uri)
+    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if k in DEFAULTS and v is not None}}
+    engine = engine_named(engine_name, **({"threads": cfg["threads"]} if engine_name == "duckdb" else {}))
+    arms = engine.default_arms()
+    policy = load_policy(config.get("policy_dir"))
+    queries = queries[["query_id", "template", "sql"]].reset_index(drop=True)
+    _progress(f"gathering telemetry of {len(queries)} queries on {engine.name} at {redact(uri)} "
+              f"({'all ' + str(len(arms)) + ' arms' if policy is None else 'on-policy: champion + exploration'})")
+    connection = engine.connect(uri)
+    try:
+        queries = probe_queries(engine, connection, queries)
+        executions = run_workload(engine, connection, queries, arms, cfg, policy, int(config.get("seed", 0)))
+    finally:
+        connection.close()
+    return {"queries": queries, "arms": arms_frame(arms), "executions": executions}, {"engine": engine.name, "database_uri": uri}

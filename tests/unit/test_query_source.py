@@ -37,3 +37,30 @@ def test_a_runaway_arm_is_recorded_as_timed_out_not_waited_for(tmp_path_factory)
     assert executions["timed_out"].any()
     assert executions.loc[executions["timed_out"], "latency_ms"].isna().all()
     assert np.isfinite(executions.loc[~executions["timed_out"], "latency_ms"]).all()
+
+
+def test_a_users_query_log_is_run_on_the_users_database(query_tables, project, tmp_path):
+    """`--source DIR` with only queries.parquet and a manifest naming the database: aiprim gathers the telemetry."""
+    import json
+
+    import pandas as pd
+
+    from aiprim.flows import config, steps
+    from aiprim.primitives._snapshot import read_manifest, read_tables
+
+    tables, extra = query_tables
+    log = tables["queries"][["query_id", "template", "sql"]].head(6)
+    folder = tmp_path / "my-log"
+    folder.mkdir()
+    log.to_parquet(folder / "queries.parquet")
+    (folder / "manifest.json").write_text(json.dumps({"primitive": "query", "schema_version": 1, "engine": "duckdb",
+                                                      "database_uri": extra["database_uri"], "tables": {}}))
+    directory = steps.snapshot("query", config.load(), source=str(folder))
+    gathered = read_tables(directory, primitives.get("query").schema)
+    assert set(gathered["executions"]["query_id"]) == set(log["query_id"])
+    assert (gathered["executions"].groupby("query_id")["arm"].first() == 0).all()
+    assert gathered["queries"]["probes"].map(json.loads).map(len).min() >= 1
+    manifest = read_manifest(directory)
+    assert manifest["database_uri"] == extra["database_uri"] and "telemetry gathered by aiprim" in manifest["source"]
+    assert list(pd.read_parquet(folder / "queries.parquet").columns) == ["query_id", "template", "sql"], "the user's files stay as they were"
+    assert steps.validate("query", directory, config.load()).ok
