@@ -16,7 +16,7 @@ def test_balancer_trains_on_gpu(balancer_tables, tmp_path):
 
     prim = primitives.get("balancer")
     train, held_out = prim.split(balancer_tables, 0.2)
-    params = {"max_epochs": 2, "scenarios_per_epoch": 8}
+    params = prim.params({"max_epochs": 2, "scenarios_per_epoch": 8})
     datamodule = prim.build_datamodule(train, params, seed=0)
     module = prim.build_module(datamodule, params)
     trainer = L.Trainer(max_epochs=2, accelerator="gpu", devices=1, logger=False, enable_checkpointing=False,
