@@ -1,4 +1,10 @@
-"""Balanced label propagation over the training trace: the last polish of the packed placement.
+"""Discrete placement over the training trace: where the kernel starts and what the export ships.
+
+``coarse_partition`` assigns the kernel's clusters to shards before training
+(the best of an agglomerative start and random packings, each refined);
+``group_placement`` turns the trained kernel's soft placement into the packed
+table the runtime pins groups with, or keeps rows where they are when moving
+them would not pay.
 
 Packing keeps the model's preferences where the loads allow; it cannot see
 that two groups it split are touched together. A few rounds of balanced
