@@ -13,12 +13,13 @@ from .._report import Scores
 from ._metrics import measure_workload, score as score_choices
 
 
-def database_of(config: dict) -> tuple[str, str]:
-    """(engine name, database URI) from the snapshot's manifest; a relative DuckDB path resolves against the snapshot."""
+def database_of(config: dict, purpose: str = "measure on") -> tuple[str, str]:
+    """(engine name, database URI) from the snapshot's manifest (``config["manifest"]``); a relative DuckDB
+    path resolves against ``config["snapshot_dir"]``."""
     manifest = config.get("manifest") or {}
     uri = manifest.get("database_uri")
     if not uri:
-        raise QueryError("the snapshot's manifest.json names no database_uri to measure on")
+        raise QueryError(f"the snapshot's manifest.json names no database_uri to {purpose}")
     engine = manifest.get("engine") or engine_for_uri(uri).name
     if engine == "duckdb" and not Path(uri).is_absolute() and config.get("snapshot_dir"):
         uri = str(Path(config["snapshot_dir"]) / uri)

@@ -94,14 +94,6 @@ class QueryRuntime(Runtime):
         ratios[..., 0] = 0.0
         return ratios, out[..., 0] * float(self.meta.get("native_std", 1.0)) + float(self.meta.get("native_mean", 0.0))
 
-    def predict_log_ratios(self, template_index: np.ndarray, features: np.ndarray) -> np.ndarray:
-        """members x queries x arms: predicted log(latency under arm / native latency)."""
-        return self.predict(template_index, features)[0]
-
-    def log_ratios_of(self, template: str, counts: list[tuple[int, int]]) -> np.ndarray:
-        """members x arms for one query of a known template with these probe counts."""
-        return self.predictions_of(template, counts)[0]
-
     def predictions_of(self, template: str, counts: list[tuple[int, int]]) -> tuple[np.ndarray, float]:
         """(members x arms log ratios, expected native ms) for one query of a known template."""
         features = probe_features(counts, self.meta.get("usual", {}).get(template))

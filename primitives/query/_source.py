@@ -200,14 +200,9 @@ def gather_on(queries: pd.DataFrame, manifest: dict, config: dict) -> tuple[dict
     """Telemetry of a user's own queries on the user's own database (``aiprim run --source DIR`` where DIR
     holds ``queries.parquet`` and a manifest naming ``engine`` and ``database_uri``): every arm without a
     champion, on-policy with one."""
-    from ._engines import engine_for_uri
+    from ._evaluate import database_of
 
-    uri = manifest.get("database_uri")
-    if not uri:
-        raise QueryError("the snapshot's manifest.json names no database_uri to gather telemetry on")
-    engine_name = manifest.get("engine") or engine_for_uri(uri).name
-    if engine_name == "duckdb" and not Path(uri).is_absolute() and config.get("snapshot_dir"):
-        uri = str(Path(config["snapshot_dir"]) / uri)
+    engine_name, uri = database_of({"manifest": manifest, "snapshot_dir": config.get("snapshot_dir")}, "gather telemetry on")
     cfg = {**DEFAULTS, **{k: v for k, v in config.items() if k in DEFAULTS and v is not None}}
     engine = engine_named(engine_name, **({"threads": cfg["threads"]} if engine_name == "duckdb" else {}))
     arms = engine.default_arms()
