@@ -17,12 +17,13 @@ __version__ = "0.2.0"
 __all__ = ["load_runtime"]
 
 
-def load_runtime(name: str, alias: str = "champion"):
-    """The runtime of a primitive's registered model, by alias, version number or run id.
+def load_runtime(name: str, alias: str = "champion", deployment: str = "default"):
+    """The runtime of a primitive's registered model, by alias, version number or run id;
+    ``champion`` (``challenger``) is that of ``deployment``.
 
     Imports numpy, pandas and MLflow's client only: never torch, Lightning,
     Prefect, Optuna or Great Expectations.
     """
     from .registry import load_runtime as _load
 
-    return _load(name, alias)
+    return _load(name, alias, deployment)

@@ -163,3 +163,21 @@ class PrimitiveContract:
                                     {**self.evaluation_context(generated), "baselines": False})
         assert report.baselines == {}
         assert report.primary("learned") == pytest.approx(report.primary("champion"))
+
+    def test_transfer_is_opted_in_whole_or_refused_in_one_line(self, primitive, generated):
+        """A primitive that opts in to transfer describes a deployment by a finite vector of fixed length and
+        has a transfer model that can draw, fit and decode; one that does not says so in one line."""
+        import numpy as np
+
+        from aiprim.primitives._base import TransferNotSupported
+
+        tables, _ = generated
+        if not primitive.supports_transfer:
+            with pytest.raises(TransferNotSupported, match="does not opt in to transfer"):
+                primitive.transfer_model()
+            return
+        train, held_out = primitive.split(tables, self.holdout_fraction)
+        first, second = primitive.describe_deployment(train), primitive.describe_deployment(held_out)
+        assert first.ndim == 1 and first.shape == second.shape and np.isfinite(first).all()
+        model = primitive.transfer_model()
+        assert all(callable(getattr(model, name, None)) for name in ("draw_deployment", "fit", "decode"))

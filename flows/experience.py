@@ -55,17 +55,45 @@ def history(name: str, cfg: dict) -> list[dict]:
 
 
 def record_accepted(name: str, snapshot_dir: Path, stats: dict, cfg: dict) -> None:
-    """Append the snapshot to the history (once) and make it the drift reference."""
+    """Append the snapshot to the history (once) and make it the drift reference of its deployment."""
+    deployment = _deployment(snapshot_dir)
     entries = [e for e in history(name, cfg) if e["snapshot"] != str(snapshot_dir)]
-    entries.append({"snapshot": str(snapshot_dir), "accepted_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    entries.append({"snapshot": str(snapshot_dir), "accepted_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "deployment": deployment})
     path = history_file(name, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"snapshot": str(snapshot_dir), "stats": stats, "history": entries[-200:]}, indent=2))
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    by_deployment = {**previous.get("stats_by_deployment", {}), deployment: stats}
+    path.write_text(json.dumps({"snapshot": str(snapshot_dir), "stats": stats, "stats_by_deployment": by_deployment,
+                                "history": entries[-200:]}, indent=2))
 
 
-def round_number(name: str, cfg: dict) -> int:
-    """How many snapshots ``name`` has accepted: the next snapshot is that round."""
-    return len(history(name, cfg))
+def drift_reference(name: str, snapshot_dir: Path, cfg: dict) -> dict | None:
+    """The workload shape of the last accepted snapshot of the same deployment, or None (first of its deployment,
+    or the snapshot itself): deployments differ by design, so one is never drift against another."""
+    path = history_file(name, cfg)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("snapshot") == str(snapshot_dir):
+        return None
+    deployment = _deployment(snapshot_dir)
+    if "stats_by_deployment" in record:
+        return record["stats_by_deployment"].get(deployment)
+    # A record written before deployments existed: its snapshot was the default deployment's.
+    return record.get("stats") if deployment == "default" else None
+
+
+def round_number(name: str, cfg: dict, deployment: str = "default") -> int:
+    """How many snapshots of the deployment ``name`` has accepted: the next snapshot is that round."""
+    return sum(1 for e in history(name, cfg) if e.get("deployment", "default") == deployment)
+
+
+def _deployment(snapshot_dir: Path) -> str:
+    try:
+        return read_manifest(Path(snapshot_dir)).get("deployment") or "default"
+    except Exception:  # noqa: BLE001  (an unreadable manifest fails validation elsewhere, with its own message)
+        return "default"
 
 
 def settings(cfg: dict) -> dict:

@@ -60,7 +60,7 @@ def steps_between(first: str, last: str) -> tuple[Step, ...]:
 
 
 def run_step(step: Step, primitive: str, cfg: dict, values: dict[str, Any], source: str | None = None,
-             trials: int | None = None, snapshot_to: Path | None = None) -> Any:
+             trials: int | None = None, snapshot_to: Path | None = None, deployment: str | None = None) -> Any:
     """Run one step on the values it needs; returns the value it gives (JSON-able)."""
     from ..primitives._report import EvaluationReport
     from . import steps
@@ -70,7 +70,7 @@ def run_step(step: Step, primitive: str, cfg: dict, values: dict[str, Any], sour
         raise ValueError(f"step {step.name}: needs {', '.join(missing)} from an earlier step")
     snapshot_dir = Path(values["snapshot_dir"]) if "snapshot_dir" in values else None
     if step.name == "snapshot":
-        return str(steps.snapshot(primitive, cfg, source=source, exact=snapshot_to))
+        return str(steps.snapshot(primitive, cfg, source=source, exact=snapshot_to, deployment=deployment))
     if step.name == "validate":
         report = steps.validate(primitive, snapshot_dir, cfg)
         return {"valid": report.ok, "data_docs": report.docs}

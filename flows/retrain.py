@@ -17,9 +17,11 @@ from . import config as cfgmod
 from . import pipeline
 
 
-def _run_step(step_name: str, name: str, profile: str | None, values: dict, source: str | None, config_key: str) -> object:
+def _run_step(step_name: str, name: str, profile: str | None, values: dict, source: str | None, config_key: str,
+              deployment: str | None = None) -> object:
     # config_key (a hash of the primitive's config) is an input so that a changed config is a cache miss.
-    return pipeline.run_step(pipeline.step_named(step_name), name, cfgmod.load(profile), values, source=source)
+    return pipeline.run_step(pipeline.step_named(step_name), name, cfgmod.load(profile), values, source=source,
+                             deployment=deployment)
 
 
 def _task(step: pipeline.Step):
@@ -31,14 +33,14 @@ def _task(step: pipeline.Step):
 
 
 @flow(name="primitive-pipeline", flow_run_name="{name}")
-def primitive_pipeline(name: str, source: str | None = None, profile: str | None = None) -> dict:
+def primitive_pipeline(name: str, source: str | None = None, profile: str | None = None, deployment: str | None = None) -> dict:
     """The declared steps (``aiprim.flows.pipeline.STEPS``) for one primitive, each a task."""
     cfg = cfgmod.load(profile)
     config_key = cfgmod.config_hash(cfgmod.primitive_config(cfg, name))
     values: dict = {}
     for step in pipeline.STEPS:
         needed = {k: values[k] for k in step.needs}
-        values[step.gives] = _task(step)(step.name, name, profile, needed, source, config_key)
+        values[step.gives] = _task(step)(step.name, name, profile, needed, source, config_key, deployment)
     _publish_report(name, values["evaluation"], values["decision"])
     return {"primitive": name, "snapshot": values["snapshot_dir"], "run_id": values["run_id"], "version": values["version"],
             "decision": values["decision"], "report": values["evaluation"]}
@@ -62,19 +64,20 @@ def _round(metrics: dict) -> dict:
 
 
 @task(name="run-branch")
-def run_branch(name: str, source: str | None, profile: str | None) -> dict:
-    return primitive_pipeline(name, source, profile)
+def run_branch(name: str, source: str | None, profile: str | None, deployment: str | None = None) -> dict:
+    return primitive_pipeline(name, source, profile, deployment)
 
 
 @flow(name="retrain")
-def retrain(primitives: list[str] | None = None, source: str | None = None, profile: str | None = None) -> dict:
+def retrain(primitives: list[str] | None = None, source: str | None = None, profile: str | None = None,
+            deployment: str | None = None) -> dict:
     """Retrain every primitive concurrently; a failed branch leaves the others and every champion alone."""
     from aiprim import primitives as registry_of_primitives
 
     logger = get_run_logger()
     cfg = cfgmod.load(profile)
     names = primitives or cfg.get("primitives") or registry_of_primitives.names()
-    futures = {name: run_branch.submit(name, source, profile) for name in names}
+    futures = {name: run_branch.submit(name, source, profile, deployment) for name in names}
     results = {}
     for name, future in futures.items():
         try:

@@ -2,6 +2,7 @@
 
 >>> from aiprim.registry import load_runtime
 >>> balancer = load_runtime("balancer")          # alias "champion" by default
+>>> balancer = load_runtime("balancer", deployment="eu-west")   # that deployment's champion
 >>> server_ids = balancer.route(requests_df, servers_df)
 
 Loading imports MLflow's client and the primitive's runtime module only:
@@ -12,13 +13,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ._deployments import DEFAULT_DEPLOYMENT, DeploymentError, check_deployment, deployment_alias, known_deployments
 from ._promotion import CHALLENGER, CHAMPION, Decision, PromotionError, promote_version, rollback
 from ._store import configure, model_name, tracking_uri
 
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
+    "DEFAULT_DEPLOYMENT",
     "Decision",
+    "DeploymentError",
     "ModelNotFoundError",
     "PromotionError",
     "load_runtime",
@@ -35,12 +39,18 @@ class ModelNotFoundError(LookupError):
     pass
 
 
-def resolve_model(primitive: str, ref: str = CHAMPION) -> tuple[str, str | None]:
-    """(run id, version) for an alias, a version number or a run id."""
+def resolve_model(primitive: str, ref: str = CHAMPION, deployment: str | None = None) -> tuple[str, str | None]:
+    """(run id, version) for an alias, a version number or a run id.
+
+    ``champion`` and ``challenger`` name the deployment's own (``champion-NAME`` for deployment NAME);
+    a deployment no version was trained for is a ModelNotFoundError naming the known ones."""
     from mlflow.exceptions import MlflowException
 
     client = configure()
     name = model_name(primitive)
+    deployment = check_deployment(deployment)
+    if ref in (CHAMPION, CHALLENGER):
+        ref = deployment_alias(ref, deployment)
     try:
         if ref.isdigit():
             mv = client.get_model_version(name, ref)
@@ -49,11 +59,18 @@ def resolve_model(primitive: str, ref: str = CHAMPION) -> tuple[str, str | None]
         else:
             mv = client.get_model_version_by_alias(name, ref)
     except MlflowException:
+        if deployment != DEFAULT_DEPLOYMENT:
+            try:
+                known = known_deployments(client, primitive)
+            except MlflowException:
+                known = []
+            if deployment not in known:
+                raise ModelNotFoundError(f"{name} has no deployment {deployment!r} (known: {', '.join(known) or 'none'})") from None
         raise ModelNotFoundError(f"{name} has no model {ref!r} (train one with `aiprim run` or `aiprim train`)") from None
     return mv.run_id, str(mv.version)
 
 
-def runtime_dir(primitive: str, ref: str = CHAMPION) -> Path:
+def runtime_dir(primitive: str, ref: str = CHAMPION, deployment: str | None = None) -> Path:
     """Local directory with the runtime files of a model (downloaded once per run, atomically)."""
     import shutil
     import tempfile
@@ -62,7 +79,7 @@ def runtime_dir(primitive: str, ref: str = CHAMPION) -> Path:
 
     from ..settings import cache_dir
 
-    run_id, _ = resolve_model(primitive, ref)
+    run_id, _ = resolve_model(primitive, ref, deployment)
     target = cache_dir() / run_id
     if not (target / RUNTIME_ARTIFACT).exists():
         target.mkdir(parents=True, exist_ok=True)
@@ -79,8 +96,9 @@ def runtime_dir(primitive: str, ref: str = CHAMPION) -> Path:
     return target / RUNTIME_ARTIFACT
 
 
-def load_runtime(name: str, alias: str = CHAMPION):
-    """The runtime of a primitive's model by alias (or version number, or run id)."""
+def load_runtime(name: str, alias: str = CHAMPION, deployment: str | None = None):
+    """The runtime of a primitive's model by alias (or version number, or run id); ``champion`` and
+    ``challenger`` are those of ``deployment`` (``default`` when None)."""
     from aiprim import primitives
 
-    return primitives.get(name).load_runtime(runtime_dir(name, alias))
+    return primitives.get(name).load_runtime(runtime_dir(name, alias, deployment))

@@ -27,6 +27,7 @@ def snapshot_tags(snapshot_dir: Path) -> dict[str, str]:
         "aiprim.snapshot_id": Path(snapshot_dir).name,
         "aiprim.snapshot_hash": config_hash({k: v.get("sha256") for k, v in tables.items()}),
         "aiprim.snapshot_source": str(manifest.get("source", ""))[:250],
+        "aiprim.deployment": str(manifest.get("deployment") or "default"),
     }
 
 

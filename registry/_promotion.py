@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from ..settings import state_dir
+from ._deployments import DEFAULT_DEPLOYMENT, DEPLOYMENT_TAG, deployment_alias, history_tag
 from ._store import configure, model_name
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -32,6 +33,7 @@ class Decision:
     challenger_metric: float | None = None
     reference_metric: float | None = None
     broken_guardrails: list[str] = field(default_factory=list)
+    deployment: str = DEFAULT_DEPLOYMENT
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,31 +54,37 @@ def model_lock(primitive: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def alias_version(client, primitive: str, alias: str) -> str | None:
+def alias_version(client, primitive: str, alias: str, deployment: str | None = None) -> str | None:
+    """The version holding ``alias`` (champion, challenger) for the deployment (``default`` when None)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(client.get_model_version_by_alias(model_name(primitive), alias).version)
+        return str(client.get_model_version_by_alias(model_name(primitive), deployment_alias(alias, deployment)).version)
     except MlflowException:
         return None
 
 
-def _history(client, primitive: str) -> list[str]:
+def version_deployment(client, primitive: str, version: str) -> str:
+    """The deployment a registered version was trained for (``default`` for versions that name none)."""
+    return client.get_model_version(model_name(primitive), str(version)).tags.get(DEPLOYMENT_TAG, DEFAULT_DEPLOYMENT)
+
+
+def _history(client, primitive: str, deployment: str | None = None) -> list[str]:
     model = client.get_registered_model(model_name(primitive))
-    return json.loads(model.tags.get(HISTORY_TAG, "[]"))
+    return json.loads(model.tags.get(history_tag(HISTORY_TAG, deployment), "[]"))
 
 
-def _set_champion(client, primitive: str, version: str) -> str | None:
+def _set_champion(client, primitive: str, version: str, deployment: str | None = None) -> str | None:
     name = model_name(primitive)
-    previous = alias_version(client, primitive, CHAMPION)
+    previous = alias_version(client, primitive, CHAMPION, deployment)
     if previous == version:
         return previous
-    client.set_registered_model_alias(name, CHAMPION, version)
-    history = _history(client, primitive)
+    client.set_registered_model_alias(name, deployment_alias(CHAMPION, deployment), version)
+    history = _history(client, primitive, deployment)
     if previous is not None and (not history or history[-1] != previous):
         history.append(previous)  # a champion set by hand in the UI is remembered too
     history.append(version)
-    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-50:]))
+    client.set_registered_model_tag(name, history_tag(HISTORY_TAG, deployment), json.dumps(history[-50:]))
     return previous
 
 
@@ -124,38 +132,42 @@ def apply(decision: Decision) -> Decision:
     name = model_name(decision.primitive)
     client.set_model_version_tag(name, decision.version, "aiprim.decision", decision.reason[:500])
     if decision.promoted:
-        decision.previous_champion = _set_champion(client, decision.primitive, decision.version)
-        if alias_version(client, decision.primitive, CHALLENGER) == decision.version:
-            client.delete_registered_model_alias(name, CHALLENGER)
+        decision.previous_champion = _set_champion(client, decision.primitive, decision.version, decision.deployment)
+        if alias_version(client, decision.primitive, CHALLENGER, decision.deployment) == decision.version:
+            client.delete_registered_model_alias(name, deployment_alias(CHALLENGER, decision.deployment))
     return decision
 
 
-def promote_version(primitive: str, version: str) -> Decision:
-    """Make a version champion by hand (as moving the alias in the MLflow UI does)."""
+def promote_version(primitive: str, version: str, deployment: str | None = None) -> Decision:
+    """Make a version champion by hand (as moving the alias in the MLflow UI does), for the deployment
+    it was trained for unless ``deployment`` names another."""
     client = configure()
     with model_lock(primitive):
         try:
-            client.get_model_version(model_name(primitive), str(version))
+            recorded = version_deployment(client, primitive, str(version))
         except Exception:
             raise PromotionError(f"{model_name(primitive)} has no version {version}") from None
-        previous = _set_champion(client, primitive, str(version))
-    return Decision(primitive, str(version), True, "promoted by hand", previous_champion=previous)
+        deployment = deployment or recorded
+        previous = _set_champion(client, primitive, str(version), deployment)
+    return Decision(primitive, str(version), True, "promoted by hand", previous_champion=previous, deployment=deployment)
 
 
-def rollback(primitive: str) -> Decision:
-    """Move ``champion`` back to the champion before the current one."""
+def rollback(primitive: str, deployment: str | None = None) -> Decision:
+    """Move the deployment's champion alias back to the champion before the current one."""
     client = configure()
     name = model_name(primitive)
+    where = "" if deployment in (None, DEFAULT_DEPLOYMENT) else f" for deployment {deployment!r}"
     with model_lock(primitive):
-        current = alias_version(client, primitive, CHAMPION)
+        current = alias_version(client, primitive, CHAMPION, deployment)
         if current is None:
-            raise PromotionError(f"{name} has no champion to roll back")
-        history = [v for v in _history(client, primitive)]
+            raise PromotionError(f"{name} has no champion{where} to roll back")
+        history = [v for v in _history(client, primitive, deployment)]
         while history and history[-1] == current:
             history.pop()
         if not history:
-            raise PromotionError(f"{name}: no earlier champion than version {current}")
+            raise PromotionError(f"{name}: no earlier champion{where} than version {current}")
         target = history[-1]
-        client.set_registered_model_alias(name, CHAMPION, target)
-        client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    return Decision(primitive, target, True, f"rolled back from version {current}", previous_champion=current)
+        client.set_registered_model_alias(name, deployment_alias(CHAMPION, deployment), target)
+        client.set_registered_model_tag(name, history_tag(HISTORY_TAG, deployment), json.dumps(history))
+    return Decision(primitive, target, True, f"rolled back from version {current}", previous_champion=current,
+                    deployment=deployment or DEFAULT_DEPLOYMENT)

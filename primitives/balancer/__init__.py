@@ -38,6 +38,12 @@ class BalancerParams(TrainParams):
 @register
 class Balancer(Primitive):
     name = "balancer"
+    description = (
+        "Replaces consistent / rendezvous hashing in a load balancer: it scores every (request, server) pair "
+        "from the request's class and the server's class and capacities, and realises the choice as a weighted "
+        "rendezvous hash, so routing stays deterministic and removing a server moves only its keys. Trained on the "
+        "request log and per-server load feedback to minimise the fleet's peak utilisation."
+    )
     schema = SCHEMA
     primary_metric = "peak_to_mean"
     higher_is_better = False
@@ -105,6 +111,16 @@ class Balancer(Primitive):
             Guardrail("disruption_ratio_remove", max=bound),
             Guardrail("disruption_ratio_add", max=bound),
         )
+
+    def describe_deployment(self, tables):
+        from ._descriptor import describe
+
+        return describe(tables)
+
+    def transfer_model(self):
+        from ._transfer import BalancerTransfer
+
+        return BalancerTransfer()
 
     def context_tables(self, tables):
         return {"servers": tables["servers"]}

@@ -1,0 +1,261 @@
+"""The transfer stage: a population of deployments in the registry, and a ready primitive for a new one.
+
+``population`` draws deployments from a primitive's family (its transfer model's ``draw_deployment``),
+and runs each through the declared steps (validate, train, evaluate, register, promote) as its own
+deployment ``family-NNNN``, recording the deployment's descriptor on the run and the version (tag
+``aiprim.descriptor``, artifact ``descriptor.json``). Rounds accumulate: numbering continues after the
+deployments the registry already holds.
+
+``transfer`` validates a snapshot (a failing one is quarantined and never transferred), computes its
+descriptor, fits the transfer model over the population the registry holds (or reuses the one logged
+for exactly that population), decodes a runtime, optionally fine-tunes it, logs it as an MLflow run,
+and registers and promotes it through the normal policy for its deployment: it must beat the classical
+peers, and that deployment's champion if it has one.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from aiprim import primitives
+
+from . import config as cfgmod
+from .errors import AiprimError
+
+FAMILY_PREFIX = "family-"
+DESCRIPTOR_TAG = "aiprim.descriptor"
+SNAPSHOT_DIR_TAG = "aiprim.snapshot_dir"
+TRANSFER_TAG = "aiprim.transfer"
+POPULATION_KEY_TAG = "aiprim.population_key"
+TRANSFER_ARTIFACT = "transfer_model"
+
+
+def _log(message: str) -> None:
+    from aiprim._console import log
+
+    log(message)
+
+
+def _opted_in(name: str):
+    prim = primitives.get(name)
+    prim.transfer_model()  # raises the one-line "does not opt in" error
+    return prim
+
+
+def _draw_sizes(cfg: dict, name: str) -> dict:
+    """Family draw sizes: the full family (8 to 300 servers) by default, the profile's source size when smaller."""
+    source = cfgmod.primitive_config(cfg, name).get("source", {}) or {}
+    servers = int(source.get("servers", 300))
+    requests = int(source.get("requests", 400_000))
+    return {"servers": (8, max(8, min(300, servers))), "requests_per_server": max(200, requests // max(servers, 1)),
+            "max_requests": min(400_000, requests)}
+
+
+def population(name: str, cfg: dict, deployments: int, seed: int | None = None, sizes: dict | None = None) -> list[dict]:
+    """Draw, train and register ``deployments`` new deployments of the family; returns one record each."""
+    from aiprim.primitives._snapshot import write_snapshot
+    from aiprim.registry._deployments import known_deployments
+    from aiprim.registry._store import configure
+
+    from .pipeline import run_step, step_named
+
+    if deployments < 1:
+        raise AiprimError(f"--deployments: at least 1, not {deployments}")
+    prim = _opted_in(name)
+    model = prim.transfer_model()
+    client = configure()
+    try:
+        existing = [d for d in known_deployments(client, name) if d.startswith(FAMILY_PREFIX)]
+    except Exception:  # noqa: BLE001  (no registered model yet)
+        existing = []
+    start = 1 + max((int(d[len(FAMILY_PREFIX):]) for d in existing if d[len(FAMILY_PREFIX):].isdigit()), default=-1)
+    base_seed = int(cfg.get("seed", 0) if seed is None else seed)
+    sizes = sizes or _draw_sizes(cfg, name)
+    records = []
+    for number in range(start, start + deployments):
+        deployment = f"{FAMILY_PREFIX}{number:04d}"
+        started = time.perf_counter()
+        tables = model.draw_deployment(base_seed * 100_003 + number, **sizes)
+        snapshot_dir = write_snapshot(name, prim.schema, tables, cfgmod.path(cfg, "snapshots"),
+                                      source=f"aiprim deployment family (seed {base_seed}, member {number})",
+                                      extra={"deployment": deployment, "round": 0})
+        values = {"snapshot_dir": str(snapshot_dir)}
+        values["validation"] = run_step(step_named("validate"), name, cfg, values)
+        values["tuned"] = {}
+        values["run_id"] = run_step(step_named("train"), name, cfg, values)
+        train_part, _ = prim.split(_tables(prim, snapshot_dir), float(cfg["promotion"]["holdout_fraction"]))
+        descriptor = prim.describe_deployment(train_part)
+        _record_descriptor(client, values["run_id"], descriptor, snapshot_dir)
+        values["evaluation"] = run_step(step_named("evaluate"), name, cfg, values)
+        values["version"] = run_step(step_named("register"), name, cfg, values)
+        decision = run_step(step_named("promote"), name, cfg, values)
+        records.append({"deployment": deployment, "version": values["version"], "servers": len(tables["servers"]),
+                        "requests": len(tables["requests"]), "promoted": decision["promoted"],
+                        "peak_to_mean": values["evaluation"]["metrics"].get(prim.primary_metric),
+                        "seconds": round(time.perf_counter() - started, 1)})
+        _log(f"{name}: population {deployment} ({len(tables['servers'])} servers) -> version {values['version']}")
+    return records
+
+
+def _tables(prim, snapshot_dir: Path) -> dict:
+    from aiprim.primitives._snapshot import read_tables
+
+    return read_tables(snapshot_dir, prim.schema)
+
+
+def _record_descriptor(client, run_id: str, descriptor, snapshot_dir: Path) -> None:
+    """On the run (tags are copied to the registered version) and as an artifact beside the runtime."""
+    values = [round(float(v), 9) for v in descriptor]
+    client.set_tag(run_id, DESCRIPTOR_TAG, json.dumps(values))
+    client.set_tag(run_id, SNAPSHOT_DIR_TAG, str(Path(snapshot_dir).resolve()))
+    client.log_dict(run_id, {"descriptor": values}, "descriptor.json")
+
+
+def registered_population(name: str, exclude: str | None = None) -> list[dict]:
+    """Every registered version with a descriptor and a snapshot still on disk (the newest per deployment)."""
+    import numpy as np
+
+    from aiprim.registry._deployments import DEPLOYMENT_TAG
+    from aiprim.registry._store import configure, model_name
+
+    client = configure()
+    newest: dict[str, dict] = {}
+    for mv in client.search_model_versions(f"name='{model_name(name)}'"):
+        deployment = mv.tags.get(DEPLOYMENT_TAG, "default")
+        if DESCRIPTOR_TAG not in mv.tags or deployment == exclude or mv.tags.get(TRANSFER_TAG):
+            continue
+        snapshot_dir = Path(mv.tags.get(SNAPSHOT_DIR_TAG, ""))
+        if not (snapshot_dir / "manifest.json").exists():
+            continue
+        if deployment not in newest or int(mv.version) > int(newest[deployment]["version"]):
+            metric = mv.tags.get(f"metric.{primitives.get(name).primary_metric}")
+            newest[deployment] = {"deployment": deployment, "version": str(mv.version), "snapshot_dir": snapshot_dir,
+                                  "descriptor": np.asarray(json.loads(mv.tags[DESCRIPTOR_TAG]), dtype=np.float64),
+                                  "metric": float(metric) if metric is not None else None}
+    return [newest[d] for d in sorted(newest)]
+
+
+def _transfer_model(prim, cfg: dict, members: list[dict]):
+    """The transfer model fitted on exactly these members: reused from MLflow when logged before, else fitted and logged."""
+    import mlflow
+
+    from aiprim.registry._store import configure, experiment
+
+    model = prim.transfer_model()
+    key = cfgmod.config_hash({"members": [(m["deployment"], m["version"]) for m in members],
+                              "params": asdict(model.params_class())})
+    client = configure()
+    experiment_id = experiment(f"{prim.name}-transfer")
+    found = client.search_runs([experiment_id], f"tags.`{POPULATION_KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+                               max_results=1)
+    if found:
+        from mlflow.artifacts import download_artifacts
+
+        local = download_artifacts(run_id=found[0].info.run_id, artifact_path=TRANSFER_ARTIFACT,
+                                   dst_path=tempfile.mkdtemp(prefix="aiprim-transfer-"))
+        return model.state_class.load(Path(local)), found[0].info.run_id
+    if len(members) < 2:
+        raise AiprimError(f"{prim.name}: the registry holds {len(members)} deployment(s) with a descriptor; "
+                          f"grow a population first (`aiprim population {prim.name} --deployments 3`)")
+    fraction = float(cfg["promotion"]["holdout_fraction"])
+    started = time.perf_counter()
+    population = [(prim.split(_tables(prim, m["snapshot_dir"]), fraction)[0], m["descriptor"]) for m in members]
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"transfer-model-{prim.name}",
+                          tags={POPULATION_KEY_TAG: key, "aiprim.primitive": prim.name, "aiprim.step": "transfer-fit"}) as run:
+        state = model.fit(population, seed=int(cfg.get("seed", 0)))
+        mlflow.log_params(asdict(state.params))
+        mlflow.log_params({"population.members": len(members)})
+        mlflow.log_metric("transfer/train_loss", state.train_loss)
+        mlflow.log_dict({"members": [{"deployment": m["deployment"], "version": m["version"]} for m in members]},
+                        "population.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            state.save(Path(tmp) / TRANSFER_ARTIFACT)
+            mlflow.log_artifacts(str(Path(tmp) / TRANSFER_ARTIFACT), TRANSFER_ARTIFACT)
+            figure = _embedding_plot(state, members, prim.primary_metric)
+            if figure is not None:
+                mlflow.log_figure(figure, "plots/embedding.png")
+    _log(f"{prim.name}: fitted the transfer model on {len(members)} deployments in {time.perf_counter() - started:.1f}s")
+    return state, run.info.run_id
+
+
+def _embedding_plot(state, members: list[dict], metric: str):
+    """Every member as a point of the embedding space (first two principal axes), coloured by its metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    points = np.stack([state.embed(m["descriptor"]) for m in members])
+    if len(points) < 2:
+        return None
+    centred = points - points.mean(axis=0)
+    axes = np.linalg.svd(centred, full_matrices=False)[2][:2]
+    xy = centred @ axes.T
+    if xy.shape[1] < 2:
+        xy = np.c_[xy, np.zeros(len(xy))]
+    values = np.array([np.nan if m.get("metric") is None else m["metric"] for m in members])
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    points = ax.scatter(xy[:, 0], xy[:, 1], c=values, cmap="viridis_r")
+    fig.colorbar(points, ax=ax, label=f"{metric} of its champion (held-out)")
+    for (x, y), m in zip(xy, members):
+        ax.annotate(m["deployment"], (x, y), fontsize=7)
+    ax.set_title("deployments in the transfer embedding")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def transfer(name: str, snapshot: str, deployment: str, cfg: dict, steps_n: int = 0) -> dict:
+    """Decode a runtime for the deployment of ``snapshot``, register it and promote it through the policy."""
+    import mlflow
+
+    from aiprim.registry._deployments import check_deployment
+    from aiprim.registry._lineage import lineage_tags
+    from aiprim.registry._store import configure, experiment
+
+    from . import steps
+
+    prim = _opted_in(name)
+    deployment = check_deployment(deployment)
+    if steps_n < 0:
+        raise AiprimError(f"--steps: 0 or more, not {steps_n}")
+    snapshot_path = Path(snapshot)
+    if not snapshot_path.exists() and "://" not in snapshot:
+        raise AiprimError(f"snapshot {snapshot}: not found")
+    snapshot_dir = steps.snapshot(name, cfg, source=snapshot, deployment=deployment)
+    steps.validate(name, snapshot_dir, cfg)  # a failing snapshot is quarantined here and never transferred
+    train_part, _ = prim.split(_tables(prim, snapshot_dir), float(cfg["promotion"]["holdout_fraction"]))
+    descriptor = prim.describe_deployment(train_part)
+    members = registered_population(name, exclude=deployment)
+    state, model_run = _transfer_model(prim, cfg, members)
+    client = configure()
+    experiment(name)
+    tags = {**lineage_tags(name, snapshot_dir, {"steps": steps_n}, "transfer"), TRANSFER_TAG: "decoded",
+            "aiprim.transfer_model_run": model_run, DESCRIPTOR_TAG: json.dumps([round(float(v), 9) for v in descriptor]),
+            SNAPSHOT_DIR_TAG: str(Path(snapshot_dir).resolve())}
+    with mlflow.start_run(run_name=f"transfer-{name}-{deployment}", tags=tags) as run:
+        with tempfile.TemporaryDirectory() as tmp:
+            runtime_dir = Path(tmp) / "runtime"
+            runtime = prim.transfer_model().decode(state, descriptor, train_part, runtime_dir, steps=steps_n,
+                                                   seed=int(cfg.get("seed", 0)))
+            (runtime_dir / "runtime.json").write_text(json.dumps({"primitive": name, "runtime": prim.runtime_class.__qualname__}))
+            mlflow.log_params({"transfer.steps": steps_n, "transfer.members": state.members})
+            mlflow.log_metric("transfer/decode_seconds", runtime.decode_seconds)
+            mlflow.log_dict({"descriptor": [float(v) for v in descriptor]}, "descriptor.json")
+            mlflow.log_artifacts(str(runtime_dir), "runtime")
+            steps._log_model(prim, runtime_dir, train_part)
+    run_id = run.info.run_id
+    report = steps.evaluate(name, snapshot_dir, cfg, model=run_id, part="holdout", against_champion=True)
+    version = steps.register(name, run_id, report)
+    decision = steps.promote(name, version, snapshot_dir, cfg, report)
+    best = report.best_baseline()
+    return {"primitive": name, "deployment": deployment, "snapshot": str(snapshot_dir), "run_id": run_id,
+            "version": version, "members": state.members, "decode_seconds": round(runtime.decode_seconds, 3),
+            "steps": steps_n, "metrics": {prim.primary_metric: report.metrics.get(prim.primary_metric)},
+            "best_peer": {"name": best[0], prim.primary_metric: best[1]} if best else None,
+            "decision": decision.to_dict()}
