@@ -11,6 +11,7 @@ with only ``MLFLOW_TRACKING_URI`` set. The pipeline's YAML configuration
   the package (in a checkout, the repository's ``configs/``).
 - ``MLFLOW_TRACKING_URI``: the MLflow store. Default: ``sqlite:///<home>/mlruns.db``.
 - ``AIPRIM_CACHE_DIR``: where downloaded runtimes are kept (see ``cache_dir``).
+- ``AIPRIM_OPTUNA_STORAGE``: the Optuna storage over the configured one (``aiprim stack up`` writes it).
 """
 
 from __future__ import annotations
@@ -86,3 +87,8 @@ def artifact_root(configured: str | None = None) -> str:
     """Where new experiments put artifacts: a local folder (made absolute) or a URI."""
     value = configured or DEFAULT_ARTIFACTS
     return value if "://" in value else str(resolve_path(value))
+
+
+def optuna_storage(configured: str | None = None) -> str:
+    """``AIPRIM_OPTUNA_STORAGE``, else the configured URL, else SQLite in the project folder."""
+    return os.environ.get("AIPRIM_OPTUNA_STORAGE") or resolve_uri(configured or "sqlite:///optuna.db")

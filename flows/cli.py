@@ -25,6 +25,8 @@ examples:
   aiprim status --json                       champions, metrics, lineage
   aiprim promote balancer --version 3        move the champion alias by hand
   aiprim rollback balancer                   back to the previous champion
+  aiprim population balancer --deployments 3 train balancers for 3 drawn deployments
+  aiprim transfer balancer --snapshot DIR --deployment eu-west   a ready balancer for a new fleet
 """
 
 
@@ -48,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--rounds", type=int, default=1,
                      help="run the flow this many times back to back (each round new telemetry, trained on the "
                           "experience window) and show the primary metric against the round")
+    run.add_argument("--deployment", help="the deployment the snapshots describe and the champions serve (default: default)")
 
     snap = sub.add_parser("snapshot", help="write a telemetry snapshot (generated, or imported from --source)")
     snap.add_argument("primitive")
@@ -55,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     snap.add_argument("--out", help="root folder (default: data/snapshots); the snapshot goes to OUT/PRIMITIVE/ID")
     snap.add_argument("--to", help="write the snapshot exactly at this path, replacing it (for DVC stages)")
     snap.add_argument("--profile")
+    snap.add_argument("--deployment", help="recorded in the manifest (default: default)")
     snapshot_options = snap.add_argument_group("primitive-specific options")
     for prim in _all_primitives():
         before = len(snapshot_options._group_actions)
@@ -83,14 +87,17 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the report as one JSON object")
     ev.add_argument("--plot", help="also save a comparison chart (PNG) here")
     ev.add_argument("--profile")
+    ev.add_argument("--deployment", help="whose champion/challenger --model names (default: default)")
 
     pr = sub.add_parser("promote", help="promote the challenger through the policy, or --version N by hand")
     pr.add_argument("primitive")
     pr.add_argument("--version")
     pr.add_argument("--profile")
+    pr.add_argument("--deployment", help="whose champion moves (default: the version's own deployment)")
 
     rb = sub.add_parser("rollback", help="move the champion alias back to the previous champion")
     rb.add_argument("primitive")
+    rb.add_argument("--deployment", help="whose champion moves back (default: default)")
 
     stp = sub.add_parser("step", help="run one declared pipeline step on the values in a folder (what DVC stages call)")
     stp.add_argument("step", choices=[s.name for s in _pipeline().STEPS])
@@ -107,9 +114,43 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--host", default="127.0.0.1", help="where to start a Prefect server when PREFECT_API_URL is unset")
     sc.add_argument("--port", type=int, default=4200)
 
-    ui = sub.add_parser("ui", help="print (or --launch) the MLflow and Prefect UIs, bound to 127.0.0.1")
-    ui.add_argument("--launch", action="store_true")
+    pop = sub.add_parser("population", help="draw N deployments of the primitive's family, train and register each")
+    pop.add_argument("primitive")
+    pop.add_argument("--deployments", type=int, required=True)
+    pop.add_argument("--seed", type=int, help="family seed (default: seed of configs/pipeline.yaml)")
+    pop.add_argument("--profile")
+
+    tf = sub.add_parser("transfer", help="decode a primitive for a deployment from its snapshot, register and promote it")
+    tf.add_argument("primitive")
+    tf.add_argument("--snapshot", required=True)
+    tf.add_argument("--deployment", required=True)
+    tf.add_argument("--steps", type=int, default=0, help="fine-tuning steps after decoding (default: 0, zero-shot)")
+    tf.add_argument("--json", action="store_true")
+    tf.add_argument("--profile")
+
+    ui = sub.add_parser("ui", help="print (or --launch) the MLflow, Prefect and optuna-dashboard UIs, bound to 127.0.0.1")
+    ui.add_argument("--launch", action="store_true", help="start them, wait until each answers, stop all on Ctrl-C/SIGTERM")
     ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--mlflow-port", type=int, default=5000)
+    ui.add_argument("--prefect-port", type=int, default=4200)
+    ui.add_argument("--optuna-port", type=int, default=8080)
+    ui.add_argument("--profile")
+    tn = sub.add_parser("tune", help="tune a primitive on a snapshot, N worker processes sharing one Optuna study")
+    tn.add_argument("primitive")
+    tn.add_argument("snapshot_dir")
+    tn.add_argument("--trials", type=int, help="new trials in all (default: tune.trials of the config)")
+    tn.add_argument("--workers", type=int, default=1, help="processes sharing the study (more than 1 needs PostgreSQL storage)")
+    tn.add_argument("--json", action="store_true", help="print the study's numbers as one JSON object")
+    tn.add_argument("--profile")
+    stk = sub.add_parser("stack", help="the production-shaped stack on 127.0.0.1: PostgreSQL, MLflow, Prefect, optuna-dashboard")
+    stk.add_argument("action", choices=["up", "down", "status", "run"],
+                     help="run: deploy the retrain flow to the stack's work pool and wait for its worker to run it")
+    stk.add_argument("--json", action="store_true", help="status: print the services as one JSON object")
+    stk.add_argument("--purge", action="store_true", help="down: also delete .stack/ (database, artifacts, credentials)")
+    stk.add_argument("--primitives", help="run: comma-separated subset")
+    stk.add_argument("--profile", help="run: a named profile of configs/pipeline.yaml")
+    stk.add_argument("--source", help="run: a snapshot directory/URI (default: generate)")
+    stk.add_argument("--timeout", type=float, default=3600, help="run: seconds to wait for the flow run")
     for prim in _all_primitives():
         EXTRA_COMMANDS.update(prim.add_cli_commands(sub))
     return p
@@ -179,6 +220,9 @@ def cmd_run(args) -> int:
     cfg = config.load(args.profile)
     names = args.primitives.split(",") if args.primitives else None
     from aiprim import primitives
+    from aiprim.registry._deployments import check_deployment
+
+    check_deployment(args.deployment)
 
     for name in names or cfg.get("primitives") or primitives.names():
         config.primitive_config(cfg, name)  # an unknown primitive or a misspelt config key fails before anything runs
@@ -192,7 +236,8 @@ def cmd_run(args) -> int:
             from aiprim._console import log
 
             log(f"round {number + 1} of {args.rounds}")
-        results = retrain_with_runner(cfg)(primitives=names, source=args.source, profile=args.profile)
+        results = retrain_with_runner(cfg)(primitives=names, source=args.source, profile=args.profile,
+                                           deployment=args.deployment)
         for name, result in results.items():
             per_round.setdefault(name, []).append(result)
         if any(r.get("error") for r in results.values()):
@@ -247,12 +292,9 @@ def print_summary(results: dict) -> None:
 
 
 def print_ui_commands(host: str = "127.0.0.1") -> None:
-    from aiprim.registry._store import tracking_uri
+    from .ui import print_commands
 
-    print("Open the UIs:")
-    print(f"  MLflow:  .venv/bin/mlflow ui --backend-store-uri {tracking_uri()} --host {host} --port 5000")
-    print(f"  Prefect: .venv/bin/prefect server start --host {host} --port 4200")
-    print("  (or `aiprim ui --launch` for both)")
+    print_commands(host)
 
 
 def cmd_snapshot(args) -> int:
@@ -268,7 +310,7 @@ def cmd_snapshot(args) -> int:
     overrides = primitives.get(args.primitive).source_overrides(args)
     print(steps.snapshot(args.primitive, config.load(args.profile), source=args.source,
                          out=Path(args.out) if args.out else None, exact=Path(args.to) if args.to else None,
-                         source_overrides=overrides))
+                         source_overrides=overrides, deployment=args.deployment))
     return 0
 
 
@@ -305,6 +347,10 @@ def cmd_evaluate(args) -> int:
     from . import config, steps
 
     model = None if args.model == "none" else args.model
+    if model is not None and args.deployment:
+        from aiprim.registry import resolve_model
+
+        model = resolve_model(args.primitive, model, args.deployment)[0]
     report = steps.evaluate(args.primitive, Path(args.snapshot), config.load(args.profile), model=model, part=args.part,
                             against_champion=args.against_champion)
     if args.plot:
@@ -333,18 +379,19 @@ def cmd_promote(args) -> int:
     from . import config, steps
 
     if args.version:
-        decision = promote_version(args.primitive, args.version)
+        decision = promote_version(args.primitive, args.version, args.deployment)
     else:
         from aiprim.registry._promotion import CHALLENGER, alias_version
         from aiprim.registry._store import configure
 
         cfg = config.load(args.profile)
-        version = alias_version(configure(), args.primitive, CHALLENGER)
+        version = alias_version(configure(), args.primitive, CHALLENGER, args.deployment)
         if version is None:
             from .errors import AiprimError
 
-            raise AiprimError(f"{args.primitive} has no challenger to promote")
-        snapshot_dir = steps.newest_accepted(args.primitive, cfg)
+            where = f" for deployment {args.deployment!r}" if args.deployment else ""
+            raise AiprimError(f"{args.primitive} has no challenger{where} to promote")
+        snapshot_dir = steps.newest_accepted(args.primitive, cfg, args.deployment)
         report = steps.evaluate(args.primitive, snapshot_dir, cfg, model=version, part="holdout", against_champion=True)
         decision = steps.promote(args.primitive, version, snapshot_dir, cfg, report)
     print(json.dumps(decision.to_dict()))
@@ -354,7 +401,7 @@ def cmd_promote(args) -> int:
 def cmd_rollback(args) -> int:
     from aiprim.registry import rollback
 
-    print(json.dumps(rollback(args.primitive).to_dict()))
+    print(json.dumps(rollback(args.primitive, args.deployment).to_dict()))
     return 0
 
 
@@ -366,10 +413,12 @@ def cmd_status(args) -> int:
         print(json.dumps(status))
         return 0
     for name, entry in status.items():
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(entry["metrics"].items()))
-        print(f"{name}: champion {entry['version'] or '-'} (challenger {entry['challenger'] or '-'}) {metrics}")
-        if entry["lineage"]:
-            print("  lineage: " + ", ".join(f"{k}={v}" for k, v in sorted(entry["lineage"].items())))
+        for deployment_entry in (entry, *entry.get("deployments", {}).values()):
+            metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(deployment_entry["metrics"].items()))
+            print(f"{name} [{deployment_entry['deployment']}]: champion {deployment_entry['version'] or '-'} "
+                  f"(challenger {deployment_entry['challenger'] or '-'}) {metrics}")
+            if deployment_entry["lineage"]:
+                print("  lineage: " + ", ".join(f"{k}={v}" for k, v in sorted(deployment_entry["lineage"].items())))
     return 0
 
 
@@ -384,69 +433,69 @@ def cmd_schedule(args) -> int:
         CronSim(cron, __import__("datetime").datetime.now())
     except CronSimError as error:
         raise ValueError(f"--cron {cron!r}: not a cron expression ({error})") from None
-    server = None
-    if not os.environ.get("PREFECT_API_URL"):
-        # Prefect's ephemeral API cannot run schedules: start a local server for as long as we serve.
-        server, url = _start_prefect_server(args.host, args.port)
-        os.environ["PREFECT_API_URL"] = url
-        print(f"started a Prefect server at {url[:-4]} (its UI shows the deployment and runs)")
-    try:
+    from .ui import RunningServers, prefect_server
+
+    # Prefect's ephemeral API cannot run schedules: without PREFECT_API_URL a local server runs while we serve.
+    server = prefect_server(args.host, args.port)
+    with RunningServers([server]):
+        if not server.external:
+            os.environ["PREFECT_API_URL"] = server.url + "/api"
+            print(f"started a Prefect server at {server.url} (its UI shows the deployment and runs)")
         from .retrain import retrain_with_runner  # Prefect reads PREFECT_API_URL when first imported
 
         print(f"serving deployment 'retrain' on cron {cron!r} (Ctrl-C stops)", flush=True)
         retrain_with_runner(cfg).serve(name="retrain", cron=cron, parameters={"profile": args.profile})
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
     return 0
 
 
-def _start_prefect_server(host: str, port: int):
-    import subprocess
-    import time
-    import urllib.request
+def cmd_population(args) -> int:
+    from . import config
+    from .transfer import population
 
-    from aiprim.settings import state_dir
+    records = population(args.primitive, config.load(args.profile), args.deployments, seed=args.seed)
+    for record in records:
+        print(json.dumps(record))
+    return 0
 
-    log = open(state_dir() / "prefect-server.log", "ab")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", host, "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://{host}:{port}/api"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the Prefect server did not start (see {log.name})")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2):
-                return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError(f"the Prefect server did not answer within 90 s (see {log.name})")
+
+def cmd_transfer(args) -> int:
+    from . import config
+    from .transfer import transfer
+
+    result = transfer(args.primitive, args.snapshot, args.deployment, config.load(args.profile), steps_n=args.steps)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        d = result["decision"]
+        peer = result["best_peer"] or {}
+        print(f"{result['primitive']} [{result['deployment']}]: version {result['version']} decoded in "
+              f"{result['decode_seconds']:.2f}s from {result['members']} deployments; "
+              f"{'promoted' if d['promoted'] else 'not promoted'}: {d['reason']}"
+              + (f" (best peer {peer.get('name')})" if peer else ""))
+    return 0
 
 
 def cmd_ui(args) -> int:
+    from . import config, ui
+
+    cfg = config.load(args.profile)  # points MLflow at the configured store
     if not args.launch:
-        print_ui_commands(args.host)
+        ui.print_commands(args.host)
         return 0
-    import subprocess
+    ports = {"mlflow": args.mlflow_port, "prefect": args.prefect_port, "optuna": args.optuna_port}
+    return ui.serve(ui.project_servers(cfg, args.host, ports))
 
-    from aiprim.registry._store import tracking_uri
 
-    bin_dir = Path(sys.executable).parent
-    procs = [
-        subprocess.Popen([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", tracking_uri(), "--host", args.host, "--port", "5000"]),
-        subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--host", args.host, "--port", "4200"]),
-    ]
-    print(f"MLflow: http://{args.host}:5000   Prefect: http://{args.host}:4200   (Ctrl-C stops both)")
-    try:
-        for p in procs:
-            p.wait()
-    finally:
-        for p in procs:
-            p.terminate()
-    return 0
+def cmd_tune(args) -> int:
+    from . import tune_workers
+
+    return tune_workers.command(args)
+
+
+def cmd_stack(args) -> int:
+    from . import stack
+
+    return stack.command(args)
 
 
 COMMANDS = {
@@ -461,6 +510,10 @@ COMMANDS = {
     "status": cmd_status,
     "schedule": cmd_schedule,
     "ui": cmd_ui,
+    "population": cmd_population,
+    "transfer": cmd_transfer,
+    "tune": cmd_tune,
+    "stack": cmd_stack,
 }
 
 if __name__ == "__main__":

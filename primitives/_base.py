@@ -122,6 +122,9 @@ class Primitive(abc.ABC):
     holdout: ClassVar[HoldOut]
     peers: ClassVar[tuple[Peer, ...]] = ()
     manifest_keys: ClassVar[tuple[str, ...]] = ()
+    # One paragraph for people (the registered model's page in MLflow): what it replaces, what it decides.
+    # Empty: the first paragraph of the primitive's module docstring.
+    description: ClassVar[str] = ""
     # On-policy sources (the query optimizer) gather telemetry with the current champion:
     # the snapshot step passes its runtime directory as ``policy_dir`` in the source config.
     on_policy: ClassVar[bool] = False
@@ -156,10 +159,12 @@ class Primitive(abc.ABC):
         return self.runtime_class.load(Path(directory))
 
     def train_runtime(self, tables: dict[str, Any], params: TrainParams | dict, directory: Path, seed: int = 0,
-                      accelerator: str = "cpu") -> Runtime:
+                      accelerator: str = "cpu", devices: int | str = 1, strategy: str = "auto") -> Runtime:
         """Train without tracking (on CPU unless told otherwise) and export to ``directory``: for tests, notebooks and benchmarks.
 
-        The pipeline's ``aiprim.flows.steps.train`` adds checkpoints, MLflow and the configured accelerator.
+        ``devices=2, strategy="ddp_spawn"`` trains in two processes (DDP; gloo on CPU) and brings the
+        weights back to this one. The pipeline's ``aiprim.flows.steps.train`` adds checkpoints, MLflow
+        and the configured accelerator, devices and strategy.
         """
         import lightning as L
 
@@ -168,7 +173,7 @@ class Primitive(abc.ABC):
         L.seed_everything(seed, verbose=False)
         datamodule = self.build_datamodule(tables, params, seed)
         module = self.build_module(datamodule, params)
-        trainer = L.Trainer(max_epochs=params.max_epochs, accelerator=accelerator, devices=1, logger=False,
+        trainer = L.Trainer(max_epochs=params.max_epochs, accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             gradient_clip_val=1.0)
         trainer.fit(module, datamodule)
@@ -260,6 +265,20 @@ class Primitive(abc.ABC):
         """The keys the ``source`` or ``evaluate`` section of the config may hold; None leaves it unchecked."""
         return None
 
+    # --- transfer (optional: a primitive opts in by overriding both) --------------------------
+    def describe_deployment(self, tables: dict[str, Any]):
+        """The deployment's descriptor (a 1-d numpy array of fixed length) from a snapshot's tables: measured
+        quantities only, never names, so a deployment never seen is described by what it is."""
+        raise TransferNotSupported(f"{self.name} does not opt in to transfer (it has no deployment descriptor)")
+
+    def transfer_model(self):
+        """The object that maps descriptors to ready runtimes (``fit`` over a population, ``decode``)."""
+        raise TransferNotSupported(f"{self.name} does not opt in to transfer (it has no transfer model)")
+
+    @property
+    def supports_transfer(self) -> bool:
+        return type(self).describe_deployment is not Primitive.describe_deployment
+
     # --- command line ----------------------------------------------------
     def add_cli_commands(self, subparsers) -> dict[str, Callable]:
         """Primitive-specific ``aiprim`` verbs: add parsers, return ``{command: handler(args) -> exit code}``."""
@@ -271,6 +290,10 @@ class Primitive(abc.ABC):
     def source_overrides(self, args) -> dict:
         """Source config entries from the options ``add_snapshot_arguments`` added."""
         return {}
+
+
+class TransferNotSupported(LookupError):
+    """A primitive that does not opt in to the transfer stage."""
 
 
 class UnknownPrimitiveError(KeyError):

@@ -67,6 +67,8 @@ def experiment(primitive: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is None:
         location = f"{artifacts}/{name}" if "://" in artifacts else (Path(artifacts) / name).resolve().as_uri()
+        if uri.startswith(("http://", "https://")):
+            location = None  # a tracking server decides where artifacts go (proxied: mlflow-artifacts:/)
         try:
             mlflow.create_experiment(name, artifact_location=location)
         except Exception:  # created concurrently by another branch

@@ -46,6 +46,11 @@ class CompilerParams(TrainParams):
 @register
 class CompilerCostModel(Primitive):
     name = "compiler"
+    description = (
+        "Replaces hand-tuned analytic cost models in a kernel compiler: it predicts how fast a schedule (tiling, loop "
+        "order, unrolling, vectorisation, threads) of a matmul, conv2d or stencil kernel will run, so an autotuner "
+        "measures only the few best candidates. Trained on kernel run times measured on the machine itself."
+    )
     schema = SCHEMA
     # Kendall tau, not top-1: top-1 saturates at 1.0, and a champion at 1.0 could never be beaten by a margin.
     primary_metric = "kendall_tau"

@@ -58,6 +58,12 @@ class QueryParams(TrainParams):
 @register
 class QueryOptimizer(Primitive):
     name = "query"
+    description = (
+        "Replaces the database's own plan choice: for each query it picks a hint set (an arm) of DuckDB's optimizer "
+        "passes or PostgreSQL's planner switches, from the query's template and cheap selectivity probes, and keeps "
+        "the engine's native plan unless its ensemble agrees an arm is clearly faster. Trained on the query log's "
+        "measured latencies under every arm."
+    )
     schema = SCHEMA
     primary_metric = "total_latency_ratio"
     higher_is_better = False

@@ -62,36 +62,73 @@ def _free_port() -> int:
 class LocalPostgres:
     """``with LocalPostgres() as pg: pg.dsn`` -> ``postgresql://aiprim@127.0.0.1:<port>/postgres``."""
 
-    def __init__(self, directory: str | Path | None = None, port: int | None = None, settings: dict | None = None):
+    def __init__(self, directory: str | Path | None = None, port: int | None = None, settings: dict | None = None,
+                 password: str | None = None):
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="aiprim-pg-"))
         self.port = port or _free_port()
         self.settings = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
                          "shared_buffers": "256MB", "max_parallel_workers_per_gather": "0", **(settings or {})}
         self.user = "aiprim"
+        self.password = password  # None: trust on 127.0.0.1 (tests); else SCRAM for every connection
         self._run_as = None
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+        return self.url("postgres")
+
+    def url(self, database: str, driver: str = "postgresql") -> str:
+        """The URL of one database of this server, with the password when there is one."""
+        from urllib.parse import quote
+
+        secret = f":{quote(self.password, safe='')}" if self.password else ""
+        return f"{driver}://{self.user}{secret}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
 
     def _cmd(self, *args: str) -> list[str]:
         return ["runuser", "-u", self._run_as, "--", *args] if self._run_as else list(args)
 
-    def start(self) -> "LocalPostgres":
+    def init_cluster(self) -> None:
+        """initdb into ``directory/data`` (owned by the server's user when we are root)."""
         bin_dir = server_binaries()
-        data = self.directory / "data"
         if os.geteuid() == 0:
-            self._run_as = next((u for u in ("postgres", "nobody") if _user_exists(u)), None)
-            if self._run_as is None:
-                raise PostgresUnavailable("running as root and no 'postgres' or 'nobody' user to run the server")
+            self._run_as = server_user()
             entry = pwd.getpwnam(self._run_as)
             os.chmod(self.directory, 0o755)
             os.chown(self.directory, entry.pw_uid, entry.pw_gid)
-        self._run([str(bin_dir / "initdb"), "-D", str(data), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync"])
+        auth = ["--auth=trust"]
+        password_file = self.directory / "initdb-password"
+        if self.password:
+            password_file.write_text(self.password)
+            password_file.chmod(0o600)
+            if self._run_as:
+                entry = pwd.getpwnam(self._run_as)
+                os.chown(password_file, entry.pw_uid, entry.pw_gid)
+            auth = ["--auth=scram-sha-256", f"--pwfile={password_file}"]
+        try:
+            self._run([str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.user, *auth, "-E", "UTF8", "--no-sync"])
+        finally:
+            password_file.unlink(missing_ok=True)
+
+    def server_command(self) -> list[str]:
+        """The ``postgres`` command line that serves the initialised cluster in the foreground."""
+        if os.geteuid() == 0 and self._run_as is None:
+            self._run_as = server_user()
+        options = ["-D", str(self.data_dir), "-c", "listen_addresses=127.0.0.1", "-p", str(self.port),
+                   "-k", str(self.directory)]
+        for key, value in self.settings.items():
+            options += ["-c", f"{key}={value}"]
+        return self._cmd(str(server_binaries() / "postgres"), *options)
+
+    def start(self) -> "LocalPostgres":
+        self.init_cluster()
         options = " ".join([f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory}"] +
                            [f"-c {k}={v}" for k, v in self.settings.items()])
-        self._run([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.directory / "server.log"), "-w", "-t", "60", "start"])
+        self._run([str(server_binaries() / "pg_ctl"), "-D", str(self.data_dir), "-o", options,
+                   "-l", str(self.directory / "server.log"), "-w", "-t", "60", "start"])
         return self
 
     def stop(self) -> None:
@@ -120,6 +157,14 @@ class LocalPostgres:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def server_user() -> str:
+    """Who runs the server when we are root (PostgreSQL refuses root)."""
+    user = next((u for u in ("postgres", "nobody") if _user_exists(u)), None)
+    if user is None:
+        raise PostgresUnavailable("running as root and no 'postgres' or 'nobody' user to run the server")
+    return user
 
 
 def _user_exists(name: str) -> bool:

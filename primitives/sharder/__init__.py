@@ -49,6 +49,11 @@ class SharderParams(TrainParams):
 @register
 class Sharder(Primitive):
     name = "sharder"
+    description = (
+        "Replaces hash and range partitioning of a database's rows: it places each row on a shard so that the fewest "
+        "transactions span shards (each pays a two-phase commit) while the shards stay balanced, and places new rows "
+        "from their attributes alone. Trained on transaction access traces."
+    )
     schema = SCHEMA
     primary_metric = "distributed_txn_rate"
     higher_is_better = False
