@@ -184,10 +184,13 @@ def _split(name: str, snapshot_dir: Path, cfg: dict):
 
 def _trainer(cfg: dict, max_epochs: int, callbacks: list, checkpoint_dir: Path | None = None):
     import lightning as L
+    import torch
 
     from aiprim import _console
 
     _console.settle_library_loggers()  # Lightning installs its own log handler when first imported
+    if cfg["lightning"].get("cpu_threads"):
+        torch.set_num_threads(int(cfg["lightning"]["cpu_threads"]))
     callbacks = callbacks + [_console.epoch_progress()]
     if checkpoint_dir is not None:
         from lightning.pytorch.callbacks import ModelCheckpoint
