@@ -62,6 +62,15 @@ def steps_between(first: str, last: str) -> tuple[Step, ...]:
 def run_step(step: Step, primitive: str, cfg: dict, values: dict[str, Any], source: str | None = None,
              trials: int | None = None, snapshot_to: Path | None = None, deployment: str | None = None) -> Any:
     """Run one step on the values it needs; returns the value it gives (JSON-able)."""
+    from ..primitives import get
+    from ._machine import machine_lock
+
+    with machine_lock(exclusive=step.name in get(primitive).timed_steps):
+        return _run_step(step, primitive, cfg, values, source, trials, snapshot_to, deployment)
+
+
+def _run_step(step: Step, primitive: str, cfg: dict, values: dict[str, Any], source: str | None,
+              trials: int | None, snapshot_to: Path | None, deployment: str | None) -> Any:
     from ..primitives._report import EvaluationReport
     from . import steps
 

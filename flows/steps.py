@@ -228,10 +228,13 @@ def _distribution(cfg: dict, distributed: bool) -> tuple:
 
 def _trainer(cfg: dict, max_epochs: int, callbacks: list, checkpoint_dir: Path | None = None, distributed: bool = True):
     import lightning as L
+    import torch
 
     from aiprim import _console
 
     _console.settle_library_loggers()  # Lightning installs its own log handler when first imported
+    if cfg["lightning"].get("cpu_threads"):
+        torch.set_num_threads(int(cfg["lightning"]["cpu_threads"]))
     devices, strategy = _distribution(cfg, distributed)
     if strategy == "auto":  # the epoch bar's callback cannot be pickled into spawned DDP processes
         callbacks = callbacks + [_console.epoch_progress()]

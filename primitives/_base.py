@@ -128,6 +128,9 @@ class Primitive(abc.ABC):
     # On-policy sources (the query optimizer) gather telemetry with the current champion:
     # the snapshot step passes its runtime directory as ``policy_dir`` in the source config.
     on_policy: ClassVar[bool] = False
+    # Steps whose results are wall-clock measurements (query latencies, kernel runtimes): the
+    # pipeline runs them with the machine to themselves, never beside another branch's training.
+    timed_steps: ClassVar[frozenset[str]] = frozenset()
 
     # --- telemetry -----------------------------------------------------
     @abc.abstractmethod

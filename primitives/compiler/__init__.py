@@ -66,6 +66,7 @@ class CompilerCostModel(Primitive):
         Peer("random", "measuring schedules in random order, as a tuner without a model does"),
     )
     manifest_keys = ("target",)
+    timed_steps = frozenset({"snapshot"})  # kernel runtimes are measured there
 
     def generate(self, config, seed):
         from ._source import generate

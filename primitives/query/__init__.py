@@ -83,6 +83,7 @@ class QueryOptimizer(Primitive):
     )
     manifest_keys = ("engine", "database_uri")
     on_policy = True
+    timed_steps = frozenset({"snapshot", "evaluate"})  # latencies, measured at both
 
     def generate(self, config, seed):
         from ._source import generate

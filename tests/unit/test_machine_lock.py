@@ -1,0 +1,54 @@
+"""The machine lock: timed steps run alone, other steps side by side, and a waiting measurement is not starved."""
+
+import threading
+import time
+
+from aiprim.flows._machine import machine_lock
+
+
+def _hold(exclusive, entered, release, log, name):
+    with machine_lock(exclusive):
+        log.append(f"{name} in")
+        entered.set()
+        release.wait(10)
+        log.append(f"{name} out")
+
+
+def _start(exclusive, log, name):
+    entered, release = threading.Event(), threading.Event()
+    thread = threading.Thread(target=_hold, args=(exclusive, entered, release, log, name), daemon=True)
+    thread.start()
+    return thread, entered, release
+
+
+def test_shared_holders_overlap(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIPRIM_HOME", str(tmp_path))
+    log = []
+    a, a_in, a_go = _start(False, log, "a")
+    b, b_in, b_go = _start(False, log, "b")
+    assert a_in.wait(5) and b_in.wait(5)  # both inside at once
+    a_go.set(), b_go.set()
+    a.join(5), b.join(5)
+
+
+def test_a_measurement_waits_for_training_and_later_training_waits_for_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIPRIM_HOME", str(tmp_path))
+    log = []
+    train, train_in, train_go = _start(False, log, "train")
+    assert train_in.wait(5)
+    measure, measure_in, measure_go = _start(True, log, "measure")
+    time.sleep(0.3)
+    assert not measure_in.is_set()  # the measurement waits for the training step to leave
+    later, later_in, later_go = _start(False, log, "later")
+    time.sleep(0.3)
+    assert not later_in.is_set()  # a step arriving after the waiting measurement queues behind it
+    train_go.set()
+    assert measure_in.wait(5)
+    time.sleep(0.3)
+    assert not later_in.is_set()  # nothing runs beside the measurement
+    measure_go.set()
+    assert later_in.wait(5)
+    later_go.set()
+    for thread in (train, measure, later):
+        thread.join(5)
+    assert log == ["train in", "train out", "measure in", "measure out", "later in", "later out"]
