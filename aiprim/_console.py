@@ -41,6 +41,9 @@ KNOWN_NOISE: tuple[tuple[type[Warning], str, str], ...] = (
     (FutureWarning, "lightning.pytorch.utilities._pytree", r".*LeafSpec"),
     # MLflow's advice for PythonModels without type hints: aiprim's pyfunc takes any DataFrame on purpose.
     (UserWarning, "mlflow.pyfunc.utils.data_validation", r".*Add type hints to the `predict` method"),
+    # MLflow's hint that an integer column cannot hold missing values: the integer outputs of aiprim's
+    # runtimes (an arm, a shard, a server index) are never missing.
+    (UserWarning, "mlflow.types.utils", r".*Inferred schema contains integer column"),
 )
 
 _verbosity: int | None = None  # None: setup_logging was not called; leave logging to the host
