@@ -2,9 +2,9 @@
 
 - configs: the shipped ones plus a profile ``ui-test`` (a copy under ``AIPRIM_CONFIG_DIR``; the shipped
   defaults stay as they are): a tiny balancer snapshot, one Optuna trial, a few epochs;
-- the UI servers (MLflow, Prefect, optuna-dashboard, through ``aiprim.flows.ui``) start first, while a
-  deliberately bad snapshot is rejected by validation (its Data Docs);
+- the UI servers (MLflow, Prefect, optuna-dashboard, through ``aiprim.flows.ui``) start first;
 - ``aiprim run`` then talks to that Prefect server (no temporary server of its own): version 1, champion;
+  beside it, validation rejects a deliberately bad snapshot (its Data Docs);
 - ``aiprim train --trials 0`` on the same snapshot: version 2, the challenger, untuned so it routes
   differently, while ``aiprim schedule`` registers the ``retrain`` deployment with the server.
 """
@@ -126,20 +126,17 @@ def ui_project(tmp_path_factory, balancer_tables):
                                         env={**env, **(extra_env or {})}, text=True, **streams))
         return started[-1]
 
-    # A negative I/O cost: validation rejects the snapshot while the servers start.
+    # A negative I/O cost: validation rejects the snapshot.
     bad = write_balancer_snapshot(tmp_path_factory.mktemp("bad-telemetry"),
                                   edit(balancer_tables, "requests", set_cell("cost_io", 5, -1.0)))
-    import resource; T0 = time.monotonic(); TT = lambda what: print(f"\n## {what}: {time.monotonic() - T0:.1f}s wall, children cpu {sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]):.1f}s, load {os.getloadavg()[0]:.1f}", flush=True)
-    rejecting = start("validate", "balancer", str(bad))
     try:
         servers = _project_servers(env)
         with ui.RunningServers(servers):
             urls = {s.name: s.url for s in servers}
-            TT("servers up")
             prefect = {"PREFECT_API_URL": urls["prefect"] + "/api"}
-            _finished(start("run", "--primitives", "balancer", "--profile", PROFILE, extra_env=prefect),
-                      "aiprim run (version 1)")
-            TT("run done")
+            running = start("run", "--primitives", "balancer", "--profile", PROFILE, extra_env=prefect)
+            rejecting = start("validate", "balancer", str(bad))  # beside the run, which mostly keeps one core busy
+            _finished(running, "aiprim run (version 1)")
             snapshot = json.loads((home / "data" / "accepted" / "balancer.json").read_text())["snapshot"]
             training = start("--quiet", "train", "balancer", snapshot, "--trials", "0", "--profile", PROFILE)
             serving_log = home / "schedule.log"
@@ -149,11 +146,8 @@ def ui_project(tmp_path_factory, balancer_tables):
                 _wait_for_deployment(serving, serving_log, prefect["PREFECT_API_URL"], "retrain")
             finally:
                 _interrupt(serving)
-            TT("deployment registered")
             _finished(training, "aiprim train (version 2)")
-            TT("train done")
             rejected_err = rejecting.communicate(timeout=TIMEOUT_S)[1]
-            TT("rejected done")
             assert rejecting.returncode == 1, rejected_err
             docs = re.search(r"Data Docs: (\S+index\.html)", rejected_err)
             assert docs, rejected_err

@@ -65,9 +65,9 @@ def _screenshot(page, name: str, **options) -> None:
     assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
 
 
-def _served_routes(project, refs: tuple[str, ...]) -> dict[str, str]:
-    """A digest of the routes ``load_runtime("balancer", ref)`` serves for each ref, in a fresh process
-    (as a service loading its model would)."""
+def _serving_digests(project, refs: tuple[str, ...]) -> subprocess.Popen:
+    """A fresh process (as a service loading its model) printing a digest of the routes
+    ``load_runtime("balancer", ref)`` serves for each ref; read it with ``_digests``."""
     code = """
 import hashlib, json, sys
 import pandas as pd
@@ -78,18 +78,20 @@ def digest(ref):
     return hashlib.sha256(",".join(map(str, load_runtime("balancer", ref).route(requests, servers))).encode()).hexdigest()
 print(json.dumps({ref: digest(ref) for ref in sys.argv[2:]}))
 """
-    result = subprocess.run([sys.executable, "-c", code, project["snapshot"], *refs], env=project["env"],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return subprocess.Popen([sys.executable, "-c", code, project["snapshot"], *refs], env=project["env"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _digests(process: subprocess.Popen) -> dict[str, str]:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_mlflow_model_page_shows_versions_alias_and_descriptions_and_moving_the_alias_promotes(ui_project, page):
     expect = playwright_api.expect
     mlflow = ui_project["urls"]["mlflow"]
-    before = _served_routes(ui_project, ("champion", "1", "2"))
-    assert before["1"] != before["2"], "the two versions route differently, so what serves is observable"
-    assert before["champion"] == before["1"]
+    serving_before = _serving_digests(ui_project, ("champion", "1", "2"))  # while the pages load
 
     page.goto(f"{mlflow}/#/models/aiprim-balancer")
     version_1 = page.get_by_role("row").filter(has_text="Version 1")
@@ -109,6 +111,10 @@ def test_mlflow_model_page_shows_versions_alias_and_descriptions_and_moving_the_
     expect(page.get_by_text(re.compile(r"Promotion: promoted to champion: no champion yet"))).to_be_visible()
     _screenshot(page, "mlflow-version", full_page=True)
 
+    before = _digests(serving_before)
+    assert before["1"] != before["2"], "the two versions route differently, so what serves is observable"
+    assert before["champion"] == before["1"]
+
     # Promote by hand, through the UI's own alias editor on version 2's row.
     page.goto(f"{mlflow}/#/models/aiprim-balancer")
     expect(version_2).to_be_visible()
@@ -126,10 +132,13 @@ def test_mlflow_model_page_shows_versions_alias_and_descriptions_and_moving_the_
     page.reload()
     expect(version_2).to_contain_text("@ champion")
     expect(version_1).not_to_contain_text("@ champion")
-    _screenshot(page, "mlflow-alias-moved", full_page=True)
+    # The page scrolls inside a pane of its own (full_page adds nothing): a window tall enough for both rows.
+    page.set_viewport_size({"width": 1280, "height": 1800})
+    version_1.scroll_into_view_if_needed()
+    _screenshot(page, "mlflow-alias-moved")
 
     # What a service loads now: version 2's routes, where before the move it was version 1's.
-    after = _served_routes(ui_project, ("champion",))
+    after = _digests(_serving_digests(ui_project, ("champion",)))
     assert after["champion"] == before["2"] != before["champion"]
 
 
