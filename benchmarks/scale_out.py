@@ -11,7 +11,7 @@ Every part runs the real commands in subprocesses, each in a fresh project folde
 - DDP: the balancer trained by Lightning in one process and with `devices=2, strategy=ddp_spawn`
   (two processes, gloo) on the same data, wall time and `peak_to_mean` on the held-out part.
 
-    python benchmarks/scale_out.py [--trials 6] [--skip-stack] --out benchmarks/results/scale_out.json
+    python benchmarks/scale_out.py [--trials 6] [--parts ddp,tuning,retrain] --out benchmarks/results/scale_out.json
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def retrain(root: Path) -> dict:
         _, on_worker = aiprim(home, "stack", "run", "--primitives", "balancer", "--profile", "small", "--source",
                               str(snapshot))
     finally:
-        _, stack_down = aiprim(home, "stack", "down")
+        _, stack_down = aiprim(home, "stack", "down", "--purge")
     return {"in_process_s": round(in_process, 1), "stack_up_s": round(stack_up, 1), "on_stack_s": round(on_stack, 1),
             "on_stack_worker_s": round(on_worker, 1), "stack_down_s": round(stack_down, 1)}
 
@@ -115,15 +115,16 @@ def ddp(root: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--skip-stack", action="store_true", help="leave out the retrain comparison (no stack up)")
+    parser.add_argument("--parts", default="ddp,tuning,retrain",
+                        help="which to measure; the others keep their numbers from --out if it exists")
     parser.add_argument("--out", default="benchmarks/results/scale_out.json")
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average_at_start": os.getloadavg()}}
-    parts = [("ddp", ddp), ("tuning", lambda root: tuning(root, args.trials))]
-    if not args.skip_stack:
-        parts.append(("retrain", retrain))
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average_at_start": os.getloadavg()}
+    measures = {"ddp": ddp, "tuning": lambda root: tuning(root, args.trials), "retrain": retrain}
+    parts = [(name, measures[name]) for name in args.parts.split(",")]
     with tempfile.TemporaryDirectory(prefix="aiprim-scale-out-") as tmp:
         for name, measure in parts:
             results[name] = measure(Path(tmp))

@@ -37,7 +37,7 @@ DATABASES = ("mlflow", "mlflow_auth", "optuna", "prefect")
 WORK_POOL = "aiprim-process"
 MLFLOW_ADMIN = "admin"
 PREFECT_USER = "aiprim"
-STARTUP_TIMEOUT_S = 240.0  # Prefect migrates its database on first start: tens of seconds on two busy cores
+STARTUP_TIMEOUT_S = 600.0  # all services together; MLflow and Prefect migrate their schemas: minutes on two busy cores
 STOP_GRACE_S = 20.0
 
 
