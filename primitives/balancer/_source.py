@@ -185,6 +185,9 @@ def add_feedback(requests: pd.DataFrame, fleet: pd.DataFrame, cfg: dict, rng: np
 def generate(cfg: dict, seed: int) -> dict[str, pd.DataFrame]:
     cfg = {**DEFAULTS, **(cfg or {})}
     rng = np.random.default_rng(seed)
-    fleet = generate_fleet(cfg, rng)
+    # With a population seed the fleet is the deployment's too: a new round is new traffic on the same
+    # servers, not a fleet whose every server changed class and size (which no pinned hot key survives).
+    fleet_rng = np.random.default_rng([int(cfg["population_seed"]), 1]) if cfg.get("population_seed") is not None else rng
+    fleet = generate_fleet(cfg, fleet_rng)
     requests = generate_requests(cfg, fleet, rng)
     return {"servers": fleet, "requests": add_feedback(requests, fleet, cfg, rng)}
