@@ -50,6 +50,7 @@ DEFAULTS = {
     "remote_payment": 0.15,
     "regions": 0,                   # > 0: warehouses fall in this many hidden regions (not by id) and
     "remote_in_region": 0.8,        # ... this share of remote work stays in the home warehouse's region
+    "layout_seed": None,            # the deployment's hidden regions; None: drawn with each trace
     # social
     "users": 6000,
     "communities": 30,
@@ -168,8 +169,10 @@ def _tpcc(cfg: dict, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFra
         return other
 
     regions = int(cfg["regions"])
-    # Regions group warehouses by where they are, not by their number (ids follow opening order).
-    region = rng.permutation(np.arange(W) % regions) if regions > 0 else np.zeros(W, dtype=np.int64)
+    # Regions group warehouses by where they are, not by their number (ids follow opening order). They are
+    # the deployment's geography: with a layout seed every round's trace has the same regions.
+    layout = np.random.default_rng([int(cfg["layout_seed"]), 2]) if cfg.get("layout_seed") is not None else rng
+    region = layout.permutation(np.arange(W) % regions) if regions > 0 else np.zeros(W, dtype=np.int64)
 
     # Orders: the initial ones (entered before the trace), then one per NewOrder.
     new_order = np.flatnonzero(kind == kinds.index("new_order"))
