@@ -26,11 +26,11 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
 import time
 from pathlib import Path
 
 from .errors import AiprimError
+from .ui import console_script, stop_session
 
 SERVICES = ("postgres", "mlflow", "prefect", "prefect_worker", "optuna_dashboard")
 DATABASES = ("mlflow", "mlflow_auth", "optuna", "prefect")
@@ -147,34 +147,8 @@ def _spawn(service: str, command: list[str], env: dict[str, str]) -> dict:
 
 def _stop(entry: dict, grace_s: float) -> None:
     """SIGTERM to the service's process group, then SIGKILL to whatever of its session is left."""
-    from .ui import session_members
-
-    if not _is_ours(entry):
-        return
-    session = entry["pid"]
-    _signal_group(session, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and session_members(session):
-        time.sleep(0.2)
-    _signal_group(session, signal.SIGKILL)
-    for pid in session_members(session):  # children that moved to a process group of their own
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _venv_bin(name: str) -> str:
-    import sys
-
-    return str(Path(sys.executable).parent / name)
+    if _is_ours(entry):
+        stop_session(entry["pid"], grace_s)
 
 
 def _free_port() -> int:
@@ -427,7 +401,7 @@ def _start_mlflow(state: dict, credentials: dict, pg) -> dict:
         f"admin_username = {credentials['mlflow_username']}",
         f"admin_password = {credentials['mlflow_password']}".replace("%", "%%"),
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth", ""]))
-    command = [_venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+    command = [console_script("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
                "--app-name", "basic-auth", "--serve-artifacts", "--artifacts-destination", str(artifacts)]
     env = _clean_env(MLFLOW_BACKEND_STORE_URI=pg.url("mlflow", "postgresql+psycopg"), MLFLOW_AUTH_CONFIG_PATH=str(auth_config),
                      MLFLOW_FLASK_SERVER_SECRET_KEY=credentials["mlflow_flask_secret_key"])
@@ -436,7 +410,7 @@ def _start_mlflow(state: dict, credentials: dict, pg) -> dict:
 
 def _start_prefect(state: dict, credentials: dict, pg) -> dict:
     port = state["ports"]["prefect"]
-    command = [_venv_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    command = [console_script("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     env = _clean_env(PREFECT_HOME=str(stack_dir() / "prefect"),
                      PREFECT_SERVER_API_AUTH_STRING=credentials["prefect_auth_string"],
                      PREFECT_SERVER_DATABASE_CONNECTION_URL=pg.url("prefect", "postgresql+asyncpg"),
@@ -449,13 +423,13 @@ def _start_dashboard(state: dict, pg) -> dict:
     config = stack_dir() / "optuna_dashboard.toml"
     _write_private(config, "[optuna_dashboard]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in {
         "storage": pg.url("optuna", "postgresql+psycopg"), "host": "127.0.0.1", "port": port, "quiet": True}.items()))
-    command = [_venv_bin("optuna-dashboard"), "--from-config", str(config)]
+    command = [console_script("optuna-dashboard"), "--from-config", str(config)]
     return {**_spawn("optuna_dashboard", command, _clean_env()), "url": f"http://127.0.0.1:{port}",
             "auth": "none (optuna-dashboard has no authentication; bound to 127.0.0.1)"}
 
 
 def _start_worker(state: dict, credentials: dict) -> dict:
-    command = [_venv_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process", "--name", "aiprim-worker-1"]
+    command = [console_script("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process", "--name", "aiprim-worker-1"]
     # The worker's flow runs use the stack as `aiprim run` would after sourcing stack.env.
     from aiprim.settings import home
 

@@ -90,17 +90,7 @@ class Server:
         """SIGTERM to the server's process group, SIGKILL to anything of its session left after ``grace_s``."""
         if self.process is None:
             return
-        session = self.process.pid
-        self.terminate()
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None and not session_members(session):
-                break
-            time.sleep(0.2)
-        # Children that moved to a group of their own are still in the session: they go too.
-        _signal_group(session, signal.SIGKILL)
-        for pid in session_members(session):
-            _signal_pid(pid, signal.SIGKILL)
+        stop_session(self.process.pid, grace_s, self.process)
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -119,6 +109,21 @@ def _signal_pid(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def stop_session(session: int, grace_s: float, leader: subprocess.Popen | None = None) -> None:
+    """SIGTERM to the process group of a session's leader, SIGKILL to anything of the session left after
+    ``grace_s`` (or once the session is empty and ``leader``, when given, has exited)."""
+    _signal_group(session, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if (leader is None or leader.poll() is not None) and not session_members(session):
+            break
+        time.sleep(0.2)
+    # Children that moved to a group of their own are still in the session: they go too.
+    _signal_group(session, signal.SIGKILL)
+    for pid in session_members(session):
+        _signal_pid(pid, signal.SIGKILL)
 
 
 def session_members(session_id: int) -> list[int]:
@@ -151,7 +156,7 @@ def shown(url: str) -> str:
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
-def _bin(name: str) -> str:
+def console_script(name: str) -> str:
     """A console script of this environment (the venv's, even when its bin/ is not on PATH)."""
     return str(Path(sys.executable).parent / name)
 
@@ -177,7 +182,7 @@ def mlflow_server(host: str, port: int) -> Server:
     if uri.startswith(("http://", "https://")):
         return Server("mlflow", uri, "/health")
     artifacts = settings.artifact_root(_configured["artifacts"])
-    command = [_bin("mlflow"), "server", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+    command = [console_script("mlflow"), "server", "--backend-store-uri", uri, "--host", host, "--port", str(port),
                # aiprim's experiments name their artifact folder themselves; one worker is plenty for one user.
                "--default-artifact-root", artifacts, "--no-serve-artifacts", "--workers", "1"]
     # The environment's MLFLOW_TRACKING_URI would be the server's own address for a client, never its store.
@@ -193,7 +198,7 @@ def prefect_server(host: str, port: int) -> Server:
     external = os.environ.get("PREFECT_API_URL")
     if external:
         return Server("prefect", external.rstrip("/").removesuffix("/api"), "/api/health")
-    command = [_bin("prefect"), "server", "start", "--host", host, "--port", str(port)]
+    command = [console_script("prefect"), "server", "start", "--host", host, "--port", str(port)]
     env = _server_env(PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
                       PREFECT_UI_API_URL=f"http://{host}:{port}/api")
     return Server("prefect", f"http://{host}:{port}", "/api/health", command, env, _log_path("prefect"))
@@ -205,7 +210,7 @@ def optuna_server(host: str, port: int, storage: str) -> Server:
 
     # optuna-dashboard opens a storage without creating its tables: a project that never tuned has none yet.
     optuna.storages.RDBStorage(storage)
-    command = [_bin("optuna-dashboard"), storage, "--host", host, "--port", str(port), "--quiet"]
+    command = [console_script("optuna-dashboard"), storage, "--host", host, "--port", str(port), "--quiet"]
     return Server("optuna", f"http://{host}:{port}", "/api/meta", command, _server_env(), _log_path("optuna-dashboard"))
 
 
