@@ -51,6 +51,7 @@ class QueryParams(TrainParams):
     max_regression: float = 1.2   # ... keeping each within 1.2x of native
     max_regression_ms: float = 3.0  # ... or 3 ms above it, whichever is larger
     max_regression_share: float = 0.05  # ... all but this share of them (single-run latencies are noisy)
+    worst_regression: float = 1.5  # ... and none beyond this (the evaluation's guardrail), nor beyond 1.2x more than that share
     min_history: int = 2          # queries of a template trained on before it leaves the native plan
     val_fraction: float = 0.2
 

@@ -214,7 +214,7 @@ class QueryModule(L.LightningModule):
     def __init__(self, n_templates: int = 1, n_arms: int = 2, members: int = 5, embed: int = 8, hidden: int = 64,
                  depth: int = 2, lr: float = 3e-3, weight_decay: float = 1e-4, uncertainty_z: float = 1.0,
                  min_gain: float = 0.1, calibrate: bool = True, max_regression: float = 1.2, max_regression_ms: float = 3.0,
-                 max_regression_share: float = 0.05):
+                 max_regression_share: float = 0.05, worst_regression: float = 1.5):
         super().__init__()
         self.save_hyperparameters()
         self.net = TemplateArmEnsemble(n_templates, n_arms, members, embed, hidden, depth)
@@ -307,6 +307,7 @@ def calibrate_decision(module: QueryModule, datamodule: QueryDataModule,
     native_total = float(sum(ms[i, 0] for i in known))
     factor, slack = module.hparams.max_regression, module.hparams.max_regression_ms
     allowed = int(np.floor(module.hparams.max_regression_share * len(known)))
+    worst_allowed = module.hparams.worst_regression
     scored = [(1.0, 1.0, np.inf, np.inf, np.inf)]  # never switch
     for z in z_grid:
         for gain in gain_grid:
@@ -317,14 +318,15 @@ def calibrate_decision(module: QueryModule, datamodule: QueryDataModule,
                 arm = decide(predictions[:, i, ran], [arm_ids[j] for j in ran], z, gain)
                 choices.append(realised_ms(ms[i], censored[i], arm_ids.index(arm)))
             for floor in native_grid:
-                total, worst, beyond = 0.0, 1.0, 0
+                total, worst, beyond, far = 0.0, 1.0, 0, 0
                 for i, (chosen, native) in zip(known, choices):
                     if expected_native[i] < floor:
                         chosen = native
                     total += chosen
                     worst = max(worst, chosen / native)
                     beyond += chosen > max(factor * native, native + slack)
-                if beyond <= allowed:
+                    far += chosen > max(worst_allowed * native, native + slack)
+                if beyond <= allowed and far == 0:
                     scored.append((total / native_total, worst, z, gain, floor))
     best = min(s[0] for s in scored)
     total, worst, z, gain, floor = max((s for s in scored if s[0] <= best + 0.005), key=lambda s: (s[3], s[4], s[2]))

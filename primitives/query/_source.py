@@ -37,7 +37,7 @@ DEFAULTS = {
     "workloads": list(WORKLOADS),
     "skewed_scale": 1.0,
     "tpch_scale": 0.1,
-    "queries_per_template": 8,
+    "queries_per_template": 16,
     "timeout_ms": 3000.0,
     "timeout_factor": 4.0,
     "min_timeout_ms": 50.0,

@@ -109,6 +109,35 @@ def test_the_decision_rule_is_calibrated_on_held_out_queries_of_seen_templates(r
     assert meta["val_worst_query_ratio"] <= 1.2
 
 
+def _mixed_telemetry(n: int = 120, seed: int = 3):
+    """One template whose parameters say nothing: arm 1 is 3x faster on most of its queries and 2.5x slower
+    on one in six, at random. Leaving the native plan wins in total and loses badly on a few queries."""
+    rng = np.random.default_rng(seed)
+    queries, executions = [], []
+    for i in range(n):
+        qid, ratio = f"m{i:03d}", (2.5 if rng.random() < 1 / 6 else 0.33)
+        queries.append({"query_id": qid, "template": "mixed", "sql": OTHER_SQL.format(v=i), "probes": json.dumps([[500, 100_000]])})
+        for arm, r in ((0, 1.0), (1, ratio)):
+            executions.append({"query_id": qid, "arm": arm, "plan": "{}", "latency_ms": 100.0 * r, "timed_out": False,
+                               "rows": 1, "ts": float(i), "timeout_ms": 10_000.0})
+    return {"queries": pd.DataFrame(queries),
+            "arms": pd.DataFrame({"arm": np.array([0, 1], np.int32), "name": ["native", "one"], "settings": ["[]", '["x=1"]']}),
+            "executions": pd.DataFrame(executions).astype({"arm": "int32", "rows": "Int64"})}
+
+
+@pytest.mark.parametrize("worst", [1.5, 100.0])
+def test_the_calibrated_rule_keeps_every_held_out_query_within_the_guardrail(tmp_path, worst):
+    # However much a rule wins in total, one validation query beyond ``worst_regression`` (the promotion
+    # guardrail) makes it inadmissible; the share of queries allowed past 1.2x is set loose to isolate that.
+    rt = primitives.get("query").train_runtime(
+        _mixed_telemetry(), {"max_epochs": 30, "members": 3, "hidden": 16, "lr": 0.01, "max_regression_share": 0.5,
+                             "worst_regression": worst}, tmp_path)
+    if worst == 1.5:
+        assert rt.meta["val_worst_query_ratio"] <= 1.5
+    else:  # the control: without the cap the same telemetry calibrates a rule that takes the 2.5x arm somewhere
+        assert rt.meta["val_worst_query_ratio"] > 1.5 and rt.meta["val_total_latency_ratio"] < 0.8
+
+
 def test_thompson_sampling_explores_what_members_prefer(runtime):
     rng = np.random.default_rng(1)
     log_pred = np.array([[0.0, 1.0], [1.0, 0.0]])  # member 0 prefers arm 0, member 1 arm 1
