@@ -259,3 +259,68 @@ def transfer(name: str, snapshot: str, deployment: str, cfg: dict, steps_n: int 
             "steps": steps_n, "metrics": {prim.primary_metric: report.metrics.get(prim.primary_metric)},
             "best_peer": {"name": best[0], prim.primary_metric: best[1]} if best else None,
             "decision": decision.to_dict()}
+
+
+def _member_config(cfg: dict, name: str, profile: str | None) -> dict:
+    """``cfg`` with the primitive's config under ``profile`` (a profile of configs/pipeline.yaml), everything
+    else (stores, task runner) as it is: population members train in seconds without moving the run's stores."""
+    if not profile:
+        return cfg
+    profiles = cfgmod._read(cfgmod.config_dir() / "pipeline.yaml").get("profiles", {}) or {}
+    if profile not in profiles:
+        raise cfgmod.ConfigError(f"transfer.member_profile: unknown profile {profile!r} (known: {', '.join(sorted(profiles))})")
+    out = dict(cfg)
+    out["primitive_configs"] = {**cfg["primitive_configs"],
+                                name: cfgmod.merge(cfg["primitive_configs"].get(name, {}), profiles[profile].get(name, {}))}
+    cfgmod.primitive_config(out, name)  # a profile with a mistyped key fails here, naming it
+    return out
+
+
+def _next_family_number(name: str) -> int:
+    from aiprim.registry._deployments import known_deployments
+    from aiprim.registry._store import configure
+
+    try:
+        existing = known_deployments(configure(), name)
+    except Exception:  # noqa: BLE001  (no registered model yet)
+        existing = []
+    numbers = [int(d[len(FAMILY_PREFIX):]) for d in existing if d.startswith(FAMILY_PREFIX) and d[len(FAMILY_PREFIX):].isdigit()]
+    return 1 + max(numbers, default=-1)
+
+
+def stage(name: str, cfg: dict) -> dict:
+    """The transfer stage of ``aiprim run`` for one primitive that opts in (``transfer`` in configs/pipeline.yaml).
+
+    Grows the registry's population to ``population`` drawn deployments (trained with ``member_profile``),
+    then draws ``new_deployments`` deployments nobody trained on and gives each a primitive decoded from its
+    descriptor, without training, registered and promoted through the policy as that deployment's champion
+    only where it beats the classical peers (benchmarks/transfer.py measures how close that comes to training).
+    """
+    settings = cfg.get("transfer") or {}
+    member_cfg = _member_config(cfg, name, settings.get("member_profile"))
+    members = registered_population(name)
+    grown = []
+    missing = int(settings.get("population", 3)) - len(members)
+    if missing > 0:
+        grown = population(name, member_cfg, missing)
+    decoded = []
+    prim = _opted_in(name)
+    sizes = _draw_sizes(member_cfg, name)
+    seed = int(cfg.get("seed", 0))
+    for _ in range(int(settings.get("new_deployments", 1))):
+        number = _next_family_number(name)
+        deployment = f"{FAMILY_PREFIX}{number:04d}"
+        tables = prim.transfer_model().draw_deployment(seed * 100_003 + number, **sizes)
+        with tempfile.TemporaryDirectory(prefix="aiprim-transfer-") as tmp:
+            from aiprim.primitives._snapshot import write_snapshot
+
+            drawn = write_snapshot(name, prim.schema, tables, Path(tmp),
+                                   source=f"aiprim deployment family (seed {seed}, member {number}, never trained on)",
+                                   extra={"deployment": deployment, "round": 0})
+            result = transfer(name, str(drawn), deployment, member_cfg)
+        decoded.append(result)
+        peer = result.get("best_peer") or {}
+        _log(f"{name}: transferred to {deployment} (no training): {prim.primary_metric} "
+             f"{result['metrics'][prim.primary_metric]:.4g} vs best peer {peer.get('name')} {peer.get(prim.primary_metric, float('nan')):.4g}; "
+             f"{'promoted' if result['decision']['promoted'] else 'not promoted'}")
+    return {"primitive": name, "population": len(members) + len(grown), "grown": grown, "decoded": decoded}

@@ -76,6 +76,20 @@ def test_population_then_transfer_serves_a_new_deployment(project, capsys):
     assert len(fits) == 1
     assert "plots/embedding.png" in [a.path for a in client.list_artifacts(fits[0].info.run_id, "plots")]
 
+    # The stage of `aiprim run`: the population already holds 3, so nothing is trained; a newly drawn
+    # deployment (numbered after the family) gets a decoded balancer, promoted only past the classical peers.
+    from aiprim.flows import config as cfgmod
+    from aiprim.flows.transfer import stage
+
+    cfg = cfgmod.load("small")
+    cfg["transfer"] = {"primitives": ["balancer"], "population": 3, "new_deployments": 1, "member_profile": "small"}
+    done = stage("balancer", cfg)
+    assert done["population"] == 3 and done["grown"] == []
+    [new] = done["decoded"]
+    assert new["deployment"] == "family-0003" and new["members"] == 3
+    assert new["decision"]["promoted"] == (new["metrics"]["peak_to_mean"] < new["best_peer"]["peak_to_mean"])
+    assert len(client.search_runs([experiment.experiment_id])) == 1  # the same population's model, reused
+
 
 def test_a_snapshot_failing_validation_is_never_transferred(project, capsys):
     from aiprim import primitives
