@@ -32,13 +32,14 @@ def autotune(*args, **kwargs):
 class CompilerParams(TrainParams):
     hidden: int = 128
     depth: int = 3
-    dropout: float = 0.1
+    dropout: float = 0.3
     lr: float = 5e-3
-    weight_decay: float = 1e-3
+    weight_decay: float = 1e-2
     rank_weight: float = 1.0      # weight of the pairwise ranking loss beside the regression loss
     rank_margin: float = 0.05     # pairs closer than this relative gap are not ranked (measurement noise)
     list_weight: float = 0.0      # weight of the listwise loss (ListNet, toward each task's fastest schedules)
-    members: int = 1              # MLPs trained side by side from different initialisations; the runtime averages them
+    members: int = 3              # MLPs trained side by side from different initialisations; the runtime averages them
+    views: str = "all,all,compact"  # the features member j reads: view j mod len (_features.VIEWS), comma-separated
     tasks_per_batch: int = 2      # whole tasks per batch: the ranking loss pairs schedules within a task
     val_fraction: float = 0.15
 
@@ -90,7 +91,7 @@ class CompilerCostModel(Primitive):
 
         meta = {"feature_mean": list(module.hparams.feature_mean), "feature_std": list(module.hparams.feature_std),
                 "target_mean": module.hparams.target_mean, "target_std": module.hparams.target_std,
-                "features": list(FEATURE_NAMES)}
+                "features": list(FEATURE_NAMES), "member_columns": [list(c) for c in module.net.columns]}
         CompilerRuntime(export_weights(module), meta).save(Path(directory))
 
     def score(self, candidates, tables, config):

@@ -45,6 +45,30 @@ FEATURE_NAMES = (
 N_FEATURES = len(FEATURE_NAMES)
 _INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
+# What a member of the learned model reads (CompilerParams.views). "compact" is the features gradient-boosted
+# trees draw most of their gain from on the default snapshots (the family, vectorisation, threads, the innermost
+# loop's extent and strides, sizes, tiles and traffic), without the loop-order one-hots, boundary waste and flags.
+# One member on it beside members on everything generalised better to unseen shapes than members on everything
+# alone: the members then err differently, and their mean cancels more of it (benchmarks/RESULTS.md).
+VIEWS = {
+    "all": tuple(FEATURE_NAMES),
+    "compact": tuple([f"family_{name}" for name in FAMILIES]
+                     + ["vectorize", "threads", "inner_log_extent", "log_flops", "inner_log_max_stride", "log_intensity",
+                        "log_traffic_per_flop", "inner_inputs_strided", "log_flops_per_chunk", "log_inner_entries", "log_bytes",
+                        "log_traffic", "log_parallel_chunks", "log_tiles", "log_footprint", "vectorize_contiguous",
+                        "second_log_max_stride", "inner_output_contiguous"]
+                     + [f"{kind}_{i}" for kind in ("log_tile", "tile_fraction") for i in range(MAX_TILED)]
+                     + [f"log_{k}" for k in GPU_KNOBS]),
+}
+
+
+def view_columns(view: str) -> list[int]:
+    """Feature indices a member on ``view`` reads, in feature order."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown feature view {view!r} (known: {', '.join(VIEWS)})")
+    wanted = set(VIEWS[view])
+    return [i for i, name in enumerate(FEATURE_NAMES) if name in wanted]
+
 
 def _log2(x) -> np.ndarray:
     return np.log2(np.maximum(np.asarray(x, dtype=np.float64), 1e-30))

@@ -17,22 +17,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._features import N_FEATURES, featurize_rows, log_flops_rows
+from ._features import N_FEATURES, featurize_rows, log_flops_rows, view_columns
 
 
 class CostModelNet(nn.Module):
     """``members`` independent MLPs; ``forward`` gives each member's prediction (members x rows).
 
     Averaging members trained from different initialisations cuts the variance that decides a
-    ranking on a handful of held-out shapes; the spread is there for whoever wants it.
+    ranking on a handful of held-out shapes; the spread is there for whoever wants it. Member j
+    reads the feature columns ``columns[j]`` (a view of the features; all of them by default).
     """
 
     def __init__(self, n_features: int = N_FEATURES, hidden: int = 256, depth: int = 3, dropout: float = 0.0,
-                 members: int = 1):
+                 members: int = 1, columns: list[list[int]] | None = None):
         super().__init__()
+        self.columns = [list(c) for c in columns] if columns is not None else [list(range(n_features))] * members
+        if len(self.columns) != members:
+            raise ValueError(f"{members} members but {len(self.columns)} column views")
+        for j, cols in enumerate(self.columns):
+            self.register_buffer(f"columns_{j}", torch.as_tensor(cols, dtype=torch.long), persistent=False)
         self.members = nn.ModuleList()
-        for _ in range(members):
-            layers, width = [], n_features
+        for cols in self.columns:
+            layers, width = [], len(cols)
             for _ in range(depth):
                 layers += [nn.Linear(width, hidden), nn.SiLU()] + ([nn.Dropout(dropout)] if dropout else [])
                 width = hidden
@@ -40,7 +46,14 @@ class CostModelNet(nn.Module):
             self.members.append(nn.Sequential(*layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([member(x).squeeze(-1) for member in self.members])
+        return torch.stack([member(x.index_select(1, getattr(self, f"columns_{j}"))).squeeze(-1)
+                            for j, member in enumerate(self.members)])
+
+
+def member_columns(views: str, members: int) -> list[list[int]]:
+    """The feature columns of each member: member j reads view ``j mod len(views)`` of the comma-separated ``views``."""
+    names = [v.strip() for v in views.split(",") if v.strip()] or ["all"]
+    return [view_columns(names[j % len(names)]) for j in range(members)]
 
 
 def training_rows(tasks, measurements):
@@ -155,10 +168,11 @@ def regression_loss(pred: torch.Tensor, y: torch.Tensor, censored: torch.Tensor)
 class CostModule(L.LightningModule):
     def __init__(self, feature_mean, feature_std, target_mean: float, target_std: float, hidden: int = 128, depth: int = 3,
                  dropout: float = 0.1, lr: float = 5e-3, weight_decay: float = 1e-3, rank_weight: float = 1.0,
-                 rank_margin: float = 0.05, list_weight: float = 0.0, members: int = 1, max_epochs: int = 80):
+                 rank_margin: float = 0.05, list_weight: float = 0.0, members: int = 1, views: str = "all",
+                 max_epochs: int = 80):
         super().__init__()
         self.save_hyperparameters()
-        self.net = CostModelNet(N_FEATURES, hidden, depth, dropout, members)
+        self.net = CostModelNet(N_FEATURES, hidden, depth, dropout, members, member_columns(views, members))
 
     def _losses(self, batch):
         x, y, censored, codes = batch

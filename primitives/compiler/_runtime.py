@@ -66,6 +66,9 @@ class CompilerRuntime(Runtime):
                         for j in members]
         self.feature_mean = np.asarray(meta["feature_mean"], dtype=np.float32)
         self.feature_std = np.asarray(meta["feature_std"], dtype=np.float32)
+        # The feature columns each member reads (a runtime written before views: every member reads them all).
+        everything = list(range(len(self.feature_mean)))
+        self.columns = [np.asarray(c, dtype=np.int64) for c in meta.get("member_columns") or [everything] * len(self.members)]
 
     def save(self, directory: Path) -> None:
         save_weights(directory, self.weights, self.meta, WEIGHTS, META)
@@ -77,7 +80,7 @@ class CompilerRuntime(Runtime):
     def score_features(self, features: np.ndarray) -> np.ndarray:
         """Predicted log(seconds per flop) of featurised schedules: the members' mean."""
         x = (features - self.feature_mean) / self.feature_std
-        h = np.mean([mlp_forward(x, *zip(*layers))[:, 0] for layers in self.members], axis=0)
+        h = np.mean([mlp_forward(x[:, cols], *zip(*layers))[:, 0] for layers, cols in zip(self.members, self.columns)], axis=0)
         return h.astype(np.float64) * self.meta["target_std"] + self.meta["target_mean"]
 
     def predict(self, task, schedules) -> np.ndarray:
