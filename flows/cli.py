@@ -189,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     from aiprim._console import setup_logging
 
     setup_logging(-1 if args.quiet else args.verbose)
+    if not args.debug:
+        from .errors import hide_library_tracebacks
+
+        hide_library_tracebacks()
+    # Inherited by the flow's worker processes (a Dask or Ray task runner), whose branches set up the same console.
+    os.environ["AIPRIM_VERBOSITY"] = str(-1 if args.quiet else args.verbose)
+    os.environ["AIPRIM_DEBUG"] = "1" if args.debug else ""
     _prepare_environment()
     try:
         if args.command in COMMANDS:
@@ -208,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _describe(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    from .errors import AiprimError
+    from .errors import AiprimError, describe_failure
 
+    if describe_failure(error) != text:  # a cause we can name (an MLflow server that does not answer)
+        return describe_failure(error)
     known = (AiprimError, ValueError, LookupError, FileNotFoundError)
     return text if isinstance(error, known) else f"{type(error).__name__}: {text}"
 
@@ -242,7 +251,14 @@ def cmd_run(args) -> int:
             per_round.setdefault(name, []).append(result)
         if any(r.get("error") for r in results.values()):
             break
-    print_summary(results)
+    failed = [r for r in results.values() if r.get("error")]
+    try:
+        print_summary(results)
+    except Exception:
+        if not failed:
+            raise
+        # The summary reads the store that failed the branches (a tracking server that went away): the
+        # branches' own errors below say so, once each, instead of this one hiding them.
     if args.rounds > 1:
         from . import rounds
 
@@ -250,7 +266,6 @@ def cmd_run(args) -> int:
             curve = rounds.record(name, outcomes, cfg)
             rounds.print_curve(name, curve["points"])
             print(f"  curve: {curve['plot']}")
-    failed = [r for r in results.values() if r.get("error")]
     if failed:
         for r in failed:
             print(f"aiprim: error: {r['primitive']}: {r['error']}", file=sys.stderr)

@@ -51,6 +51,15 @@ def load(profile: str | None = None) -> dict:
     if profile and profile not in profiles:
         raise ConfigError(f"unknown profile {profile!r} (known: {', '.join(sorted(profiles)) or 'none'})")
     chosen = profiles.get(profile, {}) if profile else {}
+    # A profile's `pipeline:` overrides this file's own sections (e.g. the task runner), so a profile can
+    # change how the flow runs as well as what each primitive does. `pipeline` can never name a primitive:
+    # pipeline.yaml is not a primitive's config.
+    overrides = chosen.get("pipeline") or {}
+    unknown = sorted(set(overrides) - set(pipeline))
+    if unknown:
+        raise ConfigError(f"profile {profile!r}: pipeline: unknown section {unknown[0]!r} "
+                          f"(known: {', '.join(sorted(pipeline))})")
+    pipeline = merge(pipeline, overrides)
     pipeline["profile"] = profile
     pipeline["primitive_configs"] = {}
     for path in sorted(config_dir().glob("*.yaml")):

@@ -16,3 +16,49 @@ class ValidationFailed(AiprimError):
 
 class TrainingFailed(AiprimError):
     pass
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line for a failed branch; an MLflow server that does not answer is named as such.
+
+    MLflow's own message for it is a urllib3 retry chain ("API request to http://.../api/2.0/... failed with
+    exception HTTPConnectionPool(...): Max retries exceeded ... Connection refused") after its retries ran out.
+    """
+    import re
+    from urllib.parse import urlsplit
+
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    unreachable = re.search(r"API request to (?:endpoint )?(\S+) failed with exception (HTTPS?)ConnectionPool\("
+                            r"host='([^']+)', port=(\d+)\).*?(Connection refused|timed out|Connection reset|"
+                            r"Connection aborted|RemoteDisconnected)", text)
+    if unreachable:
+        endpoint, scheme, host, port, why = unreachable.groups()
+        server = f"{scheme.lower()}://{host}:{port}"
+        return (f"the MLflow tracking server at {server} does not answer ({why.lower()} on {urlsplit(endpoint).path}, "
+                f"after MLflow's retries): start it again (`aiprim stack up` restarts a stack's) and rerun")
+    return text
+
+
+def hide_library_tracebacks() -> None:
+    """Print Prefect's failed-task and failed-flow records without their tracebacks on the console.
+
+    A failed branch is reported once, as ``aiprim: error: <primitive>: <reason>``; Prefect logs the
+    same failure with a traceback per task, subflow and branch (three for one error), which buries
+    that line. ``--debug`` keeps them. Only the console's handler drops them: the records reach
+    Prefect's API handler (its logger's own, run first) whole, so the Prefect UI still has them.
+    """
+    import logging
+
+    from aiprim._console import ConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, ConsoleHandler) and not any(isinstance(f, _WithoutTraceback) for f in handler.filters):
+            handler.addFilter(_WithoutTraceback())
+
+
+class _WithoutTraceback:
+    def filter(self, record) -> bool:
+        if record.exc_info and record.name.split(".")[0] == "prefect":
+            record.exc_info = None
+            record.exc_text = None
+        return True

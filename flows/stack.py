@@ -309,24 +309,35 @@ def _create_optuna_schema(url: str) -> None:
 def up(log=print) -> dict:
     """Start the stack, wait until every service answers, write ``stack.env``; returns ``status()``.
 
-    A stack already running is an error (its URLs are in ``aiprim stack status``); a service that fails
-    to start stops everything this call started.
+    A stack already running is an error (its URLs are in ``aiprim stack status``). A stack with some services
+    down (an MLflow server that crashed or was killed) gets those restarted, on the same ports and with the
+    same credentials, so its clients' environment stays valid; the services still up are left alone. A service
+    that fails to start stops everything this call started.
     """
-    if is_up():
+    previous = _load_state()
+    running = {name for name, entry in previous["services"].items() if _is_ours(entry)}
+    if running >= set(SERVICES):
         raise StackError(f"the stack is already up (see `aiprim stack status`; client environment: {env_path()})")
+    if running and "postgres" not in running:
+        # Every other service holds connections to it and its port: restart them all together.
+        raise StackError(f"postgres is down while {', '.join(sorted(running))} still run: "
+                         "`aiprim stack down`, then `aiprim stack up`")
     stack_dir().mkdir(parents=True, exist_ok=True)
     credentials = _credentials()
-    previous = _load_state()
-    state = {"services": {}, "ports": {name: _free_port() for name in ("postgres", "mlflow", "prefect", "optuna_dashboard")},
-             "postgres_dir": previous.get("postgres_dir") if Path(previous.get("postgres_dir") or "/nonexistent",
-                                                                 "data", "PG_VERSION").exists() else None}
+    if running:
+        state = {"services": {name: previous["services"][name] for name in running}, "ports": previous["ports"],
+                 "postgres_dir": previous["postgres_dir"]}
+    else:
+        state = {"services": {}, "ports": {name: _free_port() for name in ("postgres", "mlflow", "prefect", "optuna_dashboard")},
+                 "postgres_dir": previous.get("postgres_dir") if Path(previous.get("postgres_dir") or "/nonexistent",
+                                                                     "data", "PG_VERSION").exists() else None}
     try:
-        _start_all(state, credentials, log)
+        _start_all(state, credentials, log, keep=running)
     except BaseException as error:
         for name in reversed(SERVICES):
-            if name in state["services"]:
+            if name in state["services"] and name not in running:
                 _stop(state["services"][name], STOP_GRACE_S)
-        _save_state({**state, "services": {}})
+        _save_state({**state, "services": {name: state["services"][name] for name in running}})
         if isinstance(error, KeyboardInterrupt):
             raise
         if isinstance(error, StackError):
@@ -337,7 +348,8 @@ def up(log=print) -> dict:
     return status()
 
 
-def _start_all(state: dict, credentials: dict, log) -> None:
+def _start_all(state: dict, credentials: dict, log, keep: set[str] = frozenset()) -> None:
+    """Start every service but those in ``keep`` (running already), then wait until each answers."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     ports = state["ports"]
 
@@ -347,19 +359,24 @@ def _start_all(state: dict, credentials: dict, log) -> None:
         pg = _postgres(state, credentials)
         pg.init_cluster()
     pg = _postgres(state, credentials)
-    entry = _spawn("postgres", pg.server_command(), _clean_env())
-    state["services"]["postgres"] = {**entry, "url": f"postgresql://127.0.0.1:{ports['postgres']}", "auth": "password (scram-sha-256)"}
-    _save_state(state)
-    _wait_for(lambda: _postgres_answers(pg.dsn), "postgres", entry, deadline)
+    if "postgres" not in keep:
+        entry = _spawn("postgres", pg.server_command(), _clean_env())
+        state["services"]["postgres"] = {**entry, "url": f"postgresql://127.0.0.1:{ports['postgres']}",
+                                         "auth": "password (scram-sha-256)"}
+        _save_state(state)
+    _wait_for(lambda: _postgres_answers(pg.dsn), "postgres", state["services"]["postgres"], deadline)
     _create_databases(pg.dsn)
     log(f"postgres          {state['services']['postgres']['url']}")
 
     # MLflow and Prefect start together: each takes seconds to import and migrate its schema.
-    state["services"]["mlflow"] = _start_mlflow(state, credentials, pg)
-    state["services"]["prefect"] = _start_prefect(state, credentials, pg)
+    if "mlflow" not in keep:
+        state["services"]["mlflow"] = _start_mlflow(state, credentials, pg)
+    if "prefect" not in keep:
+        state["services"]["prefect"] = _start_prefect(state, credentials, pg)
     _save_state(state)
     _create_optuna_schema(pg.url("optuna", "postgresql+psycopg"))
-    state["services"]["optuna_dashboard"] = _start_dashboard(state, pg)
+    if "optuna_dashboard" not in keep:
+        state["services"]["optuna_dashboard"] = _start_dashboard(state, pg)
     _save_state(state)
     mlflow_auth = (credentials["mlflow_username"], credentials["mlflow_password"])
     mlflow_url = state["services"]["mlflow"]["url"]
@@ -376,7 +393,8 @@ def _start_all(state: dict, credentials: dict, log) -> None:
     _wait_for(lambda: _http_status(f"{dashboard['url']}/api/meta") == 200, "optuna-dashboard", dashboard, deadline)
     log(f"optuna_dashboard  {dashboard['url']}")
 
-    state["services"]["prefect_worker"] = _start_worker(state, credentials)
+    if "prefect_worker" not in keep:
+        state["services"]["prefect_worker"] = _start_worker(state, credentials)
     _save_state(state)
     _wait_for(lambda: _worker_online(prefect_api, auth_string),
               "the Prefect worker", state["services"]["prefect_worker"], deadline)

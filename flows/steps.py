@@ -9,6 +9,7 @@ the same function serves the CLI, the Prefect tasks and the DVC stages:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import tempfile
@@ -393,6 +394,31 @@ def _terminate_as_failure():
         signal.signal(signal.SIGTERM, previous)
 
 
+# Which process trained the run (host:pid): a flow's own, or a Dask/Ray worker's. Says where to look for
+# its log; not lineage, so versions do not copy it.
+PROCESS_TAG = "aiprim.process"
+
+
+def _this_process() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@contextmanager
+def _same_training(checkpoint_dir: Path):
+    """Held while a training of this checkpoint folder runs (a file beside it: Lightning warns of any file in it)."""
+    import fcntl
+
+    checkpoint_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(checkpoint_dir.with_name(checkpoint_dir.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def train(name: str, snapshot_dir: Path, cfg: dict, tuned: dict | None = None) -> str:
     """Train on the snapshot's training part; log everything to MLflow; return the run id.
 
@@ -410,38 +436,42 @@ def train(name: str, snapshot_dir: Path, cfg: dict, tuned: dict | None = None) -
     params = training_params(cfg, name, tuned)
     typed = prim.params(params)
     key = f"{Path(snapshot_dir).name}-{cfgmod.config_hash({**params, 'experience': window.ids})}"
+    # The same training (snapshot, params, window) twice at once, as concurrent rounds of one project do:
+    # one at a time, the later one resuming from the earlier one's last checkpoint, instead of both writing
+    # that checkpoint and each marking the other's RUNNING run FAILED as a stale one.
     checkpoint_dir = cfgmod.path(cfg, "checkpoints") / name / key
-    client = configure()
-    experiment_id = experiment(name)
-    for stale in client.search_runs([experiment_id], f"tags.`aiprim.train_key` = '{key}' and attributes.status = 'RUNNING'"):
-        client.set_terminated(stale.info.run_id, "FAILED")
-    seed = int(cfg.get("seed", 0))
-    tags = {**lineage_tags(name, snapshot_dir, params, "train"), "aiprim.train_key": key,
-            "aiprim.experience": json.dumps(window.ids)}
-    started = time.perf_counter()
-    with _terminate_as_failure(), mlflow.start_run(run_name=f"train-{name}-{Path(snapshot_dir).name}", tags=tags) as run:
-        mlflow.log_params(dataclasses.asdict(typed))  # defaults included: the run says what it trained with
-        mlflow.log_params({"experience.snapshots": len(window.snapshots), "experience.rows": window.rows})
-        import lightning as L
+    with _same_training(checkpoint_dir):
+        client = configure()
+        experiment_id = experiment(name)
+        for stale in client.search_runs([experiment_id], f"tags.`aiprim.train_key` = '{key}' and attributes.status = 'RUNNING'"):
+            client.set_terminated(stale.info.run_id, "FAILED")
+        seed = int(cfg.get("seed", 0))
+        tags = {**lineage_tags(name, snapshot_dir, params, "train"), "aiprim.train_key": key,
+                "aiprim.experience": json.dumps(window.ids), PROCESS_TAG: _this_process()}
+        started = time.perf_counter()
+        with _terminate_as_failure(), mlflow.start_run(run_name=f"train-{name}-{Path(snapshot_dir).name}", tags=tags) as run:
+            mlflow.log_params(dataclasses.asdict(typed))  # defaults included: the run says what it trained with
+            mlflow.log_params({"experience.snapshots": len(window.snapshots), "experience.rows": window.rows})
+            import lightning as L
 
-        L.seed_everything(seed, workers=True, verbose=False)
-        datamodule = prim.build_datamodule(train_tables, typed, seed)
-        module = prim.build_module(datamodule, typed)
-        trainer = _trainer(cfg, typed.max_epochs, [_epoch_metrics_to_mlflow()], checkpoint_dir)
-        last = checkpoint_dir / "last.ckpt"
-        if last.exists():
-            log(f"{name}: resuming from {last}")
-        trainer.fit(module, datamodule, ckpt_path=str(last) if last.exists() else None)
-        with tempfile.TemporaryDirectory() as tmp:
-            runtime_dir = Path(tmp) / "runtime"
-            runtime_dir.mkdir()
-            prim.export_runtime(module, datamodule, runtime_dir)
-            (runtime_dir / "runtime.json").write_text(json.dumps({"primitive": name, "runtime": prim.runtime_class.__qualname__}))
-            mlflow.log_artifacts(str(runtime_dir), "runtime")
-            _log_training_curve(client, run.info.run_id, Path(tmp))
-            _log_model(prim, runtime_dir, train_tables)
-        log(f"{name}: trained run {run.info.run_id} in {time.perf_counter() - started:.1f}s")
-        return run.info.run_id
+            L.seed_everything(seed, workers=True, verbose=False)
+            datamodule = prim.build_datamodule(train_tables, typed, seed)
+            module = prim.build_module(datamodule, typed)
+            trainer = _trainer(cfg, typed.max_epochs, [_epoch_metrics_to_mlflow()], checkpoint_dir)
+            last = checkpoint_dir / "last.ckpt"
+            if last.exists():
+                log(f"{name}: resuming from {last}")
+            trainer.fit(module, datamodule, ckpt_path=str(last) if last.exists() else None)
+            with tempfile.TemporaryDirectory() as tmp:
+                runtime_dir = Path(tmp) / "runtime"
+                runtime_dir.mkdir()
+                prim.export_runtime(module, datamodule, runtime_dir)
+                (runtime_dir / "runtime.json").write_text(json.dumps({"primitive": name, "runtime": prim.runtime_class.__qualname__}))
+                mlflow.log_artifacts(str(runtime_dir), "runtime")
+                _log_training_curve(client, run.info.run_id, Path(tmp))
+                _log_model(prim, runtime_dir, train_tables)
+            log(f"{name}: trained run {run.info.run_id} in {time.perf_counter() - started:.1f}s")
+            return run.info.run_id
 
 
 def _log_training_curve(client, run_id: str, tmp: Path) -> None:
@@ -457,7 +487,8 @@ def _log_training_curve(client, run_id: str, tmp: Path) -> None:
             ax.plot([m.step for m in history], [m.value for m in history], label=key)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    ax.legend()
+    if ax.lines:  # none when the run resumed a finished training (another round's): nothing trained, nothing to label
+        ax.legend()
     ax.set_title("training curve")
     fig.tight_layout()
     path = tmp / "training_curve.png"
@@ -617,7 +648,7 @@ def register(name: str, run_id: str, report: EvaluationReport | None = None) -> 
     uri = run.data.tags.get("aiprim.model_uri")
     if not uri:
         raise AiprimError(f"run {run_id} has no logged model to register")
-    tags = {k: v for k, v in run.data.tags.items() if k.startswith("aiprim.") and k != "aiprim.model_uri"}
+    tags = {k: v for k, v in run.data.tags.items() if k.startswith("aiprim.") and k not in ("aiprim.model_uri", PROCESS_TAG)}
     tags["aiprim.run_id"] = run_id
     if report:
         tags.update({f"metric.{k}": f"{v:.6g}" for k, v in report.metrics.items() if isinstance(v, (int, float))})

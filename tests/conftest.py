@@ -57,6 +57,32 @@ def trained_balancer(tmp_path_factory, balancer_tables):
 THIRD_PARTY = Path(__file__).resolve().parent / "thirdparty"  # a primitive from another distribution
 
 
+def configs_with_profile(root: Path, name: str, profile: dict) -> Path:
+    """A copy of the shipped configs under ``root`` with one more profile, ``name``, for ``AIPRIM_CONFIG_DIR``:
+    a test's own sizes, while the shipped files (and their profiles) stay as they are."""
+    import shutil
+
+    import yaml
+
+    from aiprim.settings import packaged_configs
+
+    configs = Path(root) / "configs"
+    shutil.copytree(packaged_configs(), configs, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    pipeline = yaml.safe_load((configs / "pipeline.yaml").read_text())
+    pipeline.setdefault("profiles", {})[name] = profile
+    (configs / "pipeline.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    return configs
+
+
+def small_profile() -> dict:
+    """The shipped ``small`` profile, as configs/pipeline.yaml declares it."""
+    import yaml
+
+    from aiprim.settings import packaged_configs
+
+    return yaml.safe_load((packaged_configs() / "pipeline.yaml").read_text())["profiles"]["small"]
+
+
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
     """One real ``aiprim run`` of the small profile, in a subprocess with a project folder of its own:

@@ -12,30 +12,84 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+PROFILE = "e2e"
+# The flow runs every primitive's branch side by side; the balancer's is the one whose quality this module
+# asserts, so it keeps the shipped small profile. The other branches only have to go through every step
+# beside it (their quality is the behavioural tests' and the benchmarks'): the contract tests' tiny sources
+# and a few epochs. With the small profile the flow took 40% more CPU time: the query and compiler
+# measurements hold the machine alone while they run, and the sharder's tuning alone took 45 s.
+TINY_BRANCHES = {
+    "query": {"source": {"workloads": ["skewed"], "skewed_scale": 0.2, "queries_per_template": 3, "timeout_ms": 1000},
+              "train": {"max_epochs": 3, "members": 2, "hidden": 16},
+              "tune": {"trials": 1, "max_epochs": 1},
+              "evaluate": {"repeats": 1, "warmup": 0, "timeout_ms": 1000}},
+    "compiler": {"source": {"tasks_per_family": 3, "schedules_per_task": 8, "repeats": 2, "time_limit_s": 0.2,
+                            "max_flops": 2 ** 21, "gpu": False},
+                 "train": {"max_epochs": 4, "hidden": 32},
+                 "tune": {"trials": 1, "max_epochs": 1}},
+    "sharder": {"source": {"warehouses": 4, "customers_per_district": 5, "catalogue_items": 60, "transactions": 3000,
+                           "shards": 2},
+                "train": {"max_epochs": 2, "steps_per_epoch": 4, "txns_per_step": 512},
+                "tune": {"trials": 1, "max_epochs": 1},
+                "evaluate": {"disruption_trials": 1}},
+}
+
 
 @pytest.fixture(scope="module")
 def prefect_harness():
+    """One Prefect API for the module's flows, which run in this process (a subprocess would start its own)."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
 
 
-def test_retrain_promotes_a_champion_and_guards_it(prefect_harness, project, balancer_tables, capsys):
+# The transfer stage after the branches, as `make run` has it, on the smallest population it can fit (2 members of
+# a tiny balancer, trained in seconds): the test is that the flow calls it, benchmarks/transfer.py measures it.
+MEMBER_PROFILE = "e2e-member"
+TRANSFER = {"transfer": {"primitives": ["balancer"], "population": 2, "new_deployments": 1, "member_profile": MEMBER_PROFILE}}
+TINY_BALANCER = {"source": {"servers": 16, "requests": 12000, "keys": 3000, "zipf_offset": 200},
+                 "train": {"max_epochs": 2, "scenarios_per_epoch": 4, "hot_units": 100},
+                 "tune": {"trials": 1, "max_epochs": 1}, "evaluate": {"disruption_trials": 1}}
+
+
+@pytest.fixture(scope="module")
+def e2e_configs(tmp_path_factory):
+    import yaml
+
+    from tests.conftest import configs_with_profile, small_profile
+
+    configs = configs_with_profile(tmp_path_factory.mktemp("e2e-configs"), PROFILE,
+                                   {**small_profile(), **TINY_BRANCHES, "pipeline": TRANSFER})
+    pipeline = yaml.safe_load((configs / "pipeline.yaml").read_text())
+    pipeline["profiles"][MEMBER_PROFILE] = {"balancer": TINY_BALANCER}
+    (configs / "pipeline.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    return configs
+
+
+def test_retrain_promotes_a_champion_and_guards_it(prefect_harness, e2e_configs, project, balancer_tables, capsys,
+                                                   monkeypatch):
     from aiprim.flows.cli import main
     from aiprim.flows.retrain import retrain
     from aiprim.registry import load_runtime
     from tests.conftest import write_balancer_snapshot
 
-    results = retrain(profile="small")
+    monkeypatch.setenv("AIPRIM_CONFIG_DIR", str(e2e_configs))
+    results = retrain(profile=PROFILE)
     assert "error" not in results["query"], results["query"]  # the query branch ran beside it, on DuckDB
     assert "error" not in results["compiler"], results["compiler"]  # and the compiler's, on kernels timed here
+    assert "error" not in results["sharder"], results["sharder"]
     assert {"top1_score", "kendall_tau", "mape"} <= set(results["compiler"]["report"]["metrics"])
     branch = results["balancer"]
     assert "error" not in branch, branch
     assert branch["decision"]["promoted"], branch["decision"]
     report = branch["report"]
     assert report["metrics"]["peak_to_mean"] < min(m["peak_to_mean"] for m in report["baselines"].values())
+    # After the branches, the transfer stage: a population of two trained, one new deployment decoded from it.
+    transferred = branch["transfer"]
+    assert transferred["population"] == 2 and transferred["grown"] == 2, transferred
+    [decoded] = transferred["decoded"]
+    assert decoded["deployment"] == "family-0002" and decoded["version"] > branch["version"], decoded
 
     # The champion serves through the light loader, in a fresh process.
     code = (
@@ -71,7 +125,7 @@ def test_retrain_promotes_a_champion_and_guards_it(prefect_harness, project, bal
     bad = dict(balancer_tables)
     bad["servers"] = balancer_tables["servers"].assign(cap_cpu=-1.0)
     source = write_balancer_snapshot(project / "incoming", bad)
-    assert main(["run", "--profile", "small", "--source", str(source)]) == 1
+    assert main(["run", "--profile", PROFILE, "--source", str(source)]) == 1
     err = capsys.readouterr().err
     assert "table servers, column cap_cpu" in err
     assert main(["status", "--json"]) == 0
@@ -89,26 +143,25 @@ def test_retrain_promotes_a_champion_and_guards_it(prefect_harness, project, bal
     assert {"rendezvous", "weighted_rendezvous", "jump_hash", "maglev", "bounded_load_ch"} <= set(report["baselines"])
 
 
-def test_rounds_draw_new_work_and_train_on_the_window(tmp_path):
+def test_rounds_draw_new_work_and_train_on_the_window(prefect_harness, project, monkeypatch, capsys):
     """`aiprim run --rounds 2` on the compiler-free, cheap third-party primitive: two snapshots with
-    seeds 0 and 1, the primary metric per round in outputs/rounds, and an MLflow run with the curve."""
-    import os
+    seeds 0 and 1, the primary metric per round in outputs/rounds, and an MLflow run with the curve.
 
+    The command runs in this process, under the module's Prefect API: in a subprocess it would start
+    Prefect's temporary server again (tests/code/test_console.py runs `aiprim run` in a subprocess)."""
+    from aiprim.flows.cli import main
     from tests.conftest import THIRD_PARTY
 
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "AIPRIM_CONFIG_DIR")}
-    env.update(AIPRIM_HOME=str(tmp_path), PREFECT_HOME=str(tmp_path / ".prefect"), PYTHONPATH=str(THIRD_PARTY),
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
-    command = [sys.executable, "-m", "aiprim.flows.cli", "run", "--primitives", "admission", "--profile", "small", "--rounds", "2"]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    curve = json.loads((tmp_path / "outputs" / "rounds" / "admission.json").read_text())
+    monkeypatch.syspath_prepend(str(THIRD_PARTY))  # the admission primitive's distribution, as pip installs it
+    assert main(["run", "--primitives", "admission", "--profile", "small", "--rounds", "2"]) == 0
+    stdout = capsys.readouterr().out
+    curve = json.loads((project / "outputs" / "rounds" / "admission.json").read_text())
     assert [p["round"] for p in curve["points"]] == [0, 1]
     assert all(p["learned"] is not None and p["best_peer"] for p in curve["points"])
-    assert (tmp_path / "outputs" / "rounds" / "admission.png").stat().st_size > 0
-    assert "primary metric per round" in result.stdout
-    sources = sorted(json.loads((tmp_path / "data" / "snapshots" / "admission" / p["snapshot"] / "manifest.json").read_text())["source"]
+    assert (project / "outputs" / "rounds" / "admission.png").stat().st_size > 0
+    assert "primary metric per round" in stdout
+    sources = sorted(json.loads((project / "data" / "snapshots" / "admission" / p["snapshot"] / "manifest.json").read_text())["source"]
                      for p in curve["points"])
     assert sources == ["aiprim embedded generator (seed 0)", "aiprim embedded generator (seed 1)"], "each round draws new work"
-    history = json.loads((tmp_path / "data" / "accepted" / "admission.json").read_text())["history"]
+    history = json.loads((project / "data" / "accepted" / "admission.json").read_text())["history"]
     assert [Path(h["snapshot"]).name for h in history] == [p["snapshot"] for p in curve["points"]]

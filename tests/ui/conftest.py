@@ -32,6 +32,7 @@ UI_TEST_PROFILE = {
         "tune": {"trials": 1, "max_epochs": 1},  # one trial: the dashboard's study has a best trial
         "evaluate": {"disruption_trials": 1},
     },
+    "pipeline": {"transfer": {"primitives": []}},  # the branch alone: these tests are about the UIs
 }
 TIMEOUT_S = 600  # per CLI command: a loaded two-core machine is several times slower than an idle one
 
