@@ -235,6 +235,9 @@ def cmd_run(args) -> int:
 
     for name in names or cfg.get("primitives") or primitives.names():
         config.primitive_config(cfg, name)  # an unknown primitive or a misspelt config key fails before anything runs
+    from .transfer import check_stage_settings
+
+    check_stage_settings(cfg)
     from .retrain import retrain_with_runner
 
     if args.rounds < 1:

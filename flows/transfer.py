@@ -46,6 +46,18 @@ def _opted_in(name: str):
     return prim
 
 
+def check_stage_settings(cfg: dict) -> None:
+    """The ``transfer`` section of configs/pipeline.yaml, checked before a run starts anything: every primitive it
+    names exists and has a transfer model, and the member profile exists (one line naming what is wrong)."""
+    settings = cfg.get("transfer") or {}
+    for name in settings.get("primitives") or []:
+        try:
+            _opted_in(name)
+        except Exception as error:  # an unknown primitive, or one without a transfer model
+            raise cfgmod.ConfigError(f"configs/pipeline.yaml: transfer.primitives: {error}") from None
+        _member_config(cfg, name, settings.get("member_profile"))
+
+
 def _draw_sizes(cfg: dict, name: str) -> dict:
     """Family draw sizes: the full family (8 to 300 servers) by default, the profile's source size when smaller."""
     source = cfgmod.primitive_config(cfg, name).get("source", {}) or {}

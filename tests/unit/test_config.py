@@ -47,6 +47,19 @@ def test_a_bad_config_is_refused_before_anything_runs(config_dir, project, capsy
     assert not (project / "mlruns.db").exists() and not (project / "data").exists(), "nothing ran"
 
 
+@pytest.mark.parametrize("old, new, message", [
+    ("  primitives: [balancer]         # the primitives whose stage", "  primitives: [query]         # the primitives whose stage",
+     "configs/pipeline.yaml: transfer.primitives: query does not opt in to transfer"),
+    ("  member_profile: small ", "  member_profile: smal ", "transfer.member_profile: unknown profile 'smal'"),
+])
+def test_a_bad_transfer_section_is_refused_before_anything_runs(config_dir, project, capsys, old, new, message):
+    _edit(config_dir, "pipeline", old, new)
+    assert main(["run", "--primitives", "balancer"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (project / "mlruns.db").exists() and not (project / "data").exists(), "nothing ran"
+
+
 def test_typed_params_carry_the_config_and_the_defaults(config_dir):
     from aiprim import primitives
 
