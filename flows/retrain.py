@@ -149,7 +149,8 @@ def transfer_deployments(name: str, profile: str | None) -> dict:
     done = stage(name, cfgmod.load(profile))
     return {"population": done["population"], "grown": len(done["grown"]),
             "decoded": [{"deployment": d["deployment"], "version": d["version"],
-                         "promoted": d["decision"]["promoted"]} for d in done["decoded"]]}
+                         "promoted": d["decision"]["promoted"], "transfer_model": d["transfer_model"]}
+                        for d in done["decoded"]]}
 
 
 def _run_branches(runner, names: list[str], source: str | None, profile: str | None, deployment: str | None,

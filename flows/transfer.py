@@ -169,7 +169,8 @@ def _transfer_model(prim, cfg: dict, members: list[dict]):
 
         local = download_artifacts(run_id=found[0].info.run_id, artifact_path=TRANSFER_ARTIFACT,
                                    dst_path=tempfile.mkdtemp(prefix="aiprim-transfer-"))
-        return model.state_class.load(Path(local)), found[0].info.run_id
+        run_id = found[0].info.run_id
+        return model.state_class.load(Path(local)), run_id, _registered_version(client, prim.name, run_id, key)
     if len(members) < 2:
         raise AiprimError(f"{prim.name}: the registry holds {len(members)} deployment(s) with a descriptor; "
                           f"grow a population first (`aiprim population {prim.name} --deployments 3`)")
@@ -191,7 +192,57 @@ def _transfer_model(prim, cfg: dict, members: list[dict]):
             if figure is not None:
                 mlflow.log_figure(figure, "plots/embedding.png")
     _log(f"{prim.name}: fitted the transfer model on {len(members)} deployments in {time.perf_counter() - started:.1f}s")
-    return state, run.info.run_id
+    return state, run.info.run_id, _registered_version(client, prim.name, run.info.run_id, key)
+
+
+def transfer_model_key(name: str) -> str:
+    """The registry key of a primitive's transfer model: registered as ``aiprim-<name>-transfer``."""
+    return f"{name}-transfer"
+
+
+def _registered_version(client, name: str, run_id: str, key: str) -> str:
+    """The version of ``aiprim-<name>-transfer`` holding this fit's transfer model, registered now if it is new.
+
+    A new one takes the alias ``challenger``; it becomes ``champion`` once a primitive it decoded is promoted
+    for its deployment (``_judge_transfer_model``)."""
+    from mlflow.exceptions import MlflowException
+
+    from aiprim.registry._promotion import CHALLENGER, model_lock
+    from aiprim.registry._store import model_name
+
+    registered = model_name(transfer_model_key(name))
+    with model_lock(transfer_model_key(name)):
+        try:
+            client.get_registered_model(registered)
+        except MlflowException:
+            client.create_registered_model(registered, description=(
+                f"The {name} transfer model: descriptor -> embedding -> a {name} runtime for a deployment, without "
+                f"training. One version per population it was fitted on; `champion` is the newest whose decoded {name} "
+                f"was promoted for its deployment (aiprim.flows.transfer)."))
+        found = client.search_model_versions(f"name='{registered}' and run_id='{run_id}'")
+        if found:
+            return str(found[0].version)
+        version = client.create_model_version(registered, source=f"runs:/{run_id}/{TRANSFER_ARTIFACT}", run_id=run_id,
+                                              tags={POPULATION_KEY_TAG: key})
+        client.set_registered_model_alias(registered, CHALLENGER, version.version)
+        return str(version.version)
+
+
+def _judge_transfer_model(name: str, version: str, decision, deployment: str) -> dict:
+    """The transfer model's own promotion: its version becomes ``champion`` when the primitive it decoded was
+    promoted for the deployment (it beat the classical peers, and the deployment's champion if there was one).
+    A decoded primitive that was not promoted leaves the transfer model's aliases as they are."""
+    from aiprim.registry._promotion import CHAMPION, _set_champion, alias_version, model_lock
+    from aiprim.registry._store import configure, model_name
+
+    key = transfer_model_key(name)
+    client = configure()
+    with model_lock(key):
+        if decision.promoted and alias_version(client, key, CHAMPION) != version:
+            _set_champion(client, key, version)
+            client.set_model_version_tag(model_name(key), version, "aiprim.decision",
+                                         f"champion: its {name} for {deployment} was promoted ({decision.reason})")
+        return {"version": version, "champion": alias_version(client, key, CHAMPION) == version}
 
 
 def _embedding_plot(state, members: list[dict], metric: str):
@@ -244,11 +295,11 @@ def transfer(name: str, snapshot: str, deployment: str, cfg: dict, steps_n: int 
     train_part, _ = prim.split(_tables(prim, snapshot_dir), float(cfg["promotion"]["holdout_fraction"]))
     descriptor = prim.describe_deployment(train_part)
     members = registered_population(name, exclude=deployment)
-    state, model_run = _transfer_model(prim, cfg, members)
+    state, model_run, model_version = _transfer_model(prim, cfg, members)
     client = configure()
     experiment(name)
     tags = {**lineage_tags(name, snapshot_dir, {"steps": steps_n}, "transfer"), TRANSFER_TAG: "decoded",
-            "aiprim.transfer_model_run": model_run, DESCRIPTOR_TAG: json.dumps([round(float(v), 9) for v in descriptor]),
+            "aiprim.transfer_model_run": model_run, "aiprim.transfer_model_version": model_version, DESCRIPTOR_TAG: json.dumps([round(float(v), 9) for v in descriptor]),
             SNAPSHOT_DIR_TAG: str(Path(snapshot_dir).resolve())}
     with mlflow.start_run(run_name=f"transfer-{name}-{deployment}", tags=tags) as run:
         with tempfile.TemporaryDirectory() as tmp:
@@ -265,12 +316,13 @@ def transfer(name: str, snapshot: str, deployment: str, cfg: dict, steps_n: int 
     report = steps.evaluate(name, snapshot_dir, cfg, model=run_id, part="holdout", against_champion=True)
     version = steps.register(name, run_id, report)
     decision = steps.promote(name, version, snapshot_dir, cfg, report)
+    judged = _judge_transfer_model(name, model_version, decision, deployment)
     best = report.best_baseline()
     return {"primitive": name, "deployment": deployment, "snapshot": str(snapshot_dir), "run_id": run_id,
             "version": version, "members": state.members, "decode_seconds": round(runtime.decode_seconds, 3),
             "steps": steps_n, "metrics": {prim.primary_metric: report.metrics.get(prim.primary_metric)},
             "best_peer": {"name": best[0], prim.primary_metric: best[1]} if best else None,
-            "decision": decision.to_dict()}
+            "decision": decision.to_dict(), "transfer_model": judged}
 
 
 def _member_config(cfg: dict, name: str, profile: str | None) -> dict:

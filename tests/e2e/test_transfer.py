@@ -48,6 +48,8 @@ def test_population_then_transfer_serves_a_new_deployment(project, capsys):
     decision = result["decision"]
     # Its first version for eu-west is judged against the best classical peer, and must beat it.
     assert decision["promoted"] and "best classical peer" in decision["reason"], decision
+    # The transfer model is registered itself; the decoded balancer's promotion made its version champion.
+    assert result["transfer_model"] == {"version": "1", "champion": True}, result["transfer_model"]
     assert result["metrics"]["peak_to_mean"] < result["best_peer"]["peak_to_mean"]
     client = configure()
     assert alias_version(client, "balancer", CHAMPION, "eu-west") == result["version"]
@@ -89,6 +91,10 @@ def test_population_then_transfer_serves_a_new_deployment(project, capsys):
     assert new["deployment"] == "family-0003" and new["members"] == 3
     assert new["decision"]["promoted"] == (new["metrics"]["peak_to_mean"] < new["best_peer"]["peak_to_mean"])
     assert len(client.search_runs([experiment.experiment_id])) == 1  # the same population's model, reused
+    assert new["transfer_model"]["version"] == "1"
+    [registered] = client.search_model_versions("name='aiprim-balancer-transfer'")
+    assert registered.run_id == fits[0].info.run_id
+    assert str(client.get_model_version_by_alias("aiprim-balancer-transfer", "champion").version) == "1"
 
 
 def test_a_snapshot_failing_validation_is_never_transferred(project, capsys):
