@@ -148,7 +148,8 @@ class QueryOptimizer(Primitive):
         from ._source import DEFAULTS
 
         keys = {"source": set(DEFAULTS) | {"seed", "policy_dir"},
-                "evaluate": {"repeats", "warmup", "timeout_ms", "timeout_factor", "min_timeout_ms", "max_query_regression"}}
+                "evaluate": {"repeats", "warmup", "timeout_ms", "timeout_factor", "min_timeout_ms", "max_query_regression",
+                             "confirm_repeats"}}
         return frozenset(keys[section]) if section in keys else None
 
     def guardrails(self, config):

@@ -10,7 +10,7 @@ import numpy as np
 from ._engines import QueryError, arms_from_table, check_read_only, engine_for_uri, engine_named
 from ._common import progress as _progress
 from .._report import Scores
-from ._metrics import measure_workload, score as score_choices
+from ._metrics import confirm_regressions, measure_workload, score as score_choices
 
 
 def database_of(config: dict, purpose: str = "measure on") -> tuple[str, str]:
@@ -53,15 +53,18 @@ def score(candidates: dict, tables: dict, config: dict) -> Scores:
             raise QueryError(f"none of the {len(queries)} queries could run on {engine.name}")
         queries, latency, timed_out = queries[ran].reset_index(drop=True), latency[ran], timed_out[ran]
         arm_ids = [a.arm for a in arms]
-        peer_choices = {
-            "native": np.zeros(len(queries), dtype=int),
-            "best_single_arm": np.full(len(queries), best_single_arm(config.get("training_tables"), latency, arm_ids)),
-            "oracle": np.asarray(arm_ids)[np.nanargmin(latency, axis=1)],
-        }
         for name, runtime in candidates.items():
             learned[name] = _learned_choices(runtime, engine, connection, queries, arm_ids)
+        # Before anything is scored: a guardrail that refuses a version on one noisy sample refuses it on noise.
+        confirmed = confirm_regressions(engine, connection, queries, arms, latency, timed_out,
+                                        [c[0] for c in learned.values()], config)
     finally:
         connection.close()
+    peer_choices = {
+        "native": np.zeros(len(queries), dtype=int),
+        "best_single_arm": np.full(len(queries), best_single_arm(config.get("training_tables"), latency, arm_ids)),
+        "oracle": np.asarray(arm_ids)[np.nanargmin(latency, axis=1)],
+    }
     scored = score_choices(latency, {**peer_choices, **{n: c[0] for n, c in learned.items()}}, arm_ids)
     candidate_metrics = {}
     for name, (chosen, overhead, predicted) in learned.items():
@@ -100,7 +103,7 @@ def score(candidates: dict, tables: dict, config: dict) -> Scores:
         lower_bounds={"total_latency_ratio": scored["oracle"]["total_latency_ratio"]},
         details={"queries": report_queries, "queries_measured": int(len(queries)),
                  "arms": [{"arm": a.arm, "name": a.name, "settings": list(a.settings)} for a in arms],
-                 "failed_queries": failed})
+                 "failed_queries": failed, "confirmed": confirmed})
 
 
 def best_single_arm(training_tables: dict | None, latency: np.ndarray, arm_ids: list[int]) -> int:

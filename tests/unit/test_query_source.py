@@ -64,3 +64,36 @@ def test_a_users_query_log_is_run_on_the_users_database(query_tables, project, t
     assert manifest["database_uri"] == extra["database_uri"] and "telemetry gathered by aiprim" in manifest["source"]
     assert list(pd.read_parquet(folder / "queries.parquet").columns) == ["query_id", "template", "sql"], "the user's files stay as they were"
     assert steps.validate("query", directory, config.load()).ok
+
+
+def test_a_chosen_arm_past_the_guardrail_on_one_slow_sample_is_re_measured(query_tables):
+    """One slow sample (injected here: 10x the arm's measured latency) would break the worst-query guardrail;
+    the confirmation re-measures that cell beside native, and the real ratio replaces it."""
+    from aiprim.primitives.query._engines import engine_named
+    from aiprim.primitives.query._metrics import confirm_regressions, measure_workload
+
+    tables, extra = query_tables
+    engine = engine_named("duckdb")
+    arms = engine.default_arms()
+    queries = tables["queries"].head(12).reset_index(drop=True)
+    cfg = {"repeats": 3, "warmup": 1, "max_query_regression": 1.5, "confirm_repeats": 5}
+    connection = engine.connect(extra["database_uri"])
+    try:
+        latency, timed_out, _ = measure_workload(engine, connection, extra["database_uri"], queries, arms, cfg)
+        ratio = latency[:, 1:] / latency[:, :1]
+        # A (query, arm) that is about as fast as native and takes long enough to time (not a sub-millisecond query).
+        candidates = [(i, j + 1) for i, j in zip(*np.nonzero((ratio < 1.1) & ~timed_out[:, 1:])) if latency[i, 0] > 1.0]
+        assert candidates, "no arm within 10% of native on a query over 1 ms: pick other queries"
+        i, j = candidates[0]
+        injected = 10.0 * ratio[i, j - 1]
+        latency[i, j] *= 10.0
+        chosen = np.zeros(len(queries), dtype=int)
+        chosen[i] = arms[j].arm
+        confirmed = confirm_regressions(engine, connection, queries, arms, latency, timed_out, [chosen], cfg)
+    finally:
+        connection.close()
+    [cell] = confirmed
+    assert cell["query_id"] == queries["query_id"][i] and cell["arm"] == arms[j].arm
+    assert abs(cell["ratio_before"] - injected) < 1e-9
+    assert cell["ratio_after"] == latency[i, j] / latency[i, 0] < 1.5
+    assert confirm_regressions(engine, None, queries, arms, latency, timed_out, [chosen], cfg) == []  # nothing left past it
