@@ -1,0 +1,113 @@
+"""Benchmark: does the learned compiler cost model win its first promotion, or does it tie XGBoost?
+
+The first version of the compiler is promoted only if its Kendall tau on the held-out shapes beats the best
+classical peer's (XGBoost's). `make run` decides that on one snapshot of 36 shapes, 6 of them held out, so one
+run says little. This runs the same decision many times: snapshots of the default source drawn with several
+seeds (compiled and timed here, as `make run` does), each split as the pipeline splits it
+(`prim.split(tables, holdout_fraction)`), the learned model trained with the default config (no tuning) and
+several training seeds, and evaluated beside XGBoost by the primitive's own `evaluate`.
+
+    .venv/bin/python benchmarks/compiler_promotion.py                         # 3 snapshots x 3 seeds, ~15 min on 2 cores
+    .venv/bin/python benchmarks/compiler_promotion.py --snapshots DIR,DIR     # snapshots measured before
+    .venv/bin/python benchmarks/compiler_promotion.py --set dropout=0.1 --set weight_decay=0.001   # another config
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("kendall_tau", "top1_score", "top5_score", "mape")
+
+
+def log(message: str) -> None:
+    print(f"[bench compiler-promotion] {message}", file=sys.stderr, flush=True)
+
+
+def snapshots(args, prim, config: dict, work: Path) -> list[tuple[str, dict]]:
+    """(name, tables) of each snapshot: read from --snapshots, else drawn and measured with each --source-seeds seed."""
+    from aiprim.primitives._snapshot import read_tables, write_snapshot
+
+    if args.snapshots:
+        out = []
+        for folder in args.snapshots.split(","):
+            manifest = next(Path(folder).rglob("manifest.json"))
+            out.append((manifest.parent.name, read_tables(manifest.parent, prim.schema)))
+        return out
+    out = []
+    source = {**config["source"], "cache_dir": str(ROOT / "data" / "kernels")}
+    for seed in [int(s) for s in args.source_seeds.split(",")]:
+        started = time.perf_counter()
+        tables, _ = prim.generate(source, seed=seed)
+        written = write_snapshot("compiler", prim.schema, tables, work / "snapshots", source=f"default source, seed {seed}")
+        log(f"snapshot seed {seed}: {len(tables['tasks'])} tasks measured in {time.perf_counter() - started:.0f}s ({written})")
+        out.append((f"seed-{seed}", tables))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--snapshots", default="", help="comma-separated snapshot folders (default: measure new ones)")
+    parser.add_argument("--source-seeds", default="0,1,2", help="seeds of the snapshots to measure")
+    parser.add_argument("--train-seeds", default="0,1,2")
+    parser.add_argument("--set", action="append", default=[], help="KEY=JSON: override a key of train: in configs/compiler.yaml")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compiler_promotion.json"))
+    args = parser.parse_args()
+
+    import torch
+
+    from aiprim import primitives
+
+    torch.set_num_threads(1)
+    prim = primitives.get("compiler")
+    config = yaml.safe_load((ROOT / "configs" / "compiler.yaml").read_text())
+    holdout = float(yaml.safe_load((ROOT / "configs" / "pipeline.yaml").read_text())["promotion"]["holdout_fraction"])
+    params = dict(config["train"])
+    for item in args.set:
+        key, value = item.split("=", 1)
+        params[key] = json.loads(value)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="aiprim-bench-") as tmp:
+        for name, tables in snapshots(args, prim, config, Path(tmp)):
+            train, held = prim.split(tables, holdout)
+            for seed in [int(s) for s in args.train_seeds.split(",")]:
+                started = time.perf_counter()
+                runtime = prim.train_runtime(train, params, Path(tmp) / f"{name}-{seed}", seed=seed)
+                report = prim.evaluate(runtime, held, {**config["evaluate"], "training_tables": train})
+                learned, xgb = report.candidates["learned"], report.baselines["xgboost"]
+                rows.append({"snapshot": name, "train_seed": seed, "held_out_tasks": int(len(held["tasks"])),
+                             "learned": {k: learned.get(k) for k in METRICS}, "xgboost": {k: xgb.get(k) for k in METRICS},
+                             "seconds": round(time.perf_counter() - started, 1)})
+                log(f"{name} seed {seed}: tau {learned['kendall_tau']:.3f} vs XGBoost {xgb['kendall_tau']:.3f}")
+    tau = np.array([r["learned"]["kendall_tau"] for r in rows])
+    peer = np.array([r["xgboost"]["kendall_tau"] for r in rows])
+    summary = {"runs": len(rows), "learned_ahead": int((tau > peer).sum()),
+               "median_tau": {"learned": float(np.median(tau)), "xgboost": float(np.median(peer))},
+               "median_margin": float(np.median(tau - peer)),
+               "median": {m: {"learned": float(np.median([r["learned"][m] for r in rows])),
+                              "xgboost": float(np.median([r["xgboost"][m] for r in rows]))} for m in METRICS}}
+    result = {"machine": platform.processor() or platform.machine(), "params": params, "summary": summary, "runs": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"| snapshot | seed | learned tau | XGBoost tau | learned top-1 | XGBoost top-1 | learned MAPE | XGBoost MAPE |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        l, x = r["learned"], r["xgboost"]
+        print(f"| {r['snapshot']} | {r['train_seed']} | {l['kendall_tau']:.3f} | {x['kendall_tau']:.3f} | {l['top1_score']:.3f} | "
+              f"{x['top1_score']:.3f} | {l['mape']:.3f} | {x['mape']:.3f} |")
+    print(f"\nlearned ahead in {summary['learned_ahead']} of {summary['runs']}; median tau {summary['median_tau']['learned']:.3f} "
+          f"vs {summary['median_tau']['xgboost']:.3f} (median margin {summary['median_margin']:+.3f}); results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
