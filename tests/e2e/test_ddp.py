@@ -26,6 +26,7 @@ def _config_dir_with(tmp_path, lightning: dict):
 
 
 @pytest.mark.slow
+@pytest.mark.stack  # minutes of two processes training twice: .ci/run's scale-out step (benchmarks/scale_out.py measures it)
 def test_ddp_on_two_cpu_processes_trains_a_model_as_good_as_one_process(project, balancer_snapshot, balancer_tables, tmp_path):
     configs = _config_dir_with(tmp_path, {"accelerator": "cpu", "devices": 2, "strategy": "ddp"})
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "AIPRIM_OPTUNA_STORAGE")}

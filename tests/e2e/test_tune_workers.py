@@ -29,6 +29,7 @@ def shared_storage(postgres_server):
 
 
 @pytest.mark.slow
+@pytest.mark.stack  # .ci/run's scale-out step (benchmarks/scale_out.py measures trials per minute with 1 and 2 workers)
 def test_two_workers_share_one_study_and_their_trials_add_up(project, balancer_snapshot, shared_storage, monkeypatch,
                                                             capsys):
     import optuna
