@@ -217,8 +217,9 @@ def _describe(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     from .errors import AiprimError, describe_failure
 
-    if describe_failure(error) != text:  # a cause we can name (an MLflow server that does not answer)
-        return describe_failure(error)
+    described = describe_failure(error)
+    if described != text:  # a cause we can name (an MLflow server that does not answer)
+        return described
     known = (AiprimError, ValueError, LookupError, FileNotFoundError)
     return text if isinstance(error, known) else f"{type(error).__name__}: {text}"
 

@@ -28,6 +28,12 @@ from ._engines import Arm, Engine, QueryError
 _MEASURED: dict[tuple, tuple[float, bool]] = {}
 
 
+def timed_run(engine: Engine, connection, sql: str, arm: Arm, limit_ms: float) -> float:
+    """One timed run in ms; a run cancelled at ``limit_ms`` counts at that limit (a lower bound on its real latency)."""
+    ran = engine.run(connection, sql, arm, limit_ms)
+    return limit_ms if ran.timed_out else ran.latency_ms
+
+
 def measure(engine: Engine, connection, uri: str, sql: str, arm: Arm, limit_ms: float, repeats: int, warmup: int) -> tuple[float, bool]:
     """(median latency ms, timed out); a timed-out arm counts at its limit."""
     key = (uri, sql, arm.settings, repeats, warmup)
@@ -38,10 +44,7 @@ def measure(engine: Engine, connection, uri: str, sql: str, arm: Arm, limit_ms: 
         if engine.run(connection, sql, arm, limit_ms).timed_out:
             result = (limit_ms, True)
     if result is None:
-        times = []
-        for _ in range(repeats):
-            ex = engine.run(connection, sql, arm, limit_ms)
-            times.append(limit_ms if ex.timed_out else ex.latency_ms)
+        times = [timed_run(engine, connection, sql, arm, limit_ms) for _ in range(repeats)]
         result = (float(np.median(times)), any(t >= limit_ms for t in times))
     _MEASURED[key] = result
     return result
@@ -98,10 +101,8 @@ def confirm_regressions(engine: Engine, connection, queries: pd.DataFrame, arms:
         limit = arm_limit_ms(latency[i, 0], cfg)
         native, chosen = [], []
         for _ in range(repeats):
-            ran = engine.run(connection, sql, arms[0], cap)
-            native.append(cap if ran.timed_out else ran.latency_ms)
-            ran = engine.run(connection, sql, arms[j], limit)
-            chosen.append(limit if ran.timed_out else ran.latency_ms)
+            native.append(timed_run(engine, connection, sql, arms[0], cap))
+            chosen.append(timed_run(engine, connection, sql, arms[j], limit))
         before = latency[i, j] / latency[i, 0]
         latency[i, 0], latency[i, j] = float(np.median(native)), float(np.median(chosen))
         timed_out[i, j] = timed_out[i, j] or any(t >= limit for t in chosen)
