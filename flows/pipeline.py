@@ -8,7 +8,8 @@ Three runners read this one declaration:
 - DVC runs one stage per step (``dvc.yaml``; a test checks it against
   ``STEPS``): ``aiprim step STEP PRIMITIVE --dir data/dvc/PRIMITIVE`` reads
   the files of what the step needs from that folder and writes the file of
-  what it gives, so each stage does only its own step.
+  what it gives, so each stage does only its own step; after ``promote``, the
+  ``transfer`` stage (``TRANSFER_STEP``) of a primitive that opts in.
 
 Every value passed between steps is JSON (paths, ids, small records), never
 a live model.
@@ -43,15 +44,18 @@ STEPS: tuple[Step, ...] = (
          retries=2, retry_delay_seconds=(2, 10)),
     Step("promote", ("version", "snapshot_dir", "evaluation"), "decision", "promotion.json"),
 )
+# After the branches, for a primitive in ``transfer.primitives``: the transfer stage (flows/transfer.py). The flow
+# runs it once every branch is done, not as a step of one; DVC runs it as one more stage after promote.
+TRANSFER_STEP = Step("transfer", ("decision",), "transfer", "transfer.json")
 # Written beside evaluation.json by the DVC stage: the numbers alone (DVC metrics) and the comparison chart (DVC plots).
 METRICS_FILE, COMPARISON_PLOT = "metrics.json", "comparison.png"
 
 
 def step_named(name: str) -> Step:
-    for step in STEPS:
+    for step in STEPS + (TRANSFER_STEP,):
         if step.name == name:
             return step
-    raise ValueError(f"unknown step {name!r} (steps: {', '.join(s.name for s in STEPS)})")
+    raise ValueError(f"unknown step {name!r} (steps: {', '.join(s.name for s in STEPS + (TRANSFER_STEP,))})")
 
 
 def steps_between(first: str, last: str) -> tuple[Step, ...]:
@@ -96,6 +100,12 @@ def _run_step(step: Step, primitive: str, cfg: dict, values: dict[str, Any], sou
     if step.name == "promote":
         report = EvaluationReport.from_dict(values["evaluation"])
         return steps.promote(primitive, values["version"], snapshot_dir, cfg, report).to_dict()
+    if step.name == "transfer":
+        from .transfer import stage, stage_summary
+
+        if primitive not in ((cfg.get("transfer") or {}).get("primitives") or []):
+            return {"skipped": f"{primitive} is not in transfer.primitives of configs/pipeline.yaml"}
+        return stage_summary(stage(primitive, cfg))
     raise ValueError(f"step {step.name}: no runner")
 
 

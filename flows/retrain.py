@@ -144,13 +144,9 @@ def _transfer_primitives(cfg: dict, names: list[str], results: dict, deployment:
 def transfer_deployments(name: str, profile: str | None) -> dict:
     """The transfer stage (``aiprim.flows.transfer.stage``) for one primitive: its population grown to
     ``transfer.population``, then primitives decoded for newly drawn deployments, each promoted on its merits."""
-    from .transfer import stage
+    from .transfer import stage, stage_summary
 
-    done = stage(name, cfgmod.load(profile))
-    return {"population": done["population"], "grown": len(done["grown"]),
-            "decoded": [{"deployment": d["deployment"], "version": d["version"],
-                         "promoted": d["decision"]["promoted"], "transfer_model": d["transfer_model"]}
-                        for d in done["decoded"]]}
+    return stage_summary(stage(name, cfgmod.load(profile)))
 
 
 def _run_branches(runner, names: list[str], source: str | None, profile: str | None, deployment: str | None,

@@ -388,3 +388,12 @@ def stage(name: str, cfg: dict) -> dict:
              f"{result['metrics'][prim.primary_metric]:.4g} vs best peer {peer.get('name')} {peer.get(prim.primary_metric, float('nan')):.4g}; "
              f"{'promoted' if result['decision']['promoted'] else 'not promoted'}")
     return {"primitive": name, "population": len(members) + len(grown), "grown": grown, "decoded": decoded}
+
+
+def stage_summary(done: dict) -> dict:
+    """What a run records of ``stage``'s result: the population's size and each decoded deployment's outcome."""
+    return {"population": done["population"], "grown": len(done["grown"]),
+            "decoded": [{"deployment": d["deployment"], "version": d["version"],
+                         "promoted": d["decision"]["promoted"], "transfer_model": d["transfer_model"],
+                         "metrics": d["metrics"], "best_peer": d.get("best_peer")}
+                        for d in done["decoded"]]}
