@@ -131,6 +131,8 @@ class Primitive(abc.ABC):
     # Steps whose results are wall-clock measurements (query latencies, kernel runtimes): the
     # pipeline runs them with the machine to themselves, never beside another branch's training.
     timed_steps: ClassVar[frozenset[str]] = frozenset()
+    # Metrics ``aiprim run --rounds`` follows per round beside the primary one (the learned model and the best peer).
+    curve_metrics: ClassVar[tuple[str, ...]] = ()
 
     # --- telemetry -----------------------------------------------------
     @abc.abstractmethod
