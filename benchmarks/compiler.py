@@ -53,6 +53,7 @@ def measure_pool(kernel, shape, schedules, config, seed):
 def tuning_goal(held_out, runtime, peers, config, args):
     """Per held-out task: best of the model's top-k measured / best of ``random_pool`` random measured."""
     from aiprim.primitives.compiler._features import featurize_task
+    from aiprim.primitives.compiler._machine import machine_caches
     from aiprim.primitives.compiler._space import sample_schedules
 
     rows = []
@@ -63,7 +64,7 @@ def tuning_goal(held_out, runtime, peers, config, args):
         random_pool = sample_schedules(task.kernel, args.random_pool, rng)
         random_s = measure_pool(task.kernel, shape, random_pool, config, 0)
         candidates = sample_schedules(task.kernel, args.candidates, np.random.default_rng(2000 + n))
-        x = featurize_task(task.kernel, shape, candidates)
+        x = featurize_task(task.kernel, shape, candidates, machine_caches(task.kernel))  # measured here, as the runtime predicts
         picks = {"learned": np.argsort(runtime.score_features(x), kind="stable")[: args.trials]}
         for name, peer in peers.items():
             picks[name] = np.argsort(peer.predict(x), kind="stable")[: args.trials]

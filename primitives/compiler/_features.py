@@ -5,9 +5,9 @@ into one fixed vector whose slots mean the same thing for every family:
 work and compulsory traffic; per tiled loop the tile size and its boundary
 waste; what the innermost loop does to each buffer (contiguous, strided or
 invariant access, a reduction or not); the tile's working set against the
-cache sizes and the traffic it implies; unrolling, vectorisation, threads
-and how evenly the parallel tiles share out. The model then learns across
-families instead of one model per family.
+caches of the machine that runs it and the traffic it implies; unrolling,
+vectorisation, threads and how evenly the parallel tiles share out. The
+model then learns across families instead of one model per family.
 
 The loop over families and loop orders touches a handful of values, never
 one Python iteration per schedule.
@@ -21,8 +21,11 @@ import numpy as np
 
 from ._space import FAMILIES, derived_dims, extent_of
 
-L1_BYTES = 48 * 1024
-L2_BYTES = 2 * 1024 * 1024
+# The caches a tile's working set is compared with when the machine's are not known: snapshots written before
+# tasks recorded ``l1_bytes``/``l2_bytes``, and GPU families (their tiles live in shared memory, not a CPU cache).
+# These are the sizes the features always used, so runtimes trained on such snapshots keep meaning the same.
+FALLBACK_L1_BYTES = 48 * 1024
+FALLBACK_L2_BYTES = 2 * 1024 * 1024
 ELEMENT_BYTES = 4
 MAX_TILED = 3
 MAX_ORDERS = 6
@@ -79,8 +82,20 @@ def _evaluate(expression: str, env: dict) -> np.ndarray:
     return np.asarray(eval(expression, {"__builtins__": {}}, env), dtype=np.float64)  # family text, never user text
 
 
-def featurize_family(kernel: str, shape: dict, knobs: dict) -> np.ndarray:
-    """Features of n schedules of one family: ``shape`` and ``knobs`` map names to arrays of length n (or scalars)."""
+def _cache_bytes(value, fallback: int, n: int) -> np.ndarray:
+    """A cache size per schedule: ``value`` (a scalar or n values, NaN where unknown) or else ``fallback``."""
+    if value is None:
+        return np.full(n, float(fallback))
+    value = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,))
+    return np.where(np.isnan(value), float(fallback), value)
+
+
+def featurize_family(kernel: str, shape: dict, knobs: dict, caches=None) -> np.ndarray:
+    """Features of n schedules of one family: ``shape`` and ``knobs`` map names to arrays of length n (or scalars).
+
+    ``caches`` is ``(l1_bytes, l2_bytes)`` of the machine the schedules run on, each a scalar or n values (NaN
+    where unknown); None or NaN is ``FALLBACK_L1_BYTES``/``FALLBACK_L2_BYTES``.
+    """
     family = FAMILIES[kernel]
     n = max(len(np.atleast_1d(v)) for v in list(knobs.values()) + list(shape.values()))
     env = {d: np.broadcast_to(np.asarray(shape[d], dtype=np.int64), (n,)) for d in family.dims}
@@ -121,8 +136,9 @@ def featurize_family(kernel: str, shape: dict, knobs: dict) -> np.ndarray:
         footprint += elements * ELEMENT_BYTES
     traffic = np.maximum(footprint * n_tiles * batch, compulsory)
     put("log_footprint", _log2(footprint))
-    put("fits_l1", (footprint <= L1_BYTES).astype(float))
-    put("fits_l2", (footprint <= L2_BYTES).astype(float))
+    l1_bytes, l2_bytes = (None, None) if caches is None else caches
+    put("fits_l1", (footprint <= _cache_bytes(l1_bytes, FALLBACK_L1_BYTES, n)).astype(float))
+    put("fits_l2", (footprint <= _cache_bytes(l2_bytes, FALLBACK_L2_BYTES, n)).astype(float))
     put("log_traffic", _log2(traffic))
     put("log_traffic_per_flop", _log2(traffic / flops))
     put("log_tiles", _log2(n_tiles * batch))
@@ -182,20 +198,46 @@ def _stride(buffer, loop_name: str, env: dict, n: int) -> np.ndarray:
     return np.broadcast_to(_evaluate(buffer.strides[loop_name], env), (n,)).astype(np.float64)
 
 
-def featurize_task(kernel: str, shape: dict, schedules) -> np.ndarray:
-    """Features of many schedules of one task; ``schedules`` is a list of dicts or a DataFrame of knobs."""
+def featurize_task(kernel: str, shape: dict, schedules, caches=None) -> np.ndarray:
+    """Features of many schedules of one task; ``schedules`` is a list of dicts or a DataFrame of knobs.
+
+    ``caches`` as in ``featurize_family``: the runtime passes ``_machine.machine_caches(kernel)``.
+    """
     import pandas as pd
 
     frame = schedules if isinstance(schedules, pd.DataFrame) else pd.DataFrame(list(schedules))
-    return featurize_family(kernel, shape, {k: frame[k].to_numpy() for k in frame.columns})
+    return featurize_family(kernel, shape, {k: frame[k].to_numpy() for k in frame.columns}, caches)
+
+
+CACHE_COLUMNS = ("l1_bytes", "l2_bytes")
+
+
+def _row_caches(info, task_ids):
+    """Per row, the task's ``(l1_bytes, l2_bytes)`` (NaN where null), or None when the snapshot has neither column."""
+    if not any(c in info.columns for c in CACHE_COLUMNS):
+        return None
+    out = []
+    for column in CACHE_COLUMNS:
+        if column not in info.columns:
+            out.append(np.full(len(task_ids), np.nan))
+            continue
+        # Nullable Int64 (as snapshots are read) to float, so a null is NaN and falls back.
+        per_task = info[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        out.append(task_ids.map(dict(zip(info.index, per_task))).to_numpy(dtype=np.float64, na_value=np.nan))
+    return tuple(out)
 
 
 def featurize_rows(tasks, measurements) -> np.ndarray:
-    """Features of every measurement row (tasks and measurements as in the snapshot)."""
+    """Features of every measurement row (tasks and measurements as in the snapshot).
+
+    A task's ``l1_bytes``/``l2_bytes``, where the snapshot records them, are the caches its footprint is
+    compared with: the machine that measured it, not the one featurising.
+    """
     import pandas as pd
 
     info = tasks.set_index("task_id")
     kernels = measurements["task_id"].map(info["kernel"]).to_numpy()
+    caches = _row_caches(info, measurements["task_id"])
     shapes = measurements["task_id"].map(info["shape"])
     out = np.zeros((len(measurements), N_FEATURES), dtype=np.float32)
     for kernel in np.unique(kernels):
@@ -203,7 +245,8 @@ def featurize_rows(tasks, measurements) -> np.ndarray:
         shape_frame = pd.DataFrame([json.loads(s) for s in shapes.iloc[rows]])
         knob_frame = pd.DataFrame([json.loads(s) for s in measurements["schedule"].iloc[rows]])
         out[rows] = featurize_family(kernel, {d: shape_frame[d].to_numpy() for d in FAMILIES[kernel].dims},
-                                     {k: knob_frame[k].to_numpy() for k in knob_frame.columns})
+                                     {k: knob_frame[k].to_numpy() for k in knob_frame.columns},
+                                     None if caches is None else (caches[0][rows], caches[1][rows]))
     return out
 
 

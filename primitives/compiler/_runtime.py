@@ -17,6 +17,7 @@ import numpy as np
 
 from .._base import Runtime, load_weights, mlp_forward, save_weights
 from ._features import featurize_task, log_flops
+from ._machine import machine_caches
 from ._space import FAMILIES, TaskError, parse_shape
 
 WEIGHTS, META = "cost_model.npz", "cost_model.json"
@@ -84,12 +85,13 @@ class CompilerRuntime(Runtime):
         return h.astype(np.float64) * self.meta["target_std"] + self.meta["target_mean"]
 
     def predict(self, task, schedules) -> np.ndarray:
-        """Predicted runtime in seconds of each schedule."""
+        """Predicted runtime in seconds of each schedule, on the machine this runs on (its caches, for CPU families)."""
         kernel, shape, name = task_parts(task)
         frame = knob_frame(kernel, schedules, name)
         if frame.empty:
             return np.zeros(0)
-        return np.exp(self.score_features(featurize_task(kernel, shape, frame)) + log_flops(kernel, shape))
+        x = featurize_task(kernel, shape, frame, machine_caches(kernel))
+        return np.exp(self.score_features(x) + log_flops(kernel, shape))
 
     def rank(self, task, schedules) -> np.ndarray:
         """Indices of the schedules, predicted fastest first."""

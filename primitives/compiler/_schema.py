@@ -1,9 +1,12 @@
 """The compiler cost model's tables, as TELEMETRY.md (schema_version 1) defines them.
 
 Optional columns this project adds (``required=False``): ``tasks.target`` (the
-device a task was measured on, when a snapshot mixes CPU and GPU tasks) and
-``measurements.time_limit_s`` (the limit a timed-out schedule ran into: its
-runtime is known to be at least that).
+device a task was measured on, when a snapshot mixes CPU and GPU tasks),
+``tasks.l1_bytes`` and ``tasks.l2_bytes`` (the L1 data and L2 cache sizes of the
+CPU that measured a task, null for GPU tasks: the features compare a tile's
+working set with them, and with fixed fallback sizes where a snapshot written
+before them has none) and ``measurements.time_limit_s`` (the limit a timed-out
+schedule ran into: its runtime is known to be at least that).
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ TASKS = Table(
         Column("kernel", "string", non_empty=True, drift="distribution"),
         Column("shape", "string", non_empty=True),
         Column("target", "string", nullable=True, non_empty=True, required=False),
+        Column("l1_bytes", "int64", nullable=True, min=0, strict_min=True, required=False),
+        Column("l2_bytes", "int64", nullable=True, min=0, strict_min=True, required=False),
     ),
     rules=(Rule("known_kernel_and_shape", "kernel is a known family and shape a JSON object of its dimensions, "
                 "each a positive integer", _tasks_ok, _explain_task),),

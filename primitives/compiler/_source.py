@@ -100,6 +100,7 @@ def _row(task_id: str, schedule: dict, started: float, **values) -> dict:
 
 
 def generate(config: dict, seed: int) -> tuple[dict, dict]:
+    from ._machine import cpu_caches
     from ._measure import Worker, build_all, cpu_target, measure_task
     from ._triton import gpu_available, measure_triton
 
@@ -166,6 +167,11 @@ def generate(config: dict, seed: int) -> tuple[dict, dict]:
     measurements = measurements.astype({"runtime_s": "float64", "runtime_std_s": "float64", "repeats": "int32", "ts": "float64",
                                         "time_limit_s": "float64"})
     tasks = tasks.assign(target=tasks["task_id"].map(targets))
+    # The caches the CPU tasks ran against, so features of this snapshot compare tiles with them wherever it is
+    # trained; null for GPU tasks, which have no such CPU cache.
+    caches = cpu_caches()
+    for column in ("l1_bytes", "l2_bytes"):
+        tasks[column] = pd.array(np.where(on_gpu, None, caches[column]), dtype="Int64")
     ok = int(measurements["runtime_s"].notna().sum())
     progress(f"{ok}/{len(measurements)} schedules of {len(tasks)} tasks measured in {time.time() - started:.1f}s")
     manifest_target = "+".join(t for t in (target if len(cpu) else None, gpu_target) if t) or target

@@ -60,6 +60,8 @@ CASES = {
                              lambda t: f"task {_task_of_measurement(t, _measured_row(t))}: runtime_s=0.0"),
     "NaN runtime without an error": (lambda t: _edit(t, "measurements", _set("runtime_s", _measured_row(t), float("nan"))),
                                      lambda t: f"task {_task_of_measurement(t, _measured_row(t))}: schedule"),
+    "non-positive cache size": (lambda t: _edit(t, "tasks", _set("l1_bytes", 0, 0)),
+                                lambda t: "column l1_bytes: 1 rows out of range (must be > 0)"),
     "measurement of an unknown task": (lambda t: _edit(t, "measurements", _set("task_id", 0, "ghost")),
                                        lambda t: "task_id names a task of tasks.parquet"),
 }
@@ -104,6 +106,19 @@ def test_valid_snapshot_is_accepted_and_records_failures(project, compiler_table
     assert (m.groupby("task_id").size() == 8).all()  # every drawn schedule is recorded, failed or not
     assert ((m["runtime_s"] > 0) | m["error"].notna()).all()
     directory = _write(project / "data" / "snapshots", tables, extra)
+    assert main(["validate", "compiler", str(directory), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["valid"]
+
+
+def test_tasks_record_the_caches_they_ran_against_and_older_snapshots_stay_valid(project, compiler_tables, capsys):
+    from aiprim.primitives.compiler._machine import cpu_caches
+
+    tables, extra = compiler_tables
+    caches = cpu_caches()
+    assert (tables["tasks"]["l1_bytes"] == caches["l1_bytes"]).all() and (tables["tasks"]["l2_bytes"] == caches["l2_bytes"]).all()
+    # Written before tasks recorded caches: no such columns, still a valid snapshot.
+    before = {**tables, "tasks": tables["tasks"].drop(columns=["l1_bytes", "l2_bytes"])}
+    directory = _write(project / "data" / "snapshots", before, extra)
     assert main(["validate", "compiler", str(directory), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["valid"]
 
