@@ -31,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 # name -> source overrides; "tpcc_regional" is TPC-C with remote work that stays mostly within hidden
 # regions of 4 warehouses (by location, not by warehouse number): structure a DBA's rule does not see.
-WORKLOADS = {"tpcc": {"workload": "tpcc"}, "tpcc_regional": {"workload": "tpcc", "regions": 8},
+WORKLOADS = {"tpcc": {"workload": "tpcc", "regions": 0}, "tpcc_regional": {"workload": "tpcc", "regions": 8},
              "social": {"workload": "social"}, "kv": {"workload": "kv"}}
 KEYS = ("distributed_txn_rate", "shards_per_txn", "peak_to_mean_load", "moved_fraction", "moved_on_add",
         "disruption_ratio_add", "disruption_ratio_remove", "distributed_txn_rate_after_add", "placements_per_s")
