@@ -86,7 +86,11 @@ def _plot(prim, points: list[dict]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     metrics = followed_metrics(prim)
+    names = sorted({p["best_peer"] for p in points if p["best_peer"]})
+    peer_label = f"best classical peer ({', '.join(names)})" if names else "best classical peer"
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics) if len(metrics) == 1 else 4.2 * len(metrics), 3.5),
                              squeeze=False)
     for ax, metric in zip(axes[0], metrics):
@@ -95,11 +99,12 @@ def _plot(prim, points: list[dict]):
         if learned:
             ax.plot(*zip(*learned), "o-", color="tab:blue", label="learned (challenger)")
         if peers:
-            ax.plot(*zip(*peers), "s--", color="tab:gray", label="best classical peer")
+            ax.plot(*zip(*peers), "s--", color="tab:gray", label=peer_label)
         bounds = [(p["round"], p["lower_bound"]) for p in points if p["lower_bound"] is not None]
         if metric == prim.primary_metric and bounds:
             ax.plot(*zip(*bounds), ":", color="tab:red", label="lower bound")
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         direction = "" if metric != prim.primary_metric else (" (higher is better)" if prim.higher_is_better else " (lower is better)")
         ax.set_ylabel(metric + direction)
         ax.set_title(f"{prim.name}: held-out {metric}")
