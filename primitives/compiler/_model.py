@@ -94,16 +94,29 @@ class TaskBatchSampler(torch.utils.data.Sampler):
 
 
 class CostDataModule(L.LightningDataModule):
-    def __init__(self, tasks, measurements, val_fraction: float = 0.15, tasks_per_batch: int = 2, seed: int = 0):
+    """Standardised rows of whole tasks, some held out for validation.
+
+    ``scaling`` (a runtime's meta: feature_mean, feature_std, target_mean, target_std) standardises with
+    another model's statistics instead of these rows' own: a model warm-started from that runtime
+    (``warm_start``) must see its inputs and targets on the scale its weights were trained on.
+    """
+
+    def __init__(self, tasks, measurements, val_fraction: float = 0.15, tasks_per_batch: int = 2, seed: int = 0,
+                 scaling: dict | None = None):
         super().__init__()
         x, y, censored, codes, _ = training_rows(tasks, measurements)
         if len(np.unique(codes)) < 2:
             raise ValueError("the cost model needs measured schedules of at least two tasks")
-        self.feature_mean = x.mean(axis=0)
-        self.feature_std = np.where(x.std(axis=0) > 1e-6, x.std(axis=0), 1.0).astype(np.float32)
-        finished = y[~censored] if (~censored).sum() > 1 else y
-        self.target_mean = float(finished.mean())
-        self.target_std = float(finished.std()) if finished.std() > 1e-6 else 1.0
+        if scaling is not None:
+            self.feature_mean = np.asarray(scaling["feature_mean"], dtype=np.float32)
+            self.feature_std = np.asarray(scaling["feature_std"], dtype=np.float32)
+            self.target_mean, self.target_std = float(scaling["target_mean"]), float(scaling["target_std"])
+        else:
+            self.feature_mean = x.mean(axis=0)
+            self.feature_std = np.where(x.std(axis=0) > 1e-6, x.std(axis=0), 1.0).astype(np.float32)
+            finished = y[~censored] if (~censored).sum() > 1 else y
+            self.target_mean = float(finished.mean())
+            self.target_std = float(finished.std()) if finished.std() > 1e-6 else 1.0
         xs = (x - self.feature_mean) / self.feature_std
         ys = (y - self.target_mean) / self.target_std
         unique = np.unique(codes)
@@ -201,7 +214,9 @@ class CostModule(L.LightningModule):
         self.log_dict({"val/loss": loss, "val/regression": regression, "val/rank": rank}, on_epoch=True, batch_size=len(batch[0]))
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        # Only the trainable parameters: AdamW would otherwise still decay the layers warm_start froze.
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.hparams.max_epochs))
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
@@ -214,3 +229,36 @@ def export_weights(module: CostModule) -> dict:
             weights[f"m{j}_w{i}"] = layer.weight.detach().cpu().numpy().astype(np.float32)
             weights[f"m{j}_b{i}"] = layer.bias.detach().cpu().numpy().astype(np.float32)
     return weights
+
+
+def warm_start(module: CostModule, runtime_weights: dict, runtime_meta: dict, trainable_layers: int | None = None) -> CostModule:
+    """Start ``module`` from a trained runtime's weights (``export_weights``' layout) and freeze all but the last
+    ``trainable_layers`` linear layers of every member (None: train them all).
+
+    The module must have the runtime's shape (members, views, hidden, depth) and its standardisation: build its
+    datamodule with ``scaling=runtime_meta`` and the module from that datamodule, so the copied weights read
+    inputs and give outputs on the scale they were trained on. Returns the module.
+    """
+    hp = module.hparams
+    for key in ("feature_mean", "feature_std", "target_mean", "target_std"):
+        if not np.allclose(np.asarray(hp[key], dtype=np.float64), np.asarray(runtime_meta[key], dtype=np.float64)):
+            raise ValueError(f"warm_start: the module's {key} is not the runtime's; build its datamodule with scaling=runtime_meta")
+    members = {key.split("_")[0] for key in runtime_weights}
+    if len(members) != len(module.net.members):
+        raise ValueError(f"warm_start: the runtime has {len(members)} members, the module {len(module.net.members)}")
+    columns = runtime_meta.get("member_columns")
+    if columns is not None and [list(c) for c in columns] != module.net.columns:
+        raise ValueError("warm_start: the module's members read other feature columns than the runtime's (views differ)")
+    with torch.no_grad():
+        for j, member in enumerate(module.net.members):
+            layers = [m for m in member if isinstance(m, nn.Linear)]
+            if f"m{j}_w{len(layers) - 1}" not in runtime_weights or f"m{j}_w{len(layers)}" in runtime_weights:
+                raise ValueError(f"warm_start: member {j} has {len(layers)} linear layers, the runtime's another number")
+            for i, layer in enumerate(layers):
+                for name, param in (("w", layer.weight), ("b", layer.bias)):
+                    value = torch.as_tensor(np.asarray(runtime_weights[f"m{j}_{name}{i}"]), dtype=param.dtype)
+                    if value.shape != param.shape:
+                        raise ValueError(f"warm_start: m{j}_{name}{i} is {tuple(value.shape)}, the module's {tuple(param.shape)}")
+                    param.copy_(value)
+                    param.requires_grad_(trainable_layers is None or i >= len(layers) - trainable_layers)
+    return module
