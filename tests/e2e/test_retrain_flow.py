@@ -159,7 +159,7 @@ def test_rounds_draw_new_work_and_train_on_the_window(prefect_harness, project, 
     assert [p["round"] for p in curve["points"]] == [0, 1]
     assert all(p["learned"] is not None and p["best_peer"] for p in curve["points"])
     assert (project / "outputs" / "rounds" / "admission.png").stat().st_size > 0
-    assert "primary metric per round" in stdout
+    assert "per round, on that round's held-out data" in stdout and "error_rate" in stdout
     sources = sorted(json.loads((project / "data" / "snapshots" / "admission" / p["snapshot"] / "manifest.json").read_text())["source"]
                      for p in curve["points"])
     assert sources == ["aiprim embedded generator (seed 0)", "aiprim embedded generator (seed 1)"], "each round draws new work"
