@@ -95,13 +95,9 @@ def table(workload: str, rows: dict, timing: dict, seeds: int, guardrails) -> st
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a quarter of the transactions")
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--only", choices=list(WORKLOADS), help="one workload (merged into an existing results file)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "sharder.json"))
-    args = parser.parse_args()
+def pinned_sharder():
+    """Logging, this process pinned to one core with single-threaded torch, and the sharder with
+    configs/sharder.yaml: (primitive, config, source without its seed, evaluate without the guardrails)."""
     from aiprim._console import setup_logging
 
     setup_logging()
@@ -112,10 +108,20 @@ def main() -> int:
     torch.set_num_threads(1)
     from aiprim import primitives
 
-    prim = primitives.get("sharder")
     config = yaml.safe_load((REPO / "configs" / "sharder.yaml").read_text())
     base = {k: v for k, v in config["source"].items() if k != "seed"}
     evaluate = {k: v for k, v in config["evaluate"].items() if not k.startswith("max_")}
+    return primitives.get("sharder"), config, base, evaluate
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a quarter of the transactions")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--only", choices=list(WORKLOADS), help="one workload (merged into an existing results file)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "sharder.json"))
+    args = parser.parse_args()
+    prim, config, base, evaluate = pinned_sharder()
     results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, 1 core pinned",
                "command": "python benchmarks/sharder.py" + " ".join([""] + sys.argv[1:]), "workloads": {}}
     markdown = []

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from sharder import WORKLOADS  # noqa: E402  (the workloads of benchmarks/sharder.py)
+from sharder import WORKLOADS, pinned_sharder  # noqa: E402  (benchmarks/sharder.py's workloads and set-up)
 
 NO_STEPS = {"max_epochs": 1, "steps_per_epoch": 1, "lr": 1e-9}
 
@@ -39,20 +38,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "sharder_steps.json"))
     args = parser.parse_args()
-    from aiprim._console import setup_logging
-
-    setup_logging()
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    import torch
-    import yaml
-
-    torch.set_num_threads(1)
-    from aiprim import primitives
-
-    prim = primitives.get("sharder")
-    config = yaml.safe_load((REPO / "configs" / "sharder.yaml").read_text())
-    base = {k: v for k, v in config["source"].items() if k != "seed"}
-    evaluate = {k: v for k, v in config["evaluate"].items() if not k.startswith("max_")}
+    prim, config, base, evaluate = pinned_sharder()
     results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, 1 core pinned",
                "command": "python benchmarks/sharder_steps.py" + " ".join([""] + sys.argv[1:]), "runs": []}
     for workload, overrides in WORKLOADS.items():
