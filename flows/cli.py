@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     rb.add_argument("--deployment", help="whose champion moves back (default: default)")
 
     stp = sub.add_parser("step", help="run one declared pipeline step on the values in a folder (what DVC stages call)")
-    stp.add_argument("step", choices=[s.name for s in _pipeline().STEPS + (_pipeline().TRANSFER_STEP,)])
+    stp.add_argument("step", choices=[s.name for s in _pipeline().STAGES])
     stp.add_argument("primitive")
     stp.add_argument("--dir", required=True, help="the primitive's pipeline folder (e.g. data/dvc/balancer)")
     stp.add_argument("--profile")

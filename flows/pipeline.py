@@ -47,15 +47,16 @@ STEPS: tuple[Step, ...] = (
 # After the branches, for a primitive in ``transfer.primitives``: the transfer stage (flows/transfer.py). The flow
 # runs it once every branch is done, not as a step of one; DVC runs it as one more stage after promote.
 TRANSFER_STEP = Step("transfer", ("decision",), "transfer", "transfer.json")
+STAGES: tuple[Step, ...] = STEPS + (TRANSFER_STEP,)  # every DVC stage, in dvc.yaml's order
 # Written beside evaluation.json by the DVC stage: the numbers alone (DVC metrics) and the comparison chart (DVC plots).
 METRICS_FILE, COMPARISON_PLOT = "metrics.json", "comparison.png"
 
 
 def step_named(name: str) -> Step:
-    for step in STEPS + (TRANSFER_STEP,):
+    for step in STAGES:
         if step.name == name:
             return step
-    raise ValueError(f"unknown step {name!r} (steps: {', '.join(s.name for s in STEPS + (TRANSFER_STEP,))})")
+    raise ValueError(f"unknown step {name!r} (steps: {', '.join(s.name for s in STAGES)})")
 
 
 def steps_between(first: str, last: str) -> tuple[Step, ...]:
@@ -101,9 +102,9 @@ def _run_step(step: Step, primitive: str, cfg: dict, values: dict[str, Any], sou
         report = EvaluationReport.from_dict(values["evaluation"])
         return steps.promote(primitive, values["version"], snapshot_dir, cfg, report).to_dict()
     if step.name == "transfer":
-        from .transfer import stage, stage_summary
+        from .transfer import stage, stage_primitives, stage_summary
 
-        if primitive not in ((cfg.get("transfer") or {}).get("primitives") or []):
+        if primitive not in stage_primitives(cfg):
             return {"skipped": f"{primitive} is not in transfer.primitives of configs/pipeline.yaml"}
         return stage_summary(stage(primitive, cfg))
     raise ValueError(f"step {step.name}: no runner")

@@ -134,10 +134,11 @@ def _transfer_primitives(cfg: dict, names: list[str], results: dict, deployment:
     this run without an error, for the default deployment (a run for one named deployment trains that one only)."""
     from aiprim.registry._deployments import DEFAULT_DEPLOYMENT
 
+    from .transfer import stage_primitives
+
     if (deployment or DEFAULT_DEPLOYMENT) != DEFAULT_DEPLOYMENT:
         return []
-    wanted = (cfg.get("transfer") or {}).get("primitives") or []
-    return [name for name in wanted if name in names and not results.get(name, {}).get("error")]
+    return [name for name in stage_primitives(cfg) if name in names and not results.get(name, {}).get("error")]
 
 
 @task(name="transfer-deployments")

@@ -91,7 +91,7 @@ def _plot(prim, points: list[dict]):
     metrics = followed_metrics(prim)
     names = sorted({p["best_peer"] for p in points if p["best_peer"]})
     peer_label = f"best classical peer ({', '.join(names)})" if names else "best classical peer"
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics) if len(metrics) == 1 else 4.2 * len(metrics), 3.5),
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 if len(metrics) == 1 else 4.2 * len(metrics), 3.5),
                              squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         learned = [(p["round"], p["metrics"][metric]["learned"]) for p in points if p["metrics"][metric]["learned"] is not None]

@@ -46,11 +46,16 @@ def _opted_in(name: str):
     return prim
 
 
+def stage_primitives(cfg: dict) -> list[str]:
+    """The primitives whose transfer stage runs: ``transfer.primitives`` of configs/pipeline.yaml."""
+    return list((cfg.get("transfer") or {}).get("primitives") or [])
+
+
 def check_stage_settings(cfg: dict) -> None:
     """The ``transfer`` section of configs/pipeline.yaml, checked before a run starts anything: every primitive it
     names exists and has a transfer model, and the member profile exists (one line naming what is wrong)."""
     settings = cfg.get("transfer") or {}
-    for name in settings.get("primitives") or []:
+    for name in stage_primitives(cfg):
         try:
             _opted_in(name)
         except Exception as error:  # an unknown primitive, or one without a transfer model
