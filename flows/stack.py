@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from .errors import AiprimError
-from .ui import console_script, stop_session
+from .ui import console_script, dashboard_config, stop_session, write_private as _write_private
 
 SERVICES = ("postgres", "mlflow", "prefect", "prefect_worker", "optuna_dashboard")
 DATABASES = ("mlflow", "mlflow_auth", "optuna", "prefect")
@@ -68,15 +68,6 @@ def env_path() -> Path:
 
 def _log_path(service: str) -> Path:
     return stack_dir() / "logs" / f"{service}.log"
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read, created so from the start (never briefly world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -438,9 +429,7 @@ def _start_prefect(state: dict, credentials: dict, pg) -> dict:
 
 def _start_dashboard(state: dict, pg) -> dict:
     port = state["ports"]["optuna_dashboard"]
-    config = stack_dir() / "optuna_dashboard.toml"
-    _write_private(config, "[optuna_dashboard]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in {
-        "storage": pg.url("optuna", "postgresql+psycopg"), "host": "127.0.0.1", "port": port, "quiet": True}.items()))
+    config = dashboard_config(stack_dir() / "optuna_dashboard.toml", pg.url("optuna", "postgresql+psycopg"), "127.0.0.1", port)
     command = [console_script("optuna-dashboard"), "--from-config", str(config)]
     return {**_spawn("optuna_dashboard", command, _clean_env()), "url": f"http://127.0.0.1:{port}",
             "auth": "none (optuna-dashboard has no authentication; bound to 127.0.0.1)"}

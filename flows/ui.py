@@ -204,24 +204,44 @@ def prefect_server(host: str, port: int) -> Server:
     return Server("prefect", f"http://{host}:{port}", "/api/health", command, env, _log_path("prefect"))
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, created so from the start (never briefly world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def dashboard_config(path: Path, storage: str, host: str, port: int) -> Path:
+    """optuna-dashboard's settings as a private TOML file: a storage URL may hold a password, which must not sit
+    on a command line (every local user's ``ps`` shows it)."""
+    import json
+
+    settings = {"storage": storage, "host": host, "port": port, "quiet": True}
+    write_private(path, "[optuna_dashboard]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
+    return path
+
+
 def optuna_server(host: str, port: int, storage: str) -> Server:
     """optuna-dashboard over the studies' storage (SQLite by default, any RDB URL)."""
     import optuna
 
     # optuna-dashboard opens a storage without creating its tables: a project that never tuned has none yet.
     optuna.storages.RDBStorage(storage)
-    command = [console_script("optuna-dashboard"), storage, "--host", host, "--port", str(port), "--quiet"]
+    config = dashboard_config(_log_path("optuna-dashboard").with_suffix(".toml"), storage, host, port)
+    command = [console_script("optuna-dashboard"), "--from-config", str(config)]
     return Server("optuna", f"http://{host}:{port}", "/api/meta", command, _server_env(), _log_path("optuna-dashboard"))
 
 
 def project_servers(cfg: dict, host: str = "127.0.0.1", ports: dict[str, int] | None = None) -> list[Server]:
     """The three UIs over the stores ``cfg`` names (``flows.config.load()`` points MLflow at its store)."""
-    from .config import resolve_uri
+    from aiprim.settings import optuna_storage
 
     ports = {**DEFAULT_PORTS, **(ports or {})}
     _check_host(host)
     return [mlflow_server(host, ports["mlflow"]), prefect_server(host, ports["prefect"]),
-            optuna_server(host, ports["optuna"], resolve_uri(cfg["optuna"]["storage"]))]
+            optuna_server(host, ports["optuna"], optuna_storage(cfg["optuna"]["storage"]))]
 
 
 def _check_host(host: str) -> None:

@@ -153,7 +153,9 @@ class QueryOptimizer(Primitive):
         return frozenset(keys[section]) if section in keys else None
 
     def guardrails(self, config):
-        return (Guardrail("worst_query_ratio", max=float(config.get("max_query_regression", 1.5))),)
+        from ._metrics import MAX_QUERY_REGRESSION
+
+        return (Guardrail("worst_query_ratio", max=float(config.get("max_query_regression", MAX_QUERY_REGRESSION))),)
 
     def input_example(self, tables):
         import pandas as pd

@@ -76,6 +76,11 @@ def measure_workload(engine: Engine, connection, uri: str, queries: pd.DataFrame
     return latency, timed_out, failed
 
 
+# The promotion guardrail: no held-out query more than this many times slower than native (configs/query.yaml
+# evaluate.max_query_regression overrides it).
+MAX_QUERY_REGRESSION = 1.5
+
+
 def confirm_regressions(engine: Engine, connection, queries: pd.DataFrame, arms: list[Arm], latency: np.ndarray,
                         timed_out: np.ndarray, choices: list[np.ndarray], cfg: dict) -> list[dict]:
     """Re-measure the cells where a chosen arm looks past the worst-query guardrail, interleaved with native.
@@ -86,7 +91,7 @@ def confirm_regressions(engine: Engine, connection, queries: pd.DataFrame, arms:
     replace both cells of ``latency`` (in place), for every chooser scored from it. A real regression stays.
     Returns what was re-measured: query, arm, ratio before and after.
     """
-    threshold = float(cfg.get("max_query_regression", 1.5))
+    threshold = float(cfg.get("max_query_regression", MAX_QUERY_REGRESSION))
     repeats = int(cfg.get("confirm_repeats", 5))
     if repeats < 1:
         return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -22,13 +23,29 @@ def test_mask_hides_every_secret_and_any_url_password():
 
 
 def test_private_files_are_created_owner_only(tmp_path):
-    from aiprim.flows.stack import _write_private
+    from aiprim.flows.ui import write_private
 
     path = tmp_path / "secret.json"
     path.write_text("old")
     path.chmod(0o644)
-    _write_private(path, "{}")
+    write_private(path, "{}")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == "{}"
+
+
+def test_the_dashboard_of_aiprim_ui_reads_the_studies_storage_and_keeps_it_off_the_command_line(project, monkeypatch):
+    """``AIPRIM_OPTUNA_STORAGE`` (what ``aiprim stack up`` exports) is where the studies are, so the dashboard
+    of ``aiprim ui --launch`` opens it too; a storage URL may hold a password, so it goes in a private file."""
+    import tomllib
+
+    from aiprim.flows import config, ui
+
+    storage = f"sqlite:///{project / 'elsewhere.db'}"
+    monkeypatch.setenv("AIPRIM_OPTUNA_STORAGE", storage)
+    dashboard = next(s for s in ui.project_servers(config.load()) if s.name == "optuna")
+    settings_file = dashboard.command[dashboard.command.index("--from-config") + 1]
+    assert storage not in " ".join(dashboard.command)
+    assert tomllib.loads(open(settings_file).read())["optuna_dashboard"]["storage"] == storage
+    assert stat.S_IMODE(os.stat(settings_file).st_mode) == 0o600
 
 
 def test_trial_shares_add_up():
