@@ -8,7 +8,7 @@ adding one moves only the rows it wins. Rows that share a placement key (the
 rows of one warehouse) share their draws, so they move together.
 
 The hashes are fixed functions of the bytes of an identifier (pandas'
-SipHash, then SplitMix64), never Python's per-process ``hash``.
+SipHash, then SplitMix64: ``primitives._hashing``), never Python's per-process ``hash``.
 """
 
 from __future__ import annotations
@@ -16,29 +16,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .._hashing import siphash_strings, splitmix64, unit_interval32
+
 _HASH_KEY = "aiprim-shard-v01"  # 16 bytes: pandas' siphash key; changing it reshuffles every placement
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
 _SHARD_SALT = np.uint64(0x5348415244)  # "SHARD"
 _CHUNK = 1 << 16  # rows per block: bounds memory at chunk x shards x 8 bytes
 
 
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser, element-wise, on a fresh array."""
-    with np.errstate(over="ignore"):
-        z = np.asarray(x, dtype=np.uint64) + _GOLDEN
-        z ^= z >> np.uint64(30)
-        z *= _M1
-        z ^= z >> np.uint64(27)
-        z *= _M2
-        z ^= z >> np.uint64(31)
-        return z
-
-
 def hash_strings(values) -> np.ndarray:
     """uint64 hash of each string (vectorised, stable across processes)."""
-    return pd.util.hash_array(np.asarray(values, dtype=object), hash_key=_HASH_KEY, categorize=False)
+    return siphash_strings(values, _HASH_KEY)
 
 
 def hash_text(text: str) -> np.uint64:
@@ -76,10 +63,7 @@ def gumbel_argmax(keys: np.ndarray, shard_hash: np.ndarray, logits: np.ndarray) 
     for start in range(0, n, _CHUNK):
         stop = min(start + _CHUNK, n)
         h = splitmix64(keys[start:stop, None] ^ mixed)
-        # 23-bit uniforms in float32 stay strictly inside (0, 1): no draw is ever 0 or 1.
-        u = (h >> np.uint64(41)).astype(np.float32)
-        u += np.float32(0.5)
-        u *= np.float32(1.0 / 8388608.0)
+        u = unit_interval32(h)
         np.log(u, out=u)
         np.negative(u, out=u)
         np.log(u, out=u)  # u is now -Gumbel
