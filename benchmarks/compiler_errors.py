@@ -1,0 +1,81 @@
+"""Benchmark: where the compiler cost model's absolute-time error (MAPE) comes from.
+
+Issue 11 asks for a regression head calibrated in absolute time, with the machine's peak compute and
+bandwidth as inputs. Such inputs move a task's whole level (every schedule of a shape at once). This splits
+the learned model's error on each held-out task into that level (the median ratio of predicted to measured
+time over the task's schedules) and what is left within the task once the level is corrected, on snapshots
+measured before: if the level were the problem, correcting it would take most of the MAPE away.
+
+    .venv/bin/python benchmarks/compiler_errors.py --snapshots DIR,DIR,DIR     # ~3 min per snapshot on 1 core
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def task_errors(measured: np.ndarray, predicted: np.ndarray) -> dict:
+    ok = np.isfinite(measured)
+    measured, predicted = measured[ok], predicted[ok]
+    level = float(np.exp(np.median(np.log(predicted / measured))))
+    ape = np.abs(predicted - measured) / measured
+    worst = np.sort(ape)[::-1][: max(1, len(ape) // 10)]
+    return {"level": level, "mape": float(ape.mean()), "median_ape": float(np.median(ape)),
+            "mape_level_corrected": float((np.abs(predicted / level - measured) / measured).mean()),
+            "worst_tenth_share": float(worst.sum() / ape.sum()), "span": float(measured.max() / measured.min())}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--snapshots", required=True, help="comma-separated snapshot folders")
+    parser.add_argument("--train-seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compiler_errors.json"))
+    args = parser.parse_args()
+
+    import torch
+
+    from aiprim import primitives
+    from aiprim.primitives._snapshot import read_tables
+
+    torch.set_num_threads(1)
+    prim = primitives.get("compiler")
+    config = yaml.safe_load((ROOT / "configs" / "compiler.yaml").read_text())
+    holdout = float(yaml.safe_load((ROOT / "configs" / "pipeline.yaml").read_text())["promotion"]["holdout_fraction"])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="aiprim-bench-") as tmp:
+        for folder in args.snapshots.split(","):
+            manifest = next(Path(folder).rglob("manifest.json"))
+            train, held = prim.split(read_tables(manifest.parent, prim.schema), holdout)
+            runtime = prim.train_runtime(train, dict(config["train"]), Path(tmp) / manifest.parent.name, seed=args.train_seed)
+            report = prim.evaluate(runtime, held, {**config["evaluate"], "training_tables": train})
+            for task in report.details["tasks"]:
+                measured = np.array([np.nan if v is None else v for v in task["measured_s"]], dtype=float)
+                errors = task_errors(measured, np.array(task["predicted_s"], dtype=float))
+                rows.append({"snapshot": manifest.parent.name, "kernel": task["kernel"], "shape": task["shape"], **errors})
+                print(f"[bench compiler-errors] {manifest.parent.name[:8]} {task['kernel']} {json.dumps(task['shape'])}: "
+                      f"level x{errors['level']:.2f}, MAPE {errors['mape']:.2f} -> {errors['mape_level_corrected']:.2f}",
+                      file=sys.stderr, flush=True)
+    summary = {key: float(np.median([r[key] for r in rows]))
+               for key in ("mape", "mape_level_corrected", "median_ape", "worst_tenth_share", "span")}
+    summary["level_range"] = [float(min(r["level"] for r in rows)), float(max(r["level"] for r in rows))]
+    summary["tasks"] = len(rows)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"summary": summary, "tasks": rows}, indent=2))
+    print(f"{len(rows)} held-out tasks: median MAPE {summary['mape']:.3f}, {summary['mape_level_corrected']:.3f} with each "
+          f"task's level corrected (levels x{summary['level_range'][0]:.2f} to x{summary['level_range'][1]:.2f}); median "
+          f"APE {summary['median_ape']:.3f}; the worst tenth of a task's schedules carries {summary['worst_tenth_share']:.0%} "
+          f"of its error; results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
