@@ -64,12 +64,13 @@ def check_stage_settings(cfg: dict) -> None:
 
 
 def _draw_sizes(cfg: dict, name: str) -> dict:
-    """Family draw sizes: the full family (8 to 300 servers) by default, the profile's source size when smaller."""
+    """Family draw sizes for the profile's source, as the primitive's transfer model reads them (``draw_sizes``)."""
     source = cfgmod.primitive_config(cfg, name).get("source", {}) or {}
-    servers = int(source.get("servers", 300))
-    requests = int(source.get("requests", 400_000))
-    return {"servers": (8, max(8, min(300, servers))), "requests_per_server": max(200, requests // max(servers, 1)),
-            "max_requests": min(400_000, requests)}
+    return primitives.get(name).transfer_model().draw_sizes(source)
+
+
+def _sizes_line(tables: dict) -> str:
+    return ", ".join(f"{len(frame)} {table}" for table, frame in tables.items())
 
 
 def population(name: str, cfg: dict, deployments: int, seed: int | None = None, sizes: dict | None = None) -> list[dict]:
@@ -110,11 +111,11 @@ def population(name: str, cfg: dict, deployments: int, seed: int | None = None, 
         values["evaluation"] = run_step(step_named("evaluate"), name, cfg, values)
         values["version"] = run_step(step_named("register"), name, cfg, values)
         decision = run_step(step_named("promote"), name, cfg, values)
-        records.append({"deployment": deployment, "version": values["version"], "servers": len(tables["servers"]),
-                        "requests": len(tables["requests"]), "promoted": decision["promoted"],
-                        "peak_to_mean": values["evaluation"]["metrics"].get(prim.primary_metric),
+        records.append({"deployment": deployment, "version": values["version"],
+                        "rows": {table: len(frame) for table, frame in tables.items()}, "promoted": decision["promoted"],
+                        prim.primary_metric: values["evaluation"]["metrics"].get(prim.primary_metric),
                         "seconds": round(time.perf_counter() - started, 1)})
-        _log(f"{name}: population {deployment} ({len(tables['servers'])} servers) -> version {values['version']}")
+        _log(f"{name}: population {deployment} ({_sizes_line(tables)}) -> version {values['version']}")
     return records
 
 

@@ -281,6 +281,14 @@ class BalancerTransfer:
     params_class = TransferParams
     state_class = TransferState
 
+    def draw_sizes(self, source: dict) -> dict:
+        """Family draw sizes for a profile's source: the full family (8 to 300 servers) by default, the
+        source's size when smaller."""
+        servers = int(source.get("servers", 300))
+        requests = int(source.get("requests", 400_000))
+        return {"servers": (8, max(8, min(300, servers))), "requests_per_server": max(200, requests // max(servers, 1)),
+                "max_requests": min(400_000, requests)}
+
     def draw_deployment(self, seed: int, servers: tuple[int, int] = (8, 300), requests_per_server: int = 1500,
                         max_requests: int = 400_000) -> dict:
         return draw_deployment(seed, servers, requests_per_server, max_requests)

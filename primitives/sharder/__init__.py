@@ -132,6 +132,16 @@ class Sharder(Primitive):
             Guardrail("disruption_ratio_add", max=float(config.get("max_disruption_ratio_add", 2.0))),
         )
 
+    def describe_deployment(self, tables):
+        from ._descriptor import describe
+
+        return describe(tables)
+
+    def transfer_model(self):
+        from ._transfer import SharderTransfer
+
+        return SharderTransfer()
+
     def add_cli_commands(self, subparsers):
         from ._cli import add_commands
 

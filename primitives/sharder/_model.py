@@ -279,6 +279,24 @@ class SharderDataModule(L.LightningDataModule):
         self.prototypes = centres
         self.cluster_shard = coarse_partition(txn, cluster[row], cluster_load, self.fleet.share, self.pack_slack, seed)
 
+    def reconfigured(self, clusters_per_shard: int, min_key_score: float, pack_slack: float,
+                     seed: int = 0) -> "SharderDataModule":
+        """A copy built with other construction knobs. The co-access embedding and the key columns' scores
+        depend on the trace alone, so they are shared, not recomputed: trying a knob costs the k-means and
+        the partition only (the transfer model scores a grid of knobs per deployment)."""
+        import copy
+
+        out = copy.copy(self)
+        out.pack_slack = float(pack_slack)
+        out.key_column = self.key_column_for(min_key_score)
+        out.keys = self.keys if out.key_column == self.key_column else placement_keys(self.items, out.key_column)
+        out._init_prototypes(max(int(clusters_per_shard), 1) * len(self.fleet), seed)
+        return out
+
+    def key_column_for(self, min_key_score: float) -> str | None:
+        """The key column this trace's scores pick under the threshold ``min_key_score``."""
+        return _choose_key_column(self.items, self.key_scores, len(self.fleet), min_key_score)
+
     @property
     def log_share(self) -> list[float]:
         return np.log(self.fleet.share).tolist()
