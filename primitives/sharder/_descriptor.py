@@ -88,8 +88,8 @@ def describe(tables: dict) -> np.ndarray:
 
 def _key_fields(items: pd.DataFrame, txn: np.ndarray, row: np.ndarray, n_shards: int) -> dict[str, float]:
     """The shares of co-accessed pairs the best and second-best attribute explain (``key_column_scores``: what
-    ``min_key_score`` thresholds), and the best one's largest value group, against the 0.6 / shards that
-    makes a key eligible. Columns are ranked by what they measure, never by their names."""
+    ``min_key_score`` thresholds), and the best one's largest value group, times the shard count (a key is eligible while its
+    largest group fits on one shard). Columns are ranked by what they measure, never by their names."""
     columns = attribute_columns(items)
     out = {"best_key_score": 0.0, "second_key_score": 0.0, "best_key_largest_group_x_shards": 0.0,
            "log_attribute_columns": float(np.log1p(len(columns)))}

@@ -175,7 +175,7 @@ def _score_settings(tables: dict, grid: np.ndarray, params: SharderTransferParam
         for k, setting in enumerate(grid):
             # min_key_score acts only through the key column it picks: thresholds that pick the same one
             # build the same sharder, built once.
-            same = (int(setting[0]), datamodule.key_column_for(float(setting[1])), float(setting[2]))
+            same = (int(setting[0]), datamodule.key_column_for(float(setting[1]), float(setting[2])), float(setting[2]))
             if same not in built:
                 runtime = _build(datamodule, setting, Path(tmp) / str(k), seed)
                 metrics = evaluate_placers({"setting": runtime}, newer, older, disruption_trials=0,

@@ -88,3 +88,18 @@ def test_rows_of_one_key_value_share_their_placement_key():
     assert keys[3] not in keys[:3]  # no value: the row is keyed by its own id
     as_float = placement_keys(items.astype({"attr_warehouse": "float64"}), "attr_warehouse")
     np.testing.assert_array_equal(as_float, keys)  # MLflow hands nullable integers over as floats
+
+
+def test_a_key_column_is_eligible_while_its_largest_group_fits_on_one_shard():
+    from aiprim.primitives.sharder._model import _choose_key_column
+
+    # 5 warehouses of 20% each and a finer column; 4 shards, one with 32% of the capacity.
+    items = pd.DataFrame({"attr_warehouse": np.repeat(np.arange(5), 20), "attr_district": np.repeat(np.arange(50), 2)})
+    scores = {"attr_warehouse": 0.9, "attr_district": 0.3}
+    uneven = np.array([0.27, 0.20, 0.32, 0.21])
+    assert _choose_key_column(items, scores, uneven, 0.03, min_score=0.15) == "attr_warehouse"
+    # Four equal shards of 25% also fit a 20% warehouse; eight of 12.5% do not, so the finer column is chosen.
+    assert _choose_key_column(items, scores, np.full(4, 0.25), 0.03, min_score=0.15) == "attr_warehouse"
+    assert _choose_key_column(items, scores, np.full(8, 0.125), 0.03, min_score=0.15) == "attr_district"
+    # Below min_score nothing keys placement.
+    assert _choose_key_column(items, scores, np.full(8, 0.125), 0.03, min_score=0.5) is None
