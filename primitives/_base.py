@@ -83,6 +83,7 @@ class Guardrail:
     min: float | None = None
     no_worse_than_champion: bool = False
     higher_is_better: bool = False  # direction, for ``no_worse_than_champion``
+    tolerance: float = 0.0  # for ``no_worse_than_champion``: a shortfall this small is the metric's noise, not worse
 
     def broken_by(self, metrics: dict[str, Any], champion: dict[str, Any] | None = None) -> str | None:
         value = metrics.get(self.metric)
@@ -94,9 +95,10 @@ class Guardrail:
             return f"{self.metric}={value:.4g} < {self.min:g}"
         reference = (champion or {}).get(self.metric) if self.no_worse_than_champion else None
         if reference is not None:
-            worse = value < reference if self.higher_is_better else value > reference
-            if worse:
-                return f"{self.metric}={value:.4g} worse than the champion's {reference:.4g}"
+            shortfall = reference - value if self.higher_is_better else value - reference
+            if shortfall > self.tolerance:
+                allowed = f" by more than {self.tolerance:g}" if self.tolerance else ""
+                return f"{self.metric}={value:.4g} worse than the champion's {reference:.4g}{allowed}"
         return None
 
 

@@ -64,6 +64,22 @@ def test_a_broken_guardrail_blocks_even_a_better_model(balancer, metric, value):
     assert not decision.promoted and metric in decision.reason
 
 
+def test_a_champion_guardrail_forgives_a_shortfall_within_its_tolerance_only():
+    """The compiler's top-1 guardrail: 0.0012 below the champion is a near-tie on 6 shapes; 0.2 below is worse."""
+    compiler = primitives.get("compiler")
+
+    def decision(top1, champion_top1, config=None):
+        candidates = {"learned": {"kendall_tau": 0.651, "top1_score": top1},
+                      "champion": {"kendall_tau": 0.594, "top1_score": champion_top1}}
+        rep = EvaluationReport("compiler", "kendall_tau", True, candidates, {"xgboost": {"kendall_tau": 0.655}})
+        return decide(compiler, rep, compiler.guardrails(config or {}), 0.01, "2", has_champion=True)
+
+    assert decision(0.8387, 0.8399).promoted
+    refused = decision(0.754, 0.957)
+    assert not refused.promoted and "top1_score=0.754 worse than the champion's 0.957 by more than 0.02" in refused.reason
+    assert not decision(0.8387, 0.8399, {"top1_tolerance": 0.0}).promoted
+
+
 def _register_versions(n):
     import mlflow
 
