@@ -22,9 +22,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from compiler_promotion import ROOT, compiler_setup, read_snapshots
 
 
 def task_errors(measured: np.ndarray, predicted: np.ndarray) -> dict:
@@ -66,22 +64,13 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compiler_errors.json"))
     args = parser.parse_args()
 
-    import torch
-
-    from aiprim import primitives
-    from aiprim.primitives._snapshot import read_tables
-
-    torch.set_num_threads(1)
-    prim = primitives.get("compiler")
-    config = yaml.safe_load((ROOT / "configs" / "compiler.yaml").read_text())
-    holdout = float(yaml.safe_load((ROOT / "configs" / "pipeline.yaml").read_text())["promotion"]["holdout_fraction"])
+    prim, config, holdout = compiler_setup()
     rows = []
     with tempfile.TemporaryDirectory(prefix="aiprim-bench-") as tmp:
-        for folder in args.snapshots.split(","):
-            manifest = next(Path(folder).rglob("manifest.json"))
-            train, held = prim.split(read_tables(manifest.parent, prim.schema), holdout)
+        for name, tables in read_snapshots(args.snapshots, prim):
+            train, held = prim.split(tables, holdout)
             spread = (held["measurements"]["runtime_std_s"] / held["measurements"]["runtime_s"]).dropna()
-            runtime = prim.train_runtime(train, dict(config["train"]), Path(tmp) / manifest.parent.name, seed=args.train_seed)
+            runtime = prim.train_runtime(train, dict(config["train"]), Path(tmp) / name, seed=args.train_seed)
             report = prim.evaluate(runtime, held, {**config["evaluate"], "training_tables": train})
             for task in report.details["tasks"]:
                 measured = np.array([np.nan if v is None else v for v in task["measured_s"]], dtype=float)
@@ -92,8 +81,8 @@ def main() -> int:
                                                   config["source"])
                     errors.update(retest_errors(first, second, measured))
                 errors["relative_std"] = float(spread[held["measurements"].loc[spread.index, "task_id"] == task["task_id"]].median())
-                rows.append({"snapshot": manifest.parent.name, "kernel": task["kernel"], "shape": task["shape"], **errors})
-                print(f"[bench compiler-errors] {manifest.parent.name[:8]} {task['kernel']} {json.dumps(task['shape'])}: "
+                rows.append({"snapshot": name, "kernel": task["kernel"], "shape": task["shape"], **errors})
+                print(f"[bench compiler-errors] {name[:8]} {task['kernel']} {json.dumps(task['shape'])}: "
                       f"level x{errors['level']:.2f}, MAPE {errors['mape']:.2f} -> {errors['mape_level_corrected']:.2f}",
                       file=sys.stderr, flush=True)
     keys = ("mape", "mape_level_corrected", "median_ape", "worst_tenth_share", "span", "relative_std")

@@ -33,16 +33,35 @@ def log(message: str) -> None:
     print(f"[bench compiler-promotion] {message}", file=sys.stderr, flush=True)
 
 
+def compiler_setup() -> tuple:
+    """The compiler primitive with single-threaded torch, configs/compiler.yaml, and the pipeline's held-out fraction."""
+    import torch
+
+    from aiprim import primitives
+
+    torch.set_num_threads(1)
+    config = yaml.safe_load((ROOT / "configs" / "compiler.yaml").read_text())
+    holdout = float(yaml.safe_load((ROOT / "configs" / "pipeline.yaml").read_text())["promotion"]["holdout_fraction"])
+    return primitives.get("compiler"), config, holdout
+
+
+def read_snapshots(folders: str, prim) -> list[tuple[str, dict]]:
+    """(name, tables) of each comma-separated snapshot folder (its manifest may lie in a subfolder)."""
+    from aiprim.primitives._snapshot import read_tables
+
+    out = []
+    for folder in folders.split(","):
+        manifest = next(Path(folder).rglob("manifest.json"))
+        out.append((manifest.parent.name, read_tables(manifest.parent, prim.schema)))
+    return out
+
+
 def snapshots(args, prim, config: dict, work: Path) -> list[tuple[str, dict]]:
     """(name, tables) of each snapshot: read from --snapshots, else drawn and measured with each --source-seeds seed."""
-    from aiprim.primitives._snapshot import read_tables, write_snapshot
+    from aiprim.primitives._snapshot import write_snapshot
 
     if args.snapshots:
-        out = []
-        for folder in args.snapshots.split(","):
-            manifest = next(Path(folder).rglob("manifest.json"))
-            out.append((manifest.parent.name, read_tables(manifest.parent, prim.schema)))
-        return out
+        return read_snapshots(args.snapshots, prim)
     out = []
     source = {**config["source"], "cache_dir": str(ROOT / "data" / "kernels")}
     for seed in [int(s) for s in args.source_seeds.split(",")]:
@@ -63,14 +82,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compiler_promotion.json"))
     args = parser.parse_args()
 
-    import torch
-
-    from aiprim import primitives
-
-    torch.set_num_threads(1)
-    prim = primitives.get("compiler")
-    config = yaml.safe_load((ROOT / "configs" / "compiler.yaml").read_text())
-    holdout = float(yaml.safe_load((ROOT / "configs" / "pipeline.yaml").read_text())["promotion"]["holdout_fraction"])
+    prim, config, holdout = compiler_setup()
     params = dict(config["train"])
     for item in args.set:
         key, value = item.split("=", 1)
