@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from .errors import AiprimError
-from .ui import console_script, dashboard_config, stop_session, write_private as _write_private
+from .ui import console_script, dashboard_config, stop_session, write_private
 
 SERVICES = ("postgres", "mlflow", "prefect", "prefect_worker", "optuna_dashboard")
 DATABASES = ("mlflow", "mlflow_auth", "optuna", "prefect")
@@ -91,7 +91,7 @@ def _credentials() -> dict:
             "prefect_auth_string": f"{PREFECT_USER}:{secrets.token_urlsafe(24)}",
             # MLflow's auth app signs its CSRF tokens with it; the same across its workers and restarts.
             "mlflow_flask_secret_key": secrets.token_urlsafe(32)}
-    _write_private(_credentials_path(), json.dumps(made, indent=2))
+    write_private(_credentials_path(), json.dumps(made, indent=2))
     return made
 
 
@@ -335,7 +335,7 @@ def up(log=print) -> dict:
             raise StackError(mask(str(error), credentials)) from None
         raise StackError(f"stack up failed: {mask(f'{type(error).__name__}: {error}', credentials)}") from None
     environment = client_environment(state, credentials)
-    _write_private(env_path(), "".join(f"{k}={shlex.quote(v)}\n" for k, v in environment.items()))
+    write_private(env_path(), "".join(f"{k}={shlex.quote(v)}\n" for k, v in environment.items()))
     return status()
 
 
@@ -403,7 +403,7 @@ def _start_mlflow(state: dict, credentials: dict, pg) -> dict:
     artifacts.mkdir(parents=True, exist_ok=True)
     auth_config = stack_dir() / "mlflow" / "basic_auth.ini"
     # The database URLs hold the cluster's password: in a 0600 file and the environment, never on a command line.
-    _write_private(auth_config, "\n".join([
+    write_private(auth_config, "\n".join([
         "[mlflow]",
         "default_permission = NO_PERMISSIONS",
         f"database_uri = {pg.url('mlflow_auth', 'postgresql+psycopg')}".replace("%", "%%"),
