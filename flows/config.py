@@ -99,6 +99,10 @@ def primitive_config(cfg: dict, name: str) -> dict:
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise ConfigError(f"{where}: {section}: unknown key {key!r} ({hint}known: {', '.join(sorted(known))})")
     try:
+        prim.guardrails(pcfg.get("evaluate") or {})  # a guardrail bound that is not a number fails here, not at promotion
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: evaluate: a promotion guardrail setting is invalid: {error}") from None
+    try:
         prim.params(pcfg.get("train"), where=f"{where}: train")
         tune = parse_params(TuneParams, pcfg.get("tune"), f"{where}: tune")
         check_space(tune.space, prim.params_class, f"{where}: tune.space")

@@ -134,6 +134,8 @@ class CompilerCostModel(Primitive):
         # 6 or 7 held-out shapes of a snapshot moves by about 0.01 when one near-tie flips, so a shortfall
         # within top1_tolerance is not "worse" (one dvc repro refused tau 0.651 over 0.594 for 0.8387 vs 0.8399).
         tolerance = float(config.get("top1_tolerance", TOP1_TOLERANCE))
+        if not 0.0 <= tolerance < 1.0:
+            raise ValueError(f"top1_tolerance must be in [0, 1), not {tolerance:g}")
         return (Guardrail("top1_score", no_worse_than_champion=True, higher_is_better=True, tolerance=tolerance),)
 
     def input_example(self, tables):

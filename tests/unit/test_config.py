@@ -62,3 +62,15 @@ def test_typed_params_carry_the_config_and_the_defaults(config_dir):
 def test_a_primitive_without_a_config_file_runs_on_its_defaults(config_dir):
     (config_dir / "compiler.yaml").unlink()
     assert config.primitive_config(config.load(), "compiler") == {}
+
+
+@pytest.mark.parametrize("value, message", [
+    ("abc", "configs/compiler.yaml: evaluate: a promotion guardrail setting is invalid: could not convert string to float"),
+    ("-0.1", "configs/compiler.yaml: evaluate: a promotion guardrail setting is invalid: top1_tolerance must be in [0, 1)"),
+])
+def test_a_bad_guardrail_setting_is_refused_before_anything_runs(config_dir, project, capsys, value, message):
+    _edit(config_dir, "compiler", "  top1_tolerance: 0.02 ", f"  top1_tolerance: {value} ")
+    assert main(["run", "--primitives", "compiler"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (project / "mlruns.db").exists() and not (project / "data").exists(), "nothing ran"
