@@ -7,6 +7,7 @@ test harness, real Great Expectations suites, real training.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,65 @@ import pytest
 SMALL_SOURCE = {"servers": 24, "requests": 30000, "keys": 6000, "zipf_offset": 200}
 
 
+@pytest.fixture(scope="session")
+def empty_stores(request, tmp_path_factory) -> Path:
+    """An MLflow and a Prefect database with nothing in them, at the installed versions' schemas, made by MLflow
+    and Prefect themselves. Each opens a new SQLite file by running every migration it has (about 7 s and 10 s
+    here), which every test's project would pay again; a copy of these is the same empty store. Kept in pytest's
+    cache between sessions, keyed by both versions."""
+    import shutil
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    key = f"aiprim-empty-stores/mlflow-{version('mlflow')}-prefect-{version('prefect')}"
+    cache = getattr(request.config, "cache", None)
+    stores = Path(cache.mkdir(key.replace("/", "-"))) if cache else tmp_path_factory.mktemp("empty-stores")
+    if (stores / "complete").exists():
+        return stores
+    building = Path(tempfile.mkdtemp(dir=stores))
+    env = {**os.environ, "PREFECT_HOME": str(building / ".prefect")}
+    subprocess.run([sys.executable, "-c", "import mlflow, sys; mlflow.MlflowClient(sys.argv[1]).search_experiments()",
+                    f"sqlite:///{building / 'mlruns.db'}"], check=True, env=env, capture_output=True)
+    subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"], check=True, env=env,
+                   capture_output=True)
+    for name in ("mlruns.db", ".prefect/prefect.db"):
+        (stores / name).parent.mkdir(exist_ok=True)
+        shutil.copyfile(building / name, stores / name)
+    shutil.rmtree(building)
+    (stores / "complete").touch()
+    return stores
+
+
+def add_empty_stores(home: Path, stores: Path) -> None:
+    """Copy the empty MLflow and Prefect databases into a project folder whose PREFECT_HOME is ``home/.prefect``."""
+    import shutil
+
+    (home / ".prefect").mkdir(parents=True, exist_ok=True)
+    for name in ("mlruns.db", ".prefect/prefect.db"):
+        shutil.copyfile(stores / name, home / name)
+
+
+def nothing_tracked(home: Path) -> bool:
+    """No MLflow run, experiment of ours or registered model in the project's store (or no store at all)."""
+    import sqlite3
+
+    path = home / "mlruns.db"
+    if not path.exists():
+        return True
+    with sqlite3.connect(path) as db:
+        counts = [db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                  for table in ("runs", "registered_models", "experiments")]
+    return counts == [0, 0, 1]  # the one experiment is MLflow's own Default
+
+
 @pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
+def project(tmp_path, monkeypatch, empty_stores) -> Path:
     """An empty project folder: stores, snapshots and quarantine all live here."""
     monkeypatch.setenv("AIPRIM_HOME", str(tmp_path))
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / ".prefect"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    add_empty_stores(tmp_path, empty_stores)
     return tmp_path
 
 
@@ -84,7 +138,7 @@ def small_profile() -> dict:
 
 
 @pytest.fixture(scope="session")
-def small_run(tmp_path_factory):
+def small_run(tmp_path_factory, empty_stores):
     """One real ``aiprim run`` of the small profile, in a subprocess with a project folder of its own:
     the balancer beside the third-party ``admission`` primitive (found through its entry point).
     Its stderr is a pipe, so no progress bars: lines only, as in a log file or CI."""
@@ -92,6 +146,7 @@ def small_run(tmp_path_factory):
     import sys
 
     home = tmp_path_factory.mktemp("small-run")
+    add_empty_stores(home, empty_stores)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "AIPRIM_CONFIG_DIR")}
     env.update(AIPRIM_HOME=str(home), PREFECT_HOME=str(home / ".prefect"), PYTHONPATH=str(THIRD_PARTY),
                # A loaded machine can take more than Prefect's default 20 s to start the temporary API server.

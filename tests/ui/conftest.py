@@ -109,12 +109,13 @@ def _interrupt(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def ui_project(tmp_path_factory, balancer_tables):
+def ui_project(tmp_path_factory, balancer_tables, empty_stores):
     from aiprim.flows import ui
-    from tests.conftest import write_balancer_snapshot
+    from tests.conftest import add_empty_stores, write_balancer_snapshot
     from tests.data.edits import edit, set_cell
 
     home = tmp_path_factory.mktemp("ui-project")
+    add_empty_stores(home, empty_stores)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "AIPRIM_CONFIG_DIR")}
     env.update(AIPRIM_HOME=str(home), PREFECT_HOME=str(home / ".prefect"),
                AIPRIM_CONFIG_DIR=str(_configs_with_test_profile(tmp_path_factory.mktemp("ui-configs"))))

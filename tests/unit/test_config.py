@@ -7,6 +7,7 @@ import pytest
 from aiprim.flows import config
 from aiprim.flows.cli import main
 from aiprim.settings import packaged_configs
+from tests.conftest import nothing_tracked
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def test_a_bad_config_is_refused_before_anything_runs(config_dir, project, capsy
     assert main(["run", "--primitives", "balancer"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
-    assert not (project / "mlruns.db").exists() and not (project / "data").exists(), "nothing ran"
+    assert nothing_tracked(project) and not (project / "data").exists(), "nothing ran"
 
 
 def test_typed_params_carry_the_config_and_the_defaults(config_dir):
@@ -73,4 +74,4 @@ def test_a_bad_guardrail_setting_is_refused_before_anything_runs(config_dir, pro
     assert main(["run", "--primitives", "compiler"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
-    assert not (project / "mlruns.db").exists() and not (project / "data").exists(), "nothing ran"
+    assert nothing_tracked(project) and not (project / "data").exists(), "nothing ran"
