@@ -15,6 +15,9 @@ so the hashed Gumbel-max still gives a new shard its share of groups.
 
 from __future__ import annotations
 
+import functools
+import itertools
+
 import numpy as np
 
 
@@ -47,45 +50,104 @@ def pack_groups(preference: np.ndarray, accesses: np.ndarray, size: np.ndarray, 
 def _repair(out: np.ndarray, load: np.ndarray, used: np.ndarray, share: np.ndarray, bound: float,
             max_moves: int = 5000, candidates: int = 64) -> None:
     """Greedy packing of two resources can fill one shard's bytes and another's accesses. While some shard
-    is over ``bound`` times its share in a resource, apply the single move, or the swap of two groups
-    between it and another shard, that lowers the cluster's peak most; stop when none lowers it."""
-    n_shards = len(share)
+    is over ``bound`` times its share in a resource, apply the move of one group off the peak shard, or the
+    swap of one for a group of another shard, that lowers the cluster's peak most. Where none lowers it,
+    apply the move (else swap) off the fullest over-full shard that has one that lowers the overload most
+    without raising the peak. Stop when neither is left.
+
+    The overload is the sum over shards and resources of share x (ratio - bound)^2 above the bound: it
+    moves load from a fuller shard to an emptier one. Lowering the peak alone stalls once every other
+    shard is near the peak in one resource (any move off the peak shard raises one past it), where a
+    chain through a shard over in only one resource, taking a group and passing another on, lowers it.
+
+    A peak shard holding at most ``candidates`` groups (warehouses, clusters) is scored for moves and swaps
+    together: a swap of large groups can lower the peak far more than any move, and the overload then only
+    takes over where a search for the peak alone stalls, so the pass never ends higher than that search.
+    One holding rows is scored for swaps only where no move lowers the peak: rows take a move each,
+    hundreds of them, and scoring swaps costs ``candidates`` times as much."""
+    if len(share) < 2:
+        return
+    # Per resource d, every group, the heaviest in d relative to the other resource first: heaviest[d] holds
+    # the movers off a shard over in d, heaviest[1 - d] what another shard sends back to it.
+    heaviest = [np.argsort(load[:, 1 - d] - load[:, d], kind="stable") for d in (0, 1)]
     for _ in range(max_moves):
-        ratio = used / share[:, None]
-        s, d = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-        peak = ratio[s, d]
+        per_shard = (used / share[:, None]).max(axis=1)
+        peak = per_shard.max()
         if peak <= bound:
             return
-        best = (peak - 1e-12, None)
-        per_shard = ratio.max(axis=1)
-        on_s = np.flatnonzero(out == s)
-        # The groups of s that weigh most in the overloaded resource relative to the other one.
-        lean = load[on_s, d] - load[on_s, 1 - d]
-        movers = on_s[np.argsort(-lean, kind="stable")[:candidates]]
-        for t in range(n_shards):
-            if t == s:
-                continue
-            rest = np.delete(per_shard, [s, t]).max(initial=0.0)
-            on_t = np.flatnonzero(out == t)
-            back = on_t[np.argsort(load[on_t, d] - load[on_t, 1 - d], kind="stable")[:candidates]]
-            # Moves of one group (h = none), then swaps of g (s -> t) with h (t -> s).
-            give = np.vstack([np.zeros((1, 2)), load[back]])  # (H+1, 2)
-            new_s = (used[s][None, None, :] - load[movers][:, None, :] + give[None, :, :]) / share[s]
-            new_t = (used[t][None, None, :] + load[movers][:, None, :] - give[None, :, :]) / share[t]
-            after = np.maximum(np.maximum(new_s.max(axis=2), new_t.max(axis=2)), rest)  # (G, H+1)
-            g, h = np.unravel_index(int(np.argmin(after)), after.shape)
-            if after[g, h] < best[0]:
-                best = (after[g, h], (movers[g], t, back[h - 1] if h > 0 else None))
-        if best[1] is None:
+        over = np.argsort(-per_shard, kind="stable")[: int((per_shard > bound).sum())]  # the fullest first
+
+        @functools.cache
+        def exchanges(s: int, swaps: bool):
+            return _exchanges(s, out, load, used, share, bound, heaviest, candidates, swaps)
+
+        exchange = None
+        few = (out == over[0]).sum() <= candidates
+        for swaps in (True,) if few else (False, True):
+            at, after, _ = exchanges(over[0], swaps)
+            if after.min() < peak - 1e-12:
+                exchange = at(int(np.argmin(after)))
+                break
+        for s, swaps in itertools.product(over, (False, True)) if exchange is None else ():
+            at, after, change = exchanges(s, swaps)
+            change = np.where(after > peak, np.inf, change)
+            if change.min() < -1e-15:
+                exchange = at(int(np.argmin(change)))
+                break
+        if exchange is None:
             return
-        g, t, h = best[1]
+        g, t, h = exchange
+        s = out[g]
         used[s] -= load[g]
         used[t] += load[g]
         out[g] = t
-        if h is not None:
+        if h >= 0:
             used[t] -= load[h]
             used[s] += load[h]
             out[h] = s
+
+
+def _exchanges(s: int, out: np.ndarray, load: np.ndarray, used: np.ndarray, share: np.ndarray, bound: float,
+               heaviest: list[np.ndarray], candidates: int, swaps: bool):
+    """The moves of the ``candidates`` groups of shard s heaviest in its fuller resource d (relative to the
+    other) to every other shard, and with ``swaps`` their swaps with each such shard's ``candidates``
+    lightest in d, scored at once: (the exchange at a flat index as (group, target shard, group sent back
+    or -1), the cluster's peak after each, the change of the overload)."""
+    ratio = used / share[:, None]
+    per_shard = ratio.max(axis=1)
+    d = int(np.argmax(ratio[s]))
+    is_target = np.arange(len(share)) != s
+    targets = np.flatnonzero(is_target)
+    movers = heaviest[d][out[heaviest[d]] == s][:candidates]
+    back = np.full((len(targets), candidates + 1 if swaps else 1), -1)  # column 0, nothing back: a move
+    if swaps:
+        shard_of = out[heaviest[1 - d]]
+        for i, t in enumerate(targets):
+            on_t = heaviest[1 - d][shard_of == t][:candidates]  # the lightest in d first
+            back[i, 1:len(on_t) + 1] = on_t
+    # (resource, target, mover, sent back): resources first, so that reducing over them is element-wise.
+    give = np.where(back >= 0, load[back].transpose(2, 0, 1), 0.0)[:, :, None, :]
+    take = load[movers].T[:, None, :, None]
+    t_share = share[targets][:, None, None]
+    new_s = (used[s][:, None, None, None] - take + give) / share[s]
+    new_t = (used[targets].T[:, :, None, None] + take - give) / t_share
+    # The peak over the shards other than s and the target.
+    rest = np.where(np.eye(len(share), dtype=bool)[targets], 0.0, np.where(is_target, per_shard, 0.0)).max(axis=1)
+    after = np.maximum(np.maximum(np.maximum(new_s[0], new_s[1]), np.maximum(new_t[0], new_t[1])),
+                       rest[:, None, None])
+
+    def overload(r, weight):
+        excess = np.maximum(r - bound, 0.0)
+        return weight * (excess[0] ** 2 + excess[1] ** 2)
+
+    change = (overload(new_s, share[s]) - overload(ratio[s], share[s])
+              + overload(new_t, t_share) - overload(ratio[targets].T[:, :, None, None], t_share))
+
+    def at(k: int) -> tuple[int, int, int]:
+        i, g, h = np.unravel_index(k, after.shape)
+        return int(movers[g]), int(targets[i]), int(back[i, h])
+
+    return at, after.ravel(), change.ravel()
 
 
 def _first_fit(choices: np.ndarray, load: np.ndarray, used: np.ndarray, budget: np.ndarray, share: np.ndarray) -> int:
