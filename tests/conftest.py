@@ -26,9 +26,9 @@ def empty_stores(request, tmp_path_factory) -> Path:
     import sys
     from importlib.metadata import version
 
-    key = f"aiprim-empty-stores/mlflow-{version('mlflow')}-prefect-{version('prefect')}"
+    key = f"aiprim-empty-stores-mlflow-{version('mlflow')}-prefect-{version('prefect')}"
     cache = getattr(request.config, "cache", None)
-    stores = Path(cache.mkdir(key.replace("/", "-"))) if cache else tmp_path_factory.mktemp("empty-stores")
+    stores = Path(cache.mkdir(key)) if cache else tmp_path_factory.mktemp("empty-stores")
     if (stores / "complete").exists():
         return stores
     building = Path(tempfile.mkdtemp(dir=stores))

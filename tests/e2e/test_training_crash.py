@@ -22,7 +22,7 @@ def test_killed_training_is_failed_then_resumed(project, balancer_snapshot):
     env = {**os.environ, "AIPRIM_PROFILE": "small"}
     train = [sys.executable, "-m", "aiprim.flows.cli", "train", "balancer", str(balancer_snapshot), "--trials", "0"]
     # Long enough to be killed mid-way: the small profile with many epochs, in a config folder of its own. The kill
-    # lands within an epoch or two of the first checkpoint, so 40 leave a wide margin; the rerun trains all the
+    # lands within an epoch or two of the first checkpoint, so 12 leave a wide margin; the rerun trains all the
     # epochs after the kill (with 40 it spent half a minute on them).
     cfg_dir = project / "configs"
     cfg_dir.mkdir()
