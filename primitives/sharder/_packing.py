@@ -77,6 +77,8 @@ def _repair(out: np.ndarray, load: np.ndarray, used: np.ndarray, share: np.ndarr
             return
         over = np.argsort(-per_shard, kind="stable")[: int((per_shard > bound).sum())]  # the fullest first
 
+        # Scored once per step: the peak search and the overload search ask for the same (shard, swaps) scores,
+        # which every applied exchange changes, so the cache lives for one step only.
         @functools.cache
         def exchanges(s: int, swaps: bool):
             return _exchanges(s, out, load, used, share, bound, heaviest, candidates, swaps)
