@@ -73,12 +73,25 @@ def snapshots(args, prim, config: dict, work: Path) -> list[tuple[str, dict]]:
     return out
 
 
+def parts(runtime, other_weights=()) -> dict:
+    """The runtime as the pipeline scores it ("learned") and, where it blends a tree member in, its MLPs and its
+    trees alone and its other blends (``tree_weight`` in ``other_weights``), scored in the same evaluation."""
+    from aiprim.primitives.compiler import CompilerRuntime
+
+    if runtime.forest is None or runtime.tree_weight == 0:
+        return {"learned": runtime}
+    weights = {"mlps": 0.0, "trees": 1.0} | {f"tree_weight_{w:g}": w for w in other_weights}
+    return {"learned": runtime} | {name: CompilerRuntime(runtime.weights, {**runtime.meta, "tree_weight": w})
+                                   for name, w in weights.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--snapshots", default="", help="comma-separated snapshot folders (default: measure new ones)")
     parser.add_argument("--source-seeds", default="0,1,2", help="seeds of the snapshots to measure")
     parser.add_argument("--train-seeds", default="0,1,2")
     parser.add_argument("--set", action="append", default=[], help="KEY=JSON: override a key of train: in configs/compiler.yaml")
+    parser.add_argument("--tree-weights", default="", help="comma-separated other tree weights to score beside the trained one")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compiler_promotion.json"))
     args = parser.parse_args()
 
@@ -87,6 +100,7 @@ def main() -> int:
     for item in args.set:
         key, value = item.split("=", 1)
         params[key] = json.loads(value)
+    others = [float(w) for w in args.tree_weights.split(",") if w]
     rows = []
     with tempfile.TemporaryDirectory(prefix="aiprim-bench-") as tmp:
         for name, tables in snapshots(args, prim, config, Path(tmp)):
@@ -94,19 +108,25 @@ def main() -> int:
             for seed in [int(s) for s in args.train_seeds.split(",")]:
                 started = time.perf_counter()
                 runtime = prim.train_runtime(train, params, Path(tmp) / f"{name}-{seed}", seed=seed)
-                report = prim.evaluate(runtime, held, {**config["evaluate"], "training_tables": train})
+                seconds = round(time.perf_counter() - started, 1)
+                report = prim.evaluate(parts(runtime, others), held, {**config["evaluate"], "training_tables": train})
                 learned, xgb = report.candidates["learned"], report.baselines["xgboost"]
-                rows.append({"snapshot": name, "train_seed": seed, "held_out_tasks": int(len(held["tasks"])),
-                             "learned": {k: learned.get(k) for k in METRICS}, "xgboost": {k: xgb.get(k) for k in METRICS},
-                             "seconds": round(time.perf_counter() - started, 1)})
-                log(f"{name} seed {seed}: tau {learned['kendall_tau']:.3f} vs XGBoost {xgb['kendall_tau']:.3f}")
+                row = {"snapshot": name, "train_seed": seed, "held_out_tasks": int(len(held["tasks"])),
+                       "learned": {k: learned.get(k) for k in METRICS}, "xgboost": {k: xgb.get(k) for k in METRICS},
+                       "seconds": seconds}
+                row |= {part: {k: report.candidates[part].get(k) for k in METRICS} for part in report.candidates if part != "learned"}
+                rows.append(row)
+                alone = f" (MLPs alone {row['mlps']['kendall_tau']:.3f}, trees alone {row['trees']['kendall_tau']:.3f})" if "mlps" in row else ""
+                log(f"{name} seed {seed}: tau {learned['kendall_tau']:.3f} vs XGBoost {xgb['kendall_tau']:.3f}{alone}")
     tau = np.array([r["learned"]["kendall_tau"] for r in rows])
     peer = np.array([r["xgboost"]["kendall_tau"] for r in rows])
     summary = {"runs": len(rows), "learned_ahead": int((tau > peer).sum()),
                "median_tau": {"learned": float(np.median(tau)), "xgboost": float(np.median(peer))},
                "median_margin": float(np.median(tau - peer)),
-               "median": {m: {"learned": float(np.median([r["learned"][m] for r in rows])),
-                              "xgboost": float(np.median([r["xgboost"][m] for r in rows]))} for m in METRICS}}
+               **{f"{part}_ahead": int(sum(r[part]["kendall_tau"] > r["xgboost"]["kendall_tau"] for r in rows))
+                  for part in (rows[0] if rows else {}) if isinstance(rows[0][part], dict) and part not in ("learned", "xgboost")},
+               "median": {m: {model: float(np.median([r[model][m] for r in rows]))
+                              for model in rows[0] if isinstance(rows[0][model], dict)} for m in METRICS} if rows else {}}
     result = {"machine": platform.processor() or platform.machine(), "params": params, "summary": summary, "runs": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

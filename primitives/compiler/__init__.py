@@ -42,6 +42,7 @@ class CompilerParams(TrainParams):
     list_weight: float = 0.0      # weight of the listwise loss (ListNet, toward each task's fastest schedules)
     members: int = 3              # MLPs trained side by side from different initialisations; the runtime averages them
     views: str = "all,all,compact"  # the features member j reads: view j mod len (_features.VIEWS), comma-separated
+    tree_weight: float = 0.5      # weight of a gradient-boosted tree member beside the MLPs' mean in the runtime (0: none)
     tasks_per_batch: int = 2      # whole tasks per batch: the ranking loss pairs schedules within a task
     val_fraction: float = 0.15
 
@@ -90,12 +91,17 @@ class CompilerCostModel(Primitive):
 
     def export_runtime(self, module, datamodule, directory):
         from ._features import FEATURE_NAMES
-        from ._model import export_weights
+        from ._model import export_weights, fit_tree_member
 
+        tree_weight = float(module.hparams.get("tree_weight", 0.0))
         meta = {"feature_mean": list(module.hparams.feature_mean), "feature_std": list(module.hparams.feature_std),
                 "target_mean": module.hparams.target_mean, "target_std": module.hparams.target_std,
-                "features": list(FEATURE_NAMES), "member_columns": [list(c) for c in module.net.columns]}
-        CompilerRuntime(export_weights(module), meta).save(Path(directory))
+                "features": list(FEATURE_NAMES), "member_columns": [list(c) for c in module.net.columns],
+                "tree_weight": tree_weight}
+        weights = export_weights(module)
+        if tree_weight > 0:  # the trees fit in seconds on the rows the MLPs trained on, so they are fitted here
+            weights |= fit_tree_member(datamodule, seed=datamodule.seed)
+        CompilerRuntime(weights, meta).save(Path(directory))
 
     def score(self, candidates, tables, config):
         from ._evaluate import score

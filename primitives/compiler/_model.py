@@ -8,6 +8,11 @@ pairwise logistic ranking loss over pairs of schedules of one task whose
 runtimes differ by more than ``rank_margin`` (log), so the order inside a
 task, which is what a tuner needs, is learned directly. Batches hold whole
 tasks; validation holds out whole tasks.
+
+The runtime blends the members' mean with gradient-boosted trees fitted on the
+same standardised rows (``fit_tree_member``, weight ``tree_weight``): the two
+err on different shapes, and their blend ranks unseen shapes more reliably
+than either alone (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -119,6 +124,7 @@ class CostDataModule(L.LightningDataModule):
             self.target_std = float(finished.std()) if finished.std() > 1e-6 else 1.0
         xs = (x - self.feature_mean) / self.feature_std
         ys = (y - self.target_mean) / self.target_std
+        self.finished_rows = (xs[~censored], ys[~censored])  # what the tree member fits (fit_tree_member)
         unique = np.unique(codes)
         rng = np.random.default_rng(seed)
         n_val = max(1, int(round(len(unique) * val_fraction))) if len(unique) >= 4 else 0
@@ -182,7 +188,7 @@ class CostModule(L.LightningModule):
     def __init__(self, feature_mean, feature_std, target_mean: float, target_std: float, hidden: int = 128, depth: int = 3,
                  dropout: float = 0.1, lr: float = 5e-3, weight_decay: float = 1e-3, rank_weight: float = 1.0,
                  rank_margin: float = 0.05, list_weight: float = 0.0, members: int = 1, views: str = "all",
-                 max_epochs: int = 80):
+                 max_epochs: int = 80, tree_weight: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.net = CostModelNet(N_FEATURES, hidden, depth, dropout, members, member_columns(views, members))
@@ -231,6 +237,15 @@ def export_weights(module: CostModule) -> dict:
     return weights
 
 
+def fit_tree_member(datamodule: CostDataModule, seed: int = 0) -> dict:
+    """Gradient-boosted trees on the datamodule's finished rows (standardised features and target, training and
+    validation tasks alike), as ``forest_*`` arrays for the runtime (``_forest``)."""
+    from ._forest import fit_forest
+
+    x, y = datamodule.finished_rows
+    return fit_forest(x, y, seed=seed)
+
+
 def warm_start(module: CostModule, runtime_weights: dict, runtime_meta: dict, trainable_layers: int | None = None) -> CostModule:
     """Start ``module`` from a trained runtime's weights (``export_weights``' layout) and freeze all but the last
     ``trainable_layers`` linear layers of every member (None: train them all).
@@ -243,7 +258,7 @@ def warm_start(module: CostModule, runtime_weights: dict, runtime_meta: dict, tr
     for key in ("feature_mean", "feature_std", "target_mean", "target_std"):
         if not np.allclose(np.asarray(hp[key], dtype=np.float64), np.asarray(runtime_meta[key], dtype=np.float64)):
             raise ValueError(f"warm_start: the module's {key} is not the runtime's; build its datamodule with scaling=runtime_meta")
-    members = {key.split("_")[0] for key in runtime_weights}
+    members = {key.split("_")[0] for key in runtime_weights if not key.startswith("forest_")}
     if len(members) != len(module.net.members):
         raise ValueError(f"warm_start: the runtime has {len(members)} members, the module {len(module.net.members)}")
     columns = runtime_meta.get("member_columns")

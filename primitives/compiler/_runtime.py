@@ -17,6 +17,7 @@ import numpy as np
 
 from .._base import Runtime, load_weights, mlp_forward, save_weights
 from ._features import featurize_task, log_flops
+from ._forest import KEYS as FOREST_KEYS, forest_predict
 from ._machine import machine_caches
 from ._space import FAMILIES, TaskError, parse_shape
 
@@ -60,6 +61,9 @@ class CompilerRuntime(Runtime):
     def __init__(self, weights: dict, meta: dict):
         self.weights = weights
         self.meta = meta
+        self.forest = {k: weights[k] for k in FOREST_KEYS} if "forest_roots" in weights else None
+        self.tree_weight = float(meta.get("tree_weight", 0.0)) if self.forest is not None else 0.0
+        weights = {k: v for k, v in weights.items() if not k.startswith("forest_")}
         if "w0" in weights:  # a single-MLP runtime, as written before ensembles
             weights = {f"m0_{k}": v for k, v in weights.items()}
         members = sorted({int(k[1:].split("_")[0]) for k in weights})
@@ -79,10 +83,14 @@ class CompilerRuntime(Runtime):
         return cls(*load_weights(directory, WEIGHTS, META))
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
-        """Predicted log(seconds per flop) of featurised schedules: the members' mean."""
+        """Predicted log(seconds per flop) of featurised schedules: the MLP members' mean, blended with the
+        tree member's prediction by ``tree_weight`` where the runtime has one."""
         x = (features - self.feature_mean) / self.feature_std
         h = np.mean([mlp_forward(x[:, cols], *zip(*layers))[:, 0] for layers, cols in zip(self.members, self.columns)], axis=0)
-        return h.astype(np.float64) * self.meta["target_std"] + self.meta["target_mean"]
+        h = h.astype(np.float64)
+        if self.forest is not None and self.tree_weight > 0:
+            h = (1.0 - self.tree_weight) * h + self.tree_weight * forest_predict(self.forest, x)
+        return h * self.meta["target_std"] + self.meta["target_mean"]
 
     def predict(self, task, schedules) -> np.ndarray:
         """Predicted runtime in seconds of each schedule, on the machine this runs on (its caches, for CPU families)."""

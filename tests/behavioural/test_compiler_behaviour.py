@@ -81,6 +81,7 @@ def test_numpy_runtime_computes_what_the_torch_model_computes(cost_model, tmp_pa
     from aiprim import primitives
     from aiprim.primitives.compiler._features import featurize_rows
     from aiprim.primitives.compiler._model import CostModule
+    from aiprim.primitives.compiler._runtime import CompilerRuntime
 
     prim = primitives.get("compiler")
     _, tables = cost_model
@@ -89,7 +90,9 @@ def test_numpy_runtime_computes_what_the_torch_model_computes(cost_model, tmp_pa
     module: CostModule = prim.build_module(datamodule, params)
     module.eval()  # dropout off, as in the exported runtime
     prim.export_runtime(module, datamodule, tmp_path)
-    runtime = prim.load_runtime(tmp_path)
+    blended = prim.load_runtime(tmp_path)
+    assert blended.forest is not None and blended.tree_weight == params.tree_weight > 0  # the default blends in trees
+    runtime = CompilerRuntime(blended.weights, {**blended.meta, "tree_weight": 0.0})  # its MLP members alone
     x = featurize_rows(tables["tasks"], tables["measurements"].head(20))
     with torch.no_grad():
         expected = module.net(torch.from_numpy((x - datamodule.feature_mean) / datamodule.feature_std)).numpy().mean(axis=0)
