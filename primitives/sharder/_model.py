@@ -258,7 +258,7 @@ class SharderDataModule(L.LightningDataModule):
         self.current = self.fleet.index_of(self.items["current_shard"])
         self.access_share = self.accesses / max(self.accesses.sum(), 1e-12)
         self.size_share = self.size / max(self.size.sum(), 1e-12)
-        self._init_prototypes(max(int(clusters_per_shard), 1) * len(self.fleet), seed)
+        self._defer_partition(max(int(clusters_per_shard), 1) * len(self.fleet), seed)
         self.load_probability = 0.5 * (self.access_share + self.size_share)
         self.load_probability /= self.load_probability.sum()
         self.static = {"table": table, "attrs": attrs, "size_feature": size_feature, "coaccess": self.coaccess,
@@ -266,18 +266,35 @@ class SharderDataModule(L.LightningDataModule):
         self.settings = dict(txns=int(txns_per_step), steps=int(steps_per_epoch), coaccess_dropout=float(coaccess_dropout),
                              attr_dropout=float(attr_dropout), sample=int(load_sample), seed=seed)
 
-    def _init_prototypes(self, n_clusters: int, seed: int) -> None:
-        """Clusters of the co-access embedding, partitioned over the shards: the kernel's starting point."""
-        touched = self.has_coaccess > 0
-        load = np.column_stack([self.access_share, self.size_share])
-        centres, label = kmeans(self.coaccess[touched], load[touched].sum(1), n_clusters, seed)
-        cluster = np.full(len(self.items), -1, dtype=np.int64)
-        cluster[touched] = label
-        cluster_load = np.zeros((n_clusters, 2))
-        np.add.at(cluster_load, label, load[touched])
-        txn, row = self.train_pairs
-        self.prototypes = centres
-        self.cluster_shard = coarse_partition(txn, cluster[row], cluster_load, self.fleet.share, self.pack_slack, seed)
+    def _defer_partition(self, n_clusters: int, seed: int) -> None:
+        """``n_clusters`` clusters of the co-access embedding, partitioned over the shards (the kernel's starting
+        point), built when ``prototypes`` or ``cluster_shard`` is first read: a module that is only
+        ``reconfigured`` (the transfer decode's) never pays for its own, and they are most of its build time."""
+        self._partition_knobs, self._partition = (n_clusters, seed, self.pack_slack), None
+
+    def _partitioned(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._partition is None:
+            n_clusters, seed, slack = self._partition_knobs
+            touched = self.has_coaccess > 0
+            load = np.column_stack([self.access_share, self.size_share])
+            centres, label = kmeans(self.coaccess[touched], load[touched].sum(1), n_clusters, seed)
+            cluster = np.full(len(self.items), -1, dtype=np.int64)
+            cluster[touched] = label
+            cluster_load = np.zeros((n_clusters, 2))
+            np.add.at(cluster_load, label, load[touched])
+            txn, row = self.train_pairs
+            self._partition = centres, coarse_partition(txn, cluster[row], cluster_load, self.fleet.share, slack, seed)
+        return self._partition
+
+    @property
+    def prototypes(self) -> np.ndarray:
+        """(clusters, coaccess_dim) the clusters' centres."""
+        return self._partitioned()[0]
+
+    @property
+    def cluster_shard(self) -> np.ndarray:
+        """(clusters,) the shard position of every cluster."""
+        return self._partitioned()[1]
 
     def reconfigured(self, clusters_per_shard: int, min_key_score: float, pack_slack: float,
                      seed: int = 0) -> "SharderDataModule":
@@ -290,7 +307,7 @@ class SharderDataModule(L.LightningDataModule):
         out.pack_slack = float(pack_slack)
         out.key_column = self.key_column_for(min_key_score, pack_slack)
         out.keys = self.keys if out.key_column == self.key_column else placement_keys(self.items, out.key_column)
-        out._init_prototypes(max(int(clusters_per_shard), 1) * len(self.fleet), seed)
+        out._defer_partition(max(int(clusters_per_shard), 1) * len(self.fleet), seed)
         return out
 
     def key_column_for(self, min_key_score: float, pack_slack: float | None = None) -> str | None:

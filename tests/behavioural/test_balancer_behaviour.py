@@ -84,14 +84,15 @@ def test_adding_a_server_takes_roughly_its_share(setup):
     before = runtime.route(requests, servers)
     # a copy of the median server, under a new name
     load = pd.Series(before).value_counts()
-    template = servers[servers["server_id"] == load.index[len(load) // 2]]
-    grown = pd.concat([servers, template.assign(server_id="newcomer")], ignore_index=True)
+    original = load.index[len(load) // 2]
+    grown = pd.concat([servers, servers[servers["server_id"] == original].assign(server_id="newcomer")], ignore_index=True)
     after = runtime.route(requests, grown)
     moved = before != after
     assert (after[moved] == "newcomer").all(), "keys move only onto the new server"
-    share = moved.mean()
-    typical = load.median() / len(requests)
-    assert 0.5 * typical < share < 2.0 * typical
+    # Its share is the original's, not the fleet's median: servers of another class carry other shares
+    # (a storage server at the median position carries 0.026 of the requests where the median is 0.038).
+    share, originals = moved.mean(), float((before == original).mean())
+    assert 0.5 * originals < share < 2.0 * originals
 
 
 def test_unknown_request_and_server_classes_are_served(setup):
