@@ -73,6 +73,21 @@ def snapshots(args, prim, config: dict, work: Path) -> list[tuple[str, dict]]:
     return out
 
 
+def grouped(named_tables: list, prim, pairs: bool, keep_schedules: int) -> list[tuple[str, dict]]:
+    """The snapshots as they are, or merged two by two (``merge_experience``: the later one's ids prefixed), each
+    cut to its first ``keep_schedules`` schedules per shape where that is set."""
+    if pairs:
+        named_tables = [(f"{a}+{b}", prim.merge_experience([(a, ta), (b, tb)]))
+                        for (a, ta), (b, tb) in zip(named_tables[::2], named_tables[1::2])]
+    if keep_schedules:
+        kept = []
+        for name, tables in named_tables:
+            m = tables["measurements"]
+            kept.append((name, {**tables, "measurements": m[m.groupby("task_id").cumcount() < keep_schedules].reset_index(drop=True)}))
+        named_tables = kept
+    return named_tables
+
+
 def parts(runtime, other_weights=()) -> dict:
     """The runtime as the pipeline scores it ("learned") and, where it blends a tree member in, its MLPs and its
     trees alone and its other blends (``tree_weight`` in ``other_weights``), scored in the same evaluation."""
@@ -91,6 +106,9 @@ def main() -> int:
     parser.add_argument("--source-seeds", default="0,1,2", help="seeds of the snapshots to measure")
     parser.add_argument("--train-seeds", default="0,1,2")
     parser.add_argument("--set", action="append", default=[], help="KEY=JSON: override a key of train: in configs/compiler.yaml")
+    parser.add_argument("--pairs", action="store_true",
+                        help="merge consecutive snapshots in pairs, as the experience window merges them (twice the shapes)")
+    parser.add_argument("--keep-schedules", type=int, default=0, help="keep only the first N schedules of each shape")
     parser.add_argument("--tree-weights", default="", help="comma-separated other tree weights to score beside the trained one")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compiler_promotion.json"))
     args = parser.parse_args()
@@ -103,7 +121,7 @@ def main() -> int:
     others = [float(w) for w in args.tree_weights.split(",") if w]
     rows = []
     with tempfile.TemporaryDirectory(prefix="aiprim-bench-") as tmp:
-        for name, tables in snapshots(args, prim, config, Path(tmp)):
+        for name, tables in grouped(snapshots(args, prim, config, Path(tmp)), prim, args.pairs, args.keep_schedules):
             train, held = prim.split(tables, holdout)
             for seed in [int(s) for s in args.train_seeds.split(",")]:
                 started = time.perf_counter()
