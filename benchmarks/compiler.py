@@ -102,7 +102,7 @@ def main() -> int:
         args.tasks_per_family, args.schedules, args.epochs, args.random_pool, args.candidates = 5, 16, 20, 40, 300
 
     from aiprim import primitives
-    from aiprim.primitives.compiler._evaluate import evaluate, fit_peers
+    from aiprim.primitives.compiler._evaluate import fit_peers
     from aiprim.primitives.compiler._measure import cpu_target
 
     prim = primitives.get("compiler")
@@ -126,7 +126,7 @@ def main() -> int:
     started = time.perf_counter()
     peers = fit_peers(train)
     peers_s = time.perf_counter() - started
-    report = evaluate(runtime, held_out, {"training_tables": train})
+    report = prim.evaluate(runtime, held_out, {"training_tables": train})
     log(f"learned: {json.dumps({k: round(v, 3) for k, v in report['metrics'].items() if not isinstance(v, dict)})}")
 
     config = {**source, "repeats": 5, "time_limit_s": 0.5}
