@@ -84,6 +84,22 @@ def tuning_goal(held_out, runtime, peers, config, args):
     return rows
 
 
+def outside_training_range(train: dict, held_out: dict) -> list[str]:
+    """Held-out tasks whose work (flops) lies outside the range of their family's training tasks."""
+    from aiprim.primitives.compiler._features import log_flops
+    from aiprim.primitives.compiler._space import parse_shape
+
+    def sizes(tasks):
+        return [(t.task_id, t.kernel, log_flops(t.kernel, parse_shape(t.kernel, t.shape, t.task_id))) for t in tasks.itertuples()]
+
+    ranges: dict[str, tuple[float, float]] = {}
+    for _, kernel, size in sizes(train["tasks"]):
+        low, high = ranges.get(kernel, (np.inf, -np.inf))
+        ranges[kernel] = (min(low, size), max(high, size))
+    return [task_id for task_id, kernel, size in sizes(held_out["tasks"])
+            if kernel not in ranges or not ranges[kernel][0] <= size <= ranges[kernel][1]]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks-per-family", type=int, default=20)
@@ -129,6 +145,14 @@ def main() -> int:
     report = prim.evaluate(runtime, held_out, {"training_tables": train})
     log(f"learned: {json.dumps({k: round(v, 3) for k, v in report['metrics'].items() if not isinstance(v, dict)})}")
 
+    outside = outside_training_range(train, held_out)
+    outside_metrics = {}
+    if outside:
+        part = {name: table[table["task_id"].isin(outside)] for name, table in held_out.items()}
+        outside_report = prim.evaluate(runtime, part, {"training_tables": train})
+        outside_metrics = {"learned": outside_report["metrics"], **outside_report["baselines"]}
+    log(f"{len(outside)} held-out tasks lie outside their family's training range of flops: {', '.join(outside) or '-'}")
+
     config = {**source, "repeats": 5, "time_limit_s": 0.5}
     goal = tuning_goal(held_out, runtime, {"xgboost": peers["xgboost"]}, config, args)
     summary = {
@@ -139,6 +163,7 @@ def main() -> int:
                       "held_out_tasks": len(held_out["tasks"])},
         "train_seconds": {"learned": train_s, "peers": peers_s},
         "metrics": {"learned": report["metrics"], **report["baselines"]},
+        "outside_training_range": {"tasks": outside, "metrics": outside_metrics},
         "tuning_goal": {
             "trials": args.trials, "random_pool": args.random_pool, "candidates": args.candidates,
             "within_5pct": {name: float(np.mean([r[f"{name}_ratio"] <= 1.05 for r in goal])) for name in ("learned", "xgboost")},
@@ -166,6 +191,16 @@ def markdown(s: dict) -> str:
     for key in keys:
         cells = [f"{s['metrics'][m][key]:.3f}" if key in s["metrics"][m] else "-" for m in models]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    outside = s.get("outside_training_range", {})
+    if outside.get("metrics"):
+        lines += ["", f"Of them, {len(outside['tasks'])} lie outside their family's training range of flops "
+                  f"({', '.join(outside['tasks'])}):", "",
+                  "| metric (outside the training range) | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+        for key in ("top1_score", "top5_score", "kendall_tau", "mape"):
+            cells = [f"{outside['metrics'][m][key]:.3f}" if key in outside["metrics"].get(m, {}) else "-" for m in models]
+            lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    elif outside:
+        lines += ["", "No held-out task lies outside its family's training range of flops."]
     g = s["tuning_goal"]
     lines += ["", f"Tuning goal: best of the top {g['trials']} of {g['candidates']} scored candidates, measured, over the best "
               f"of {g['random_pool']} random schedules measured.", "",
