@@ -239,7 +239,8 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    header = (f"Target A ({', '.join(s['target'] for s in result['sources'])}) -> target B ({result['target']['target']}), "
+    header = (f"Target A ({', '.join(s['target'] or 'no target recorded' for s in result['sources'])}) -> "
+              f"target B ({result['target']['target']}), "
               f"{result['target']['held_out_tasks']} held-out shapes of B; medians over seeds {args.train_seeds}\n\n")
     out.with_suffix(".md").write_text(header + text)
     print(text)
