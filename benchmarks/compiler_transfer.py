@@ -209,6 +209,7 @@ def main() -> int:
     parser.add_argument("--fine-tune-lr", type=float, default=1e-3)
     parser.add_argument("--measure-seed", type=int, help="measure a snapshot of the default source with this seed and exit")
     parser.add_argument("--measure-out", default="/tmp/cxfer", help="root folder of the measured snapshot")
+    parser.add_argument("--set", action="append", default=[], help="KEY=JSON: override a key of train: in configs/compiler.yaml")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compiler_transfer.json"))
     args = parser.parse_args()
 
@@ -226,6 +227,9 @@ def main() -> int:
         parser.error("--target-snapshot is required (or --measure-seed to measure one)")
     holdout = float(yaml.safe_load((ROOT / "configs" / "pipeline.yaml").read_text())["promotion"]["holdout_fraction"])
     params = dict(config["train"])
+    for item in args.set:
+        key, value = item.split("=", 1)
+        params[key] = json.loads(value)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="aiprim-bench-") as tmp:
         result = run(args, prim, config, params, holdout, Path(tmp))
