@@ -18,16 +18,13 @@ KEYS = ("forest_feature", "forest_threshold", "forest_left", "forest_right", "fo
 
 
 def fit_forest(x: np.ndarray, y: np.ndarray, seed: int = 0, **params) -> dict[str, np.ndarray]:
-    """Fit XGBoost (squared error) on ``x`` -> ``y`` and return its trees as ``forest_*`` arrays."""
-    import xgboost
+    """Fit XGBoost as the ``xgboost`` peer fits it (its settings, overridden by ``params``) on ``x`` -> ``y`` and
+    return its trees as ``forest_*`` arrays."""
+    from ._peers import XGBoostPeer
 
     if not np.isfinite(x).all():
         raise ValueError("fit_forest: features must be finite (the flattened trees keep no missing-value branch)")
-    settings = {"n_estimators": 400, "max_depth": 6, "learning_rate": 0.05, "subsample": 0.8, "colsample_bytree": 0.8,
-                "min_child_weight": 1.0, **params}
-    model = xgboost.XGBRegressor(objective="reg:squarederror", random_state=seed, n_jobs=1, **settings)
-    model.fit(x, y)
-    return flatten(model.get_booster())
+    return flatten(XGBoostPeer(seed=seed, **params).fit(x, y).model.get_booster())
 
 
 def flatten(booster) -> dict[str, np.ndarray]:

@@ -88,7 +88,7 @@ class CompilerRuntime(Runtime):
         x = (features - self.feature_mean) / self.feature_std
         h = np.mean([mlp_forward(x[:, cols], *zip(*layers))[:, 0] for layers, cols in zip(self.members, self.columns)], axis=0)
         h = h.astype(np.float64)
-        if self.forest is not None and self.tree_weight > 0:
+        if self.tree_weight > 0:  # 0 where the runtime has no tree member
             h = (1.0 - self.tree_weight) * h + self.tree_weight * forest_predict(self.forest, x)
         return h * self.meta["target_std"] + self.meta["target_mean"]
 
