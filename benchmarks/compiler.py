@@ -199,7 +199,7 @@ def markdown(s: dict) -> str:
         for key in ("top1_score", "top5_score", "kendall_tau", "mape"):
             cells = [f"{outside['metrics'][m][key]:.3f}" if key in outside["metrics"].get(m, {}) else "-" for m in models]
             lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    elif outside:
+    elif "outside_training_range" in s:
         lines += ["", "No held-out task lies outside its family's training range of flops."]
     g = s["tuning_goal"]
     lines += ["", f"Tuning goal: best of the top {g['trials']} of {g['candidates']} scored candidates, measured, over the best "

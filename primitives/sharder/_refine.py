@@ -33,7 +33,7 @@ class CoAccess(NamedTuple):
     txn: np.ndarray              # (P,) transactions numbered 0..n_txns-1
     group: np.ndarray            # (P,)
     n_txns: int
-    weighted: sparse.csr_matrix  # (G, n_txns): a transaction of m groups weighs 1/(m-1) for each of them
+    weighted: "scipy.sparse.csr_matrix"  # (G, n_txns): a transaction of m groups weighs 1/(m-1) for each of them
     self_weight: np.ndarray      # (G,) what a group adds to its own shard's affinity, taken off it
 
     @classmethod
