@@ -61,7 +61,8 @@ def _type_ok(value, annotation) -> bool:
 
 
 def parse_params(cls, raw: dict | None, where: str):
-    """``cls(**raw)`` with every key checked: unknown keys and wrong types are one-line errors naming them."""
+    """``cls(**raw)`` with every key checked: unknown keys, wrong types and values outside a field's
+    ``metadata["range"]`` (low, high; None: unbounded) are one-line errors naming them."""
     raw = dict(raw or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
@@ -71,6 +72,9 @@ def parse_params(cls, raw: dict | None, where: str):
             raise ParamsError(f"{where}: unknown key {key!r} ({_suggest_name(key, known)}known: {', '.join(known)})")
         if not _type_ok(value, hints[key]):
             raise ParamsError(f"{where}.{key}: {value!r} is not of type {getattr(hints[key], '__name__', hints[key])}")
+        low, high = fields[key].metadata.get("range", (None, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ParamsError(f"{where}.{key}: {value!r} is outside [{low}, {high}]")
     values = {k: (float(v) if hints[k] is float else v) for k, v in raw.items()}
     return cls(**values)
 

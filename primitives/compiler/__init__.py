@@ -8,7 +8,7 @@ task or schedule that does not fit its family.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._base import Guardrail, Primitive, register
@@ -42,7 +42,8 @@ class CompilerParams(TrainParams):
     list_weight: float = 0.0      # weight of the listwise loss (ListNet, toward each task's fastest schedules)
     members: int = 3              # MLPs trained side by side from different initialisations; the runtime averages them
     views: str = "all,all,compact"  # the features member j reads: view j mod len (_features.VIEWS), comma-separated
-    tree_weight: float = 0.5      # weight of a gradient-boosted tree member beside the MLPs' mean in the runtime (0: none)
+    tree_weight: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # the tree member's share of the runtime's
+                                  # prediction beside the MLPs' mean (0: the MLPs alone, 1: the trees alone)
     tasks_per_batch: int = 2      # whole tasks per batch: the ranking loss pairs schedules within a task
     val_fraction: float = 0.15
 

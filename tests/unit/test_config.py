@@ -35,6 +35,7 @@ def _edit(folder, name, old, new):
      "configs/balancer.yaml: tune.space.hiddn: not a training parameter (did you mean 'hidden'?"),
     ("balancer", "    spread_weight: {float: [1.0, 4.0]}\n", "    spread_weight: {float: [4.0, 1.0]}\n",
      "tune.space.spread_weight: float needs [low, high] with low <= high"),
+    ("compiler", "  tree_weight: 0.5 ", "  tree_weight: 1.5 ", "configs/compiler.yaml: train.tree_weight: 1.5 is outside [0.0, 1.0]"),
     ("balancer", "evaluate:\n", "evaluation:\n", "configs/balancer.yaml: unknown section 'evaluation'"),
     ("balancer", "  zones: 3\n", "  zone: 3\n", "configs/balancer.yaml: source: unknown key 'zone' (did you mean 'zones'?"),
     ("balancer", "  disruption_trials: 5\n", "  disruption_trails: 5\n",
@@ -45,7 +46,7 @@ def _edit(folder, name, old, new):
 ])
 def test_a_bad_config_is_refused_before_anything_runs(config_dir, project, capsys, config, old, new, message):
     _edit(config_dir, config, old, new)
-    assert main(["run", "--primitives", "balancer"]) == 1
+    assert main(["run", "--primitives", "balancer" if config == "pipeline" else config]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert nothing_tracked(project) and not (project / "data").exists(), "nothing ran"
