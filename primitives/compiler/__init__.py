@@ -98,7 +98,7 @@ class CompilerCostModel(Primitive):
         meta = {"feature_mean": list(module.hparams.feature_mean), "feature_std": list(module.hparams.feature_std),
                 "target_mean": module.hparams.target_mean, "target_std": module.hparams.target_std,
                 "features": list(FEATURE_NAMES), "member_columns": [list(c) for c in module.net.columns],
-                "tree_weight": tree_weight}
+                "tree_weight": tree_weight, "kernels": list(datamodule.kernels)}
         weights = export_weights(module)
         if tree_weight > 0:  # the trees fit in seconds on the rows the MLPs trained on, so they are fitted here
             weights |= fit_tree_member(datamodule, seed=datamodule.seed)

@@ -45,42 +45,53 @@ def parse_task_spec(spec: str) -> dict:
     return {"task_id": task.get("task_id", "--task"), "kernel": task["kernel"], "shape": task["shape"]}
 
 
-def autotune(task, runtime, candidates: int = 1000, trials: int = 10, seed: int = 0, config: dict | None = None,
-             progress=None) -> dict:
+def rank_candidates(task, runtime, candidates: int = 1000, seed: int = 0) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """``candidates`` distinct schedules drawn from the task's space, their predicted seconds, and their order
+    (predicted fastest first)."""
+    kernel, shape, _ = task_parts(task)
+    pool = sample_schedules(kernel, candidates, np.random.default_rng(seed))
+    predicted = runtime.predict({"kernel": kernel, "shape": shape}, pool)
+    return pool, predicted, np.argsort(predicted, kind="stable")
+
+
+def measure_schedules(kernel: str, shape: dict, schedules: list[dict], seed: int = 0, config: dict | None = None,
+                      progress=None) -> tuple[str, list[tuple[float | None, str | None]]]:
+    """(target, [(seconds or None, error or None)]) of each schedule, compiled and timed on this machine."""
     from ._measure import Worker, build, cpu_target, measure_task
 
     config = dict(config or {})
+    if FAMILIES[kernel].target == "cpu":
+        cache_dir = Path(config.get("cache_dir") or Path(tempfile.gettempdir()) / "aiprim-kernels")
+        libraries, errors = build(kernel, shape, schedules, cache_dir)
+        with Worker() as worker:
+            results = measure_task(worker, kernel, shape, libraries, errors, seed, config)
+        return cpu_target(), [(r.runtime_s, r.error) for r in results]
+    import pandas as pd
+
+    from ._triton import gpu_available, measure_triton
+
+    why_not = gpu_available()
+    if why_not:
+        raise TaskError(f"{kernel} needs a CUDA GPU: {why_not}")
+    frame = pd.DataFrame([{"task_id": "autotune", "kernel": kernel, "shape": json.dumps(shape)}])
+    target, rows = measure_triton(frame, {"autotune": schedules}, config, time.time(), progress or (lambda m: None))
+    return target, [(r["runtime_s"], r["error"]) for r in rows]
+
+
+def autotune(task, runtime, candidates: int = 1000, trials: int = 10, seed: int = 0, config: dict | None = None,
+             progress=None) -> dict:
     kernel, shape, _ = task_parts(task)
     if trials < 1:
         raise TaskError("--trials must be at least 1")
-    rng = np.random.default_rng(seed)
-    pool = sample_schedules(kernel, candidates, rng)
     started = time.perf_counter()
-    predicted = runtime.predict({"kernel": kernel, "shape": shape}, pool)
-    ranked = np.argsort(predicted, kind="stable")[:trials]
+    pool, predicted, order = rank_candidates({"kernel": kernel, "shape": shape}, runtime, candidates, seed)
+    ranked = order[:trials]
     scoring_s = time.perf_counter() - started
     chosen = [pool[i] for i in ranked]
     if progress:
         progress(f"scored {len(pool)} of {space_size(kernel)} schedules in {scoring_s * 1e3:.1f} ms; measuring the top {len(chosen)}")
     started = time.perf_counter()
-    if FAMILIES[kernel].target == "cpu":
-        target = cpu_target()
-        cache_dir = Path(config.get("cache_dir") or Path(tempfile.gettempdir()) / "aiprim-kernels")
-        libraries, errors = build(kernel, shape, chosen, cache_dir)
-        with Worker() as worker:
-            results = measure_task(worker, kernel, shape, libraries, errors, seed, config)
-        measured = [(r.runtime_s, r.error) for r in results]
-    else:
-        import pandas as pd
-
-        from ._triton import gpu_available, measure_triton
-
-        why_not = gpu_available()
-        if why_not:
-            raise TaskError(f"{kernel} needs a CUDA GPU: {why_not}")
-        frame = pd.DataFrame([{"task_id": "autotune", "kernel": kernel, "shape": json.dumps(shape)}])
-        target, rows = measure_triton(frame, {"autotune": chosen}, config, time.time(), progress or (lambda m: None))
-        measured = [(r["runtime_s"], r["error"]) for r in rows]
+    target, measured = measure_schedules(kernel, shape, chosen, seed, config, progress)
     measuring_s = time.perf_counter() - started
     trials_out = [{"rank": n + 1, "schedule": schedule, "predicted_s": float(predicted[i]), "measured_s": runtime_s, "error": error}
                   for n, (i, schedule, (runtime_s, error)) in enumerate(zip(ranked, chosen, measured))]

@@ -110,6 +110,8 @@ class CostDataModule(L.LightningDataModule):
                  scaling: dict | None = None):
         super().__init__()
         x, y, censored, codes, _ = training_rows(tasks, measurements)
+        measured = measurements.loc[measurements["runtime_s"].notna(), "task_id"]
+        self.kernels = sorted(tasks.loc[tasks["task_id"].isin(measured), "kernel"].unique().tolist())  # the runtime's meta
         if len(np.unique(codes)) < 2:
             raise ValueError("the cost model needs measured schedules of at least two tasks")
         if scaling is not None:

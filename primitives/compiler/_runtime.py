@@ -74,6 +74,8 @@ class CompilerRuntime(Runtime):
         # The feature columns each member reads (a runtime written before views: every member reads them all).
         everything = list(range(len(self.feature_mean)))
         self.columns = [np.asarray(c, dtype=np.int64) for c in meta.get("member_columns") or [everything] * len(self.members)]
+        # The kernel families it was trained on; None for a runtime written before it recorded them.
+        self.kernels = meta.get("kernels")
 
     def save(self, directory: Path) -> None:
         save_weights(directory, self.weights, self.meta, WEIGHTS, META)

@@ -50,6 +50,12 @@ class Family:
     flops: str  # expression: floating-point operations of one run
     parallel_loops: tuple[str, ...]  # tile loops shared out among threads (collapsed)
     target: str = "cpu"
+    # The computation, where families of several targets compute the same thing (placement: _placement.py).
+    computes: str | None = None
+
+    @property
+    def computation(self) -> str:
+        return self.computes or self.name
 
     @property
     def orders(self) -> tuple[str, ...]:
@@ -162,11 +168,13 @@ FAMILIES: dict[str, Family] = {
             flops="2*M*N*K",
             parallel_loops=("i", "j"),
             target="cuda",
+            computes="matmul",  # in fp16 with fp32 accumulation, where the CPU family computes in fp32
         ),
     )
 }
 
 CPU_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.target == "cpu")
+TARGETS = tuple(dict.fromkeys(f.target for f in FAMILIES.values()))
 
 
 def family_of(kernel: str, task_id: str = "?") -> Family:

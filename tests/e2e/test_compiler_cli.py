@@ -53,14 +53,29 @@ def test_measure_given_tasks_train_evaluate_autotune(project, tmp_path, capsys, 
     assert result["best"]["runtime_s"] > 0 and set(result["best"]["schedule"]) >= {"tile_m", "order", "threads"}
     assert [t["rank"] for t in result["trials"]] == [1, 2, 3, 4]
 
+    # Placement: from predictions alone (--trials 0) on the one target it was trained on; never on a target whose
+    # kernels it has not seen (tests/behavioural/test_compiler_placement.py places on real GPU telemetry).
+    assert main(["autotune", "--task", "matmul:M=112,N=80,K=64", "--model", "challenger", "--targets", "cpu",
+                 "--trials", "0", "--candidates", "300", "--json"]) == 0
+    placed = json.loads(capsys.readouterr().out)
+    assert placed["choice"] == "cpu" and placed["targets"]["cpu"]["kernel"] == "matmul"
+    assert placed["targets"]["cpu"]["predicted_s"] > 0 and "measured_choice" not in placed
+    assert main(["autotune", "--task", "matmul:M=112,N=80,K=64", "--model", "challenger", "--targets", "cpu,cuda",
+                 "--trials", "0"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trained on no triton_matmul task" in err, err
+
 
 @pytest.mark.parametrize("spec, expected", [
     ("matmul:M=64,N=64", "--task: matmul shape misses dimension K"),
     ("fft:N=8", "--task: unknown kernel family 'fft'"),
     ("matmul:M=64,N=x,K=2", "--task: dimension 'N=x' is not NAME=INTEGER"),
+    ("matmul:M=64,N=64,K=64 --targets cpu,tpu", "--targets 'cpu,tpu': unknown target tpu"),
+    ("conv2d:N=1,C=8,H=14,W=14,K=8,R=3,S=3 --targets cpu,cuda --trials 0", "conv2d has no kernel family on cuda"),
 ])
 def test_autotune_bad_task_is_one_line(spec, expected, project, capsys):
-    assert main(["autotune", "--task", spec]) != 0
+    task, *options = spec.split(" ")
+    assert main(["autotune", "--task", task, *options]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err, err
 

@@ -1,0 +1,253 @@
+"""Benchmark: placing matmuls on the CPU or a CUDA GPU by the cost model's predicted times (issue 11, item 4).
+
+Everything is measured in one run, on one machine with a CUDA GPU:
+1. telemetry: the same matmul shapes on both targets (C kernels in fp32 on the CPU, Triton in fp16 on the
+   GPU), ``--schedules`` random schedules each, through the embedded source (a tasks.parquet of ``matmul``
+   and ``triton_matmul`` tasks);
+2. one cost model, trained (pipeline config) on the training shapes of both targets, and the XGBoost peer;
+3. per held-out shape (never measured in training, on either target): each model predicts every target's
+   best time over ``--candidates`` scored schedules and places the shape where it is least; the learned
+   model's top ``--trials`` schedules on each target are then measured. The truth per target is the best
+   time measured there (the snapshot's random schedules and those trials together).
+Peers: always the CPU, always the GPU, and a flops threshold fitted on the training shapes (offload above
+T flops, the rule BLAS dispatchers use). Kernel times only: copying operands to the GPU is not counted.
+
+    python3 benchmarks/compiler_placement.py --out DIR                 # needs a CUDA GPU and a C compiler
+    python3 benchmarks/compiler_placement.py --snapshot DIR --no-measure --out DIR   # decisions from saved telemetry
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DIMS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)  # multiples of 16: Triton compiles each configuration once for all of them
+
+
+def log(message: str) -> None:
+    print(f"[bench placement] {message}", file=sys.stderr, flush=True)
+
+
+def draw_shapes(count: int, seed: int, dims=DIMS) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    shapes, seen = [], set()
+    while len(shapes) < count:
+        shape = {d: int(rng.choice(dims)) for d in ("M", "N", "K")}
+        key = (shape["M"], shape["N"], shape["K"])
+        if key not in seen:
+            seen.add(key)
+            shapes.append(shape)
+    return shapes
+
+
+def measure_telemetry(shapes, args, out: Path) -> dict:
+    import pandas as pd
+
+    from aiprim import primitives
+    from aiprim.primitives.compiler._source import task_id_of
+
+    rows = [{"task_id": task_id_of(kernel, s), "kernel": kernel, "shape": json.dumps(s)}
+            for s in shapes for kernel in ("matmul", "triton_matmul")]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tasks.parquet"
+        pd.DataFrame(rows).to_parquet(path)
+        source = {"tasks": str(path), "schedules_per_task": args.schedules, "gpu_configs": args.gpu_configs,
+                  "cache_dir": str(Path(tempfile.gettempdir()) / "aiprim-bench-kernels"), "repeats": 5, "time_limit_s": 0.5}
+        tables, extra = primitives.get("compiler").generate(source, seed=args.seed)
+    for name, table in tables.items():
+        table.to_parquet(out / f"placement_{name}.parquet")
+    log(f"telemetry on {extra['target']}: {int(tables['measurements']['runtime_s'].notna().sum())} of "
+        f"{len(tables['measurements'])} schedules ran")
+    return tables
+
+
+def read_telemetry(directory: Path) -> dict:
+    import pandas as pd
+
+    return {name: pd.read_parquet(directory / f"placement_{name}.parquet") for name in ("tasks", "measurements")}
+
+
+def best_measured(tables) -> dict:
+    """task_id -> best measured seconds (tasks where nothing ran are absent)."""
+    return tables["measurements"].dropna(subset=["runtime_s"]).groupby("task_id")["runtime_s"].min().to_dict()
+
+
+def shape_key(shape: dict) -> str:
+    return f"{shape['M']}x{shape['N']}x{shape['K']}"
+
+
+def xgboost_predictor(peer):
+    """predict(task, schedules) in seconds from the XGBoost peer, as the runtime's ``predict``."""
+    from aiprim.primitives.compiler._features import featurize_task, log_flops
+    from aiprim.primitives.compiler._machine import machine_caches
+    from aiprim.primitives.compiler._runtime import knob_frame
+
+    class Peer:
+        kernels = None
+
+        def predict(self, task, schedules):
+            frame = knob_frame(task["kernel"], schedules)
+            x = featurize_task(task["kernel"], task["shape"], frame, machine_caches(task["kernel"]))
+            return np.exp(peer.predict(x) + log_flops(task["kernel"], task["shape"]))
+
+    return Peer()
+
+
+def threshold_rule(train_shapes, truth) -> float:
+    """The flops threshold above which offloading to the GPU is right most often on the training shapes."""
+    flops = np.array([2.0 * s["M"] * s["N"] * s["K"] for s in train_shapes])
+    gpu_wins = np.array([truth[shape_key(s)]["cuda"] < truth[shape_key(s)]["cpu"] for s in train_shapes])
+    candidates = np.concatenate([[0.0], np.sort(flops), [np.inf]])
+    accuracy = [np.mean((flops > t) == gpu_wins) for t in candidates]
+    return float(candidates[int(np.argmax(accuracy))])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", type=int, default=40, help="matmul shapes, each measured on both targets")
+    parser.add_argument("--dims", default=",".join(map(str, DIMS)), help="the sizes M, N and K are drawn from")
+    parser.add_argument("--holdout", type=float, default=0.35)
+    parser.add_argument("--schedules", type=int, default=32, help="random schedules measured per shape and target")
+    parser.add_argument("--gpu-configs", type=int, default=64, help="the shared pool the GPU tasks draw from")
+    parser.add_argument("--candidates", type=int, default=2000)
+    parser.add_argument("--trials", type=int, default=8, help="the model's top schedules measured per held-out shape and target")
+    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--accelerator", default="auto", help="Lightning's, for training the cost model")
+    parser.add_argument("--snapshot", help="a folder with placement_{tasks,measurements}.parquet: skip the telemetry")
+    parser.add_argument("--no-measure", action="store_true", help="decide only; the truth is the telemetry's random schedules")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import yaml
+
+    from aiprim import primitives
+    from aiprim.primitives.compiler._autotune import measure_schedules
+    from aiprim.primitives.compiler._evaluate import fit_peers
+    from aiprim.primitives.compiler._measure import cpu_target
+    from aiprim.primitives.compiler._placement import place, placement_report
+    from aiprim.primitives.compiler._source import task_id_of
+    from aiprim.primitives.compiler._triton import gpu_available
+
+    summary = {"command": " ".join(["benchmarks/compiler_placement.py"] + sys.argv[1:]),
+               "machine": f"{platform.processor() or platform.machine()}, CPU target {cpu_target()}", "seconds": {}}
+    if not args.snapshot or not args.no_measure:
+        why_not = gpu_available()
+        if why_not:
+            print(f"compiler_placement: {why_not}; run it where a CUDA GPU is, or pass --snapshot DIR --no-measure",
+                  file=sys.stderr)
+            return 2
+        import torch
+
+        summary["gpu"] = torch.cuda.get_device_name(0)
+
+    started = time.perf_counter()
+    tables = read_telemetry(Path(args.snapshot)) if args.snapshot else measure_telemetry(
+        draw_shapes(args.shapes, args.seed, [int(d) for d in args.dims.split(",")]), args, out)
+    summary["seconds"]["telemetry"] = time.perf_counter() - started
+    summary["targets"] = sorted(tables["tasks"]["target"].dropna().unique().tolist())
+    best = best_measured(tables)
+    shapes = [json.loads(s) for s in tables["tasks"].loc[tables["tasks"]["kernel"] == "matmul", "shape"]]
+    truth = {}
+    for s in shapes:
+        cpu, gpu = best.get(task_id_of("matmul", s)), best.get(task_id_of("triton_matmul", s))
+        if cpu is not None and gpu is not None:
+            truth[shape_key(s)] = {"cpu": cpu, "cuda": gpu}
+    shapes = [s for s in shapes if shape_key(s) in truth]
+    rng = np.random.default_rng(args.seed + 1)
+    order = rng.permutation(len(shapes))
+    n_held = max(1, int(round(len(shapes) * args.holdout)))
+    held = [shapes[i] for i in order[:n_held]]
+    train_shapes = [shapes[i] for i in order[n_held:]]
+    held_ids = {task_id_of(k, s) for s in held for k in ("matmul", "triton_matmul")}
+    train = {name: t[~t["task_id"].isin(held_ids)] for name, t in tables.items()}
+    log(f"{len(shapes)} shapes measured on both targets: {len(train_shapes)} for training, {len(held)} held out")
+
+    prim = primitives.get("compiler")
+    params = {**yaml.safe_load((ROOT / "configs" / "compiler.yaml").read_text())["train"], "max_epochs": args.epochs}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime = prim.train_runtime(train, params, Path(tmp), seed=0, accelerator=args.accelerator)
+    summary["seconds"]["train"] = time.perf_counter() - started
+    predictors = {"learned": runtime, "xgboost": xgboost_predictor(fit_peers(train)["xgboost"])}
+    threshold = threshold_rule(train_shapes, truth)
+    summary["threshold_flops"] = threshold
+
+    started = time.perf_counter()
+    rows = []
+    for n, s in enumerate(held, start=1):
+        task = {"kernel": "matmul", "shape": s}
+        decisions = {name: place(task, model, ["cpu", "cuda"], args.candidates, args.seed) for name, model in predictors.items()}
+        row = {"shape": shape_key(s), "flops": 2.0 * s["M"] * s["N"] * s["K"], "random_best": dict(truth[shape_key(s)]),
+               "best": dict(truth[shape_key(s)])}
+        for name, d in decisions.items():
+            row[name] = {"choice": d["choice"], "predicted_s": {t: r["predicted_s"] for t, r in d["targets"].items()}}
+        if not args.no_measure:
+            row["trials"] = {}
+            for target, d in decisions["learned"]["targets"].items():
+                chosen = [d["pool"][i] for i in d["order"][:args.trials]]
+                _, measured = measure_schedules(d["kernel"], s, chosen, args.seed, {"repeats": 5, "time_limit_s": 0.5})
+                times = [t for t, _ in measured]
+                row["trials"][target] = {"predicted_s": [float(d["predicted"][i]) for i in d["order"][:args.trials]],
+                                         "measured_s": times}
+                ok = [t for t in times if t is not None]
+                if ok:
+                    row["best"][target] = min(row["best"][target], min(ok))
+        rows.append(row)
+        log(f"{n}/{len(held)} {row['shape']}: cpu {row['best']['cpu'] * 1e3:.4g} ms, cuda {row['best']['cuda'] * 1e3:.4g} ms; "
+            f"learned -> {row['learned']['choice']}, xgboost -> {row['xgboost']['choice']}")
+    summary["seconds"]["decide_and_measure"] = time.perf_counter() - started
+
+    truths = [r["best"] for r in rows]
+    methods = {name: [r[name]["choice"] for r in rows] for name in predictors}
+    methods["threshold"] = ["cuda" if r["flops"] > threshold else "cpu" for r in rows]
+    methods["always_cpu"] = ["cpu"] * len(rows)
+    methods["always_cuda"] = ["cuda"] * len(rows)
+    summary["placement"] = {name: placement_report(choices, truths) for name, choices in methods.items()}
+    summary["calibration"] = calibration(rows)
+    summary["held_out"] = rows
+    (out / "compiler_placement.json").write_text(json.dumps(summary, indent=2))
+    text = markdown(summary)
+    (out / "compiler_placement.md").write_text(text)
+    print(text)
+    return 0
+
+
+def calibration(rows) -> dict:
+    """Per target: MAPE of the predicted best time (each model's best-predicted schedule) against the best measured."""
+    out = {}
+    for name in ("learned", "xgboost"):
+        for target in ("cpu", "cuda"):
+            errors = [abs(r[name]["predicted_s"][target] - r["best"][target]) / r["best"][target] for r in rows]
+            out[f"{name}_{target}_mape"] = float(np.mean(errors)) if errors else float("nan")
+    return out
+
+
+def markdown(s: dict) -> str:
+    lines = [f"Machine: {s['machine']}; GPU {s.get('gpu', '-')}. Targets: {', '.join(s['targets'])}. "
+             f"Held-out shapes: {s['placement']['learned']['tasks']}. Threshold rule: offload above "
+             f"{s['threshold_flops']:.3g} flops.", "",
+             "| placement | right | geomean regret | worst regret |", "|---|---|---|---|"]
+    for name, r in s["placement"].items():
+        lines.append(f"| {name} | {r['accuracy']:.0%} | {r['geomean_regret']:.3f} | {r['max_regret']:.2f} |")
+    lines += ["", "Predicted best time against the best measured, per target (MAPE): " + ", ".join(
+        f"{k.replace('_mape', '')} {v:.0%}" for k, v in s["calibration"].items()), "",
+              "| shape | flops | CPU best ms | GPU best ms | learned | xgboost |", "|---|---|---|---|---|---|"]
+    for r in sorted(s["held_out"], key=lambda r: r["flops"]):
+        lines.append(f"| {r['shape']} | {r['flops']:.3g} | {r['best']['cpu'] * 1e3:.4g} | {r['best']['cuda'] * 1e3:.4g} | "
+                     f"{r['learned']['choice']} | {r['xgboost']['choice']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
