@@ -181,11 +181,12 @@ def _place_small(groups: np.ndarray, ranked: np.ndarray, load: np.ndarray, used:
             cumulative = np.cumsum(load[pending[members]], axis=0)
             accepted[members] = (cumulative <= room[s]).all(axis=1)
         exhausted = rank[pending] >= n_shards - 1
-        for g in pending[~accepted & exhausted]:  # fits nowhere: least peak
-            out[g] = _first_fit(ranked[g], load[g], used, budget, share)
-            used[out[g]] += load[g]
         taken = pending[accepted]
         out[taken] = choice[accepted]
         np.add.at(used, choice[accepted], load[taken])
+        # Booked after this round's accepted groups, so that none is seen to fit where they took the room.
+        for g in pending[~accepted & exhausted]:  # fits nowhere: least peak
+            out[g] = _first_fit(ranked[g], load[g], used, budget, share)
+            used[out[g]] += load[g]
         pending = pending[~accepted & ~exhausted]
         rank[pending] += 1

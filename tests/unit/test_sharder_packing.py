@@ -90,3 +90,20 @@ def test_repair_never_raises_the_peak(seed, greedy_peak):
     size = accesses * rng.lognormal(0.0, 0.5, n_groups)
     shard = _packing.pack_groups(rng.dirichlet(np.ones(n_shards), n_groups), accesses, size, share, slack=0.03)
     assert ratios(shard, normalised(accesses, size), share).max() <= greedy_peak[0] + 1e-12
+
+
+def test_a_group_that_fits_nowhere_sees_the_room_its_round_took():
+    # Three equal shards, budget a third each. Both groups try shard 0, then 1 (full), then 2 in the same
+    # round: h takes shard 2's room and g fits nowhere. Seen against shard 2 before h was booked there, g
+    # would "fit" and push shard 2 to 0.5; booked after h, it goes where the peak rises least (shard 0: 0.45).
+    from aiprim.primitives.sharder._packing import _place_small
+
+    share = np.full(3, 1 / 3)
+    budget = np.repeat(share[:, None], 2, axis=1)
+    used = np.array([[0.25, 0.25], [1 / 3, 1 / 3], [0.1, 0.1]])
+    load = np.array([[0.2, 0.2], [0.2, 0.2]])
+    ranked = np.array([[0, 1, 2], [0, 1, 2]])
+    out = np.full(2, -1)
+    _place_small(np.array([0, 1]), ranked, load, used, budget, share, out)
+    assert out.tolist() == [2, 0]
+    assert np.allclose(used, [[0.45, 0.45], [1 / 3, 1 / 3], [0.3, 0.3]])
