@@ -30,7 +30,7 @@ class ParamsError(ValueError):
 class TrainParams:
     """What every primitive's training takes; primitives add their own fields."""
 
-    max_epochs: int = 10
+    max_epochs: int = dataclasses.field(default=10, metadata={"range": (1, None)})
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,11 @@ class TuneParams:
     trials: int = 0
     max_epochs: int | None = None  # epochs per trial (default: the training's own)
     space: dict = dataclasses.field(default_factory=dict)
+
+
+def bounded(default, low=None, high=None):
+    """A field whose values must lie in [low, high] (None: unbounded); ``parse_params`` names a value outside."""
+    return dataclasses.field(default=default, metadata={"range": (low, high)})
 
 
 def _suggest_name(key: str, known: list[str]) -> str:
@@ -94,8 +99,9 @@ _KINDS = ("float", "int", "choices")
 
 
 def check_space(space: dict, params_cls, where: str) -> None:
-    """Every tuned name is a training parameter and every range is well formed."""
-    names = {f.name for f in dataclasses.fields(params_cls)}
+    """Every tuned name is a training parameter, every range is well formed and inside the parameter's own."""
+    fields = {f.name: f for f in dataclasses.fields(params_cls)}
+    names = set(fields)
     for name, spec in (space or {}).items():
         if name not in names:
             raise ParamsError(f"{where}.{name}: not a training parameter ({_suggest_name(name, sorted(names))}known: {', '.join(sorted(names))})")
@@ -107,6 +113,11 @@ def check_space(space: dict, params_cls, where: str) -> None:
             raise ParamsError(f"{where}.{name}: unknown key {sorted(extra)[0]!r} (known: {kinds[0]}, log)")
         if kinds[0] != "choices" and (len(spec[kinds[0]]) != 2 or spec[kinds[0]][0] > spec[kinds[0]][1]):
             raise ParamsError(f"{where}.{name}: {kinds[0]} needs [low, high] with low <= high")
+        low, high = fields[name].metadata.get("range", (None, None))
+        drawn = spec[kinds[0]] if kinds[0] != "choices" else [v for v in spec["choices"] if isinstance(v, (int, float))]
+        outside = [v for v in drawn if (low is not None and v < low) or (high is not None and v > high)]
+        if outside:
+            raise ParamsError(f"{where}.{name}: {outside[0]!r} is outside the parameter's range [{low}, {high}]")
 
 
 def suggest(trial, space: dict) -> dict:

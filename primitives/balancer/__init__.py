@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._base import Guardrail, Primitive, register
-from .._params import TrainParams, pick
+from .._params import TrainParams, bounded, pick
 from .._report import Peer, Scores
 from .._split import HoldOut, Newest
 from ._runtime import BalancerRuntime
@@ -22,17 +22,17 @@ __all__ = ["Balancer", "BalancerParams", "BalancerRuntime"]
 @dataclass(frozen=True)
 class BalancerParams(TrainParams):
     lr: float = 0.02
-    hidden: int = 32
-    depth: int = 2
+    hidden: int = bounded(32, 1, None)
+    depth: int = bounded(2, 1, None)
     temperature: float = 0.02
     spread_weight: float = 2.5
     weight_decay: float = 0.0
-    scenarios_per_epoch: int = 64
-    drop_fraction: float = 0.3      # augmentation: scenarios with servers removed,
-    capacity_jitter: float = 0.25   # capacities jittered,
-    mix_jitter: float = 0.5         # request-class mixes reweighted,
-    unknown_class_rate: float = 0.1  # and classes hidden, so unseen ones route sensibly
-    hot_units: int = 0              # hottest units pinned by the exported table (0: hash everything)
+    scenarios_per_epoch: int = bounded(64, 1, None)
+    drop_fraction: float = bounded(0.3, 0.0, 0.9)  # augmentation: scenarios with servers removed,
+    capacity_jitter: float = bounded(0.25, 0.0, None)  # capacities jittered,
+    mix_jitter: float = bounded(0.5, 0.0, None)  # request-class mixes reweighted,
+    unknown_class_rate: float = bounded(0.1, 0.0, 1.0)  # and classes hidden, so unseen ones route sensibly
+    hot_units: int = bounded(0, 0, None)  # hottest units pinned by the exported table (0: hash everything)
 
 
 @register

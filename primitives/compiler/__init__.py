@@ -8,11 +8,11 @@ task or schedule that does not fit its family.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .._base import Guardrail, Primitive, register
-from .._params import TrainParams, pick
+from .._params import TrainParams, bounded, pick
 from .._report import Peer
 from .._split import Groups, HoldOut
 from ._runtime import CompilerRuntime
@@ -32,20 +32,20 @@ def autotune(*args, **kwargs):
 
 @dataclass(frozen=True)
 class CompilerParams(TrainParams):
-    hidden: int = 128
-    depth: int = 3
-    dropout: float = 0.3
+    hidden: int = bounded(128, 1, None)
+    depth: int = bounded(3, 1, None)
+    dropout: float = bounded(0.3, 0.0, 1.0)
     lr: float = 5e-3
     weight_decay: float = 1e-2
     rank_weight: float = 1.0      # weight of the pairwise ranking loss beside the regression loss
     rank_margin: float = 0.05     # pairs closer than this relative gap are not ranked (measurement noise)
     list_weight: float = 0.0      # weight of the listwise loss (ListNet, toward each task's fastest schedules)
-    members: int = 3              # MLPs trained side by side from different initialisations; the runtime averages them
+    members: int = bounded(3, 1, None)  # MLPs trained side by side from different initialisations; the runtime averages them
     views: str = "all,all,compact"  # the features member j reads: view j mod len (_features.VIEWS), comma-separated
-    tree_weight: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # the tree member's share of the runtime's
-                                  # prediction beside the MLPs' mean (0: the MLPs alone, 1: the trees alone)
-    tasks_per_batch: int = 2      # whole tasks per batch: the ranking loss pairs schedules within a task
-    val_fraction: float = 0.15
+    # The tree member's share of the runtime's prediction beside the MLPs' mean (0: the MLPs alone, 1: the trees alone).
+    tree_weight: float = bounded(0.5, 0.0, 1.0)
+    tasks_per_batch: int = bounded(2, 1, None)  # whole tasks per batch: the ranking loss pairs schedules within a task
+    val_fraction: float = bounded(0.15, 0.0, 0.9)
 
 
 @register

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._base import Guardrail, Primitive, register
-from .._params import TrainParams, pick
+from .._params import TrainParams, bounded, pick
 from .._report import Peer
 from .._split import Groups, Hashed, HoldOut
 from ._runtime import QueryRuntime
@@ -38,22 +38,22 @@ def arms_by_engine(frame) -> dict[str, list[dict]]:
 
 @dataclass(frozen=True)
 class QueryParams(TrainParams):
-    members: int = 5              # ensemble size: its disagreement is the uncertainty
-    embed: int = 8                # template embedding width (the template's own history)
-    hidden: int = 64
-    depth: int = 2
+    members: int = bounded(5, 1, None)  # ensemble size: its disagreement is the uncertainty
+    embed: int = bounded(8, 1, None)  # template embedding width (the template's own history)
+    hidden: int = bounded(64, 1, None)
+    depth: int = bounded(2, 1, None)
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    batch_size: int = 64
+    batch_size: int = bounded(64, 1, None)
     uncertainty_z: float = 1.0    # leave the native plan only when the members agree by z standard deviations
     min_gain: float = 0.1         # ... and the predicted gain exceeds it (log ratio)
     calibrate: bool = True        # refit z and min_gain on held-out queries of the training templates
     max_regression: float = 1.2   # ... keeping each within 1.2x of native
     max_regression_ms: float = 3.0  # ... or 3 ms above it, whichever is larger
-    max_regression_share: float = 0.05  # ... all but this share of them (single-run latencies are noisy)
+    max_regression_share: float = bounded(0.05, 0.0, 1.0)  # ... all but this share of them (single-run latencies are noisy)
     worst_regression: float = 1.5  # ... and none beyond this (the evaluation's guardrail), nor beyond 1.2x more than that share
-    min_history: int = 2          # queries of a template trained on before it leaves the native plan
-    val_fraction: float = 0.2
+    min_history: int = bounded(2, 0, None)  # queries of a template trained on before it leaves the native plan
+    val_fraction: float = bounded(0.2, 0.0, 0.9)
 
 
 @register

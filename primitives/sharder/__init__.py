@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._base import Guardrail, Primitive, register
-from .._params import TrainParams, pick
+from .._params import TrainParams, bounded, pick
 from .._report import Peer, Scores
 from .._split import HoldOut, Newest
 from ._runtime import SharderRuntime
@@ -23,26 +23,26 @@ __all__ = ["Sharder", "SharderParams", "SharderRuntime"]
 
 @dataclass(frozen=True)
 class SharderParams(TrainParams):
-    max_epochs: int = 30
+    max_epochs: int = bounded(30, 1, None)
     lr: float = 0.01
-    hidden: int = 64
-    depth: int = 2
-    attr_dim: int = 8                # embedding width of one attribute value
+    hidden: int = bounded(64, 1, None)
+    depth: int = bounded(2, 1, None)
+    attr_dim: int = bounded(8, 1, None)  # embedding width of one attribute value
     weight_decay: float = 0.0
     balance_weight: float = 20.0     # squared excess of expected load over the capacity share
     move_weight: float = 0.02        # expected share of bytes moved off current_shard
     pair_weight: float = 1.0         # expected share of a transaction's row pairs split across shards
-    coaccess_dim: int = 32           # width of the co-access embedding (0: attributes only)
-    coaccess_steps: int = 10         # subspace-iteration rounds of that (spectral) embedding
-    clusters_per_shard: int = 4      # prototypes per shard: clusters of the co-access embedding
-    txns_per_step: int = 4096
-    steps_per_epoch: int = 16
-    coaccess_dropout: float = 0.3    # rows whose co-access features a step hides: they learn from attributes
-    attr_dropout: float = 0.05       # attribute values a step hides: unseen values place sensibly
-    min_key_score: float = 0.15      # share of co-accessed pairs an attribute must explain to key placement
-    pack_slack: float = 0.03         # packed load may exceed a shard's capacity share by this much
-    refine_rounds: int = 20          # balanced label-propagation rounds over the training trace at export
-    pin_epsilon: float = 1e-4        # probability a packed key leaves its shard (keeps new shards consistent)
+    coaccess_dim: int = bounded(32, 0, None)  # width of the co-access embedding (0: attributes only)
+    coaccess_steps: int = bounded(10, 0, None)  # subspace-iteration rounds of that (spectral) embedding
+    clusters_per_shard: int = bounded(4, 1, None)  # prototypes per shard: clusters of the co-access embedding
+    txns_per_step: int = bounded(4096, 1, None)
+    steps_per_epoch: int = bounded(16, 1, None)
+    coaccess_dropout: float = bounded(0.3, 0.0, 1.0)  # rows whose co-access features a step hides: they learn from attributes
+    attr_dropout: float = bounded(0.05, 0.0, 1.0)  # attribute values a step hides: unseen values place sensibly
+    min_key_score: float = bounded(0.15, 0.0, 1.0)  # share of co-accessed pairs an attribute must explain to key placement
+    pack_slack: float = bounded(0.03, 0.0, None)  # packed load may exceed a shard's capacity share by this much
+    refine_rounds: int = bounded(20, 0, None)  # balanced label-propagation rounds over the training trace at export
+    pin_epsilon: float = bounded(1e-4, 0.0, 1.0)  # probability a packed key leaves its shard (keeps new shards consistent)
     min_improvement: float = 0.01    # distributed-rate points the learned placement must win by before rows move
 
 

@@ -36,6 +36,9 @@ def _edit(folder, name, old, new):
     ("balancer", "    spread_weight: {float: [1.0, 4.0]}\n", "    spread_weight: {float: [4.0, 1.0]}\n",
      "tune.space.spread_weight: float needs [low, high] with low <= high"),
     ("compiler", "  tree_weight: 0.5 ", "  tree_weight: 1.5 ", "configs/compiler.yaml: train.tree_weight: 1.5 is outside [0.0, 1.0]"),
+    ("query", "  val_fraction: 0.2", "  val_fraction: 1.5", "configs/query.yaml: train.val_fraction: 1.5 is outside [0.0, 0.9]"),
+    ("compiler", "    depth: {int: [2, 4]}", "    depth: {int: [0, 4]}",
+     "configs/compiler.yaml: tune.space.depth: 0 is outside the parameter's range [1, None]"),
     ("balancer", "evaluate:\n", "evaluation:\n", "configs/balancer.yaml: unknown section 'evaluation'"),
     ("balancer", "  zones: 3\n", "  zone: 3\n", "configs/balancer.yaml: source: unknown key 'zone' (did you mean 'zones'?"),
     ("balancer", "  disruption_trials: 5\n", "  disruption_trails: 5\n",
@@ -76,3 +79,14 @@ def test_a_bad_guardrail_setting_is_refused_before_anything_runs(config_dir, pro
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert nothing_tracked(project) and not (project / "data").exists(), "nothing ran"
+
+
+def test_every_declared_range_holds_its_default():
+    import dataclasses
+
+    from aiprim import primitives
+
+    for name in primitives.names():
+        for f in dataclasses.fields(primitives.get(name).params_class):
+            low, high = f.metadata.get("range", (None, None))
+            assert (low is None or f.default >= low) and (high is None or f.default <= high), (name, f.name)
