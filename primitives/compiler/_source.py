@@ -24,6 +24,7 @@ from ._space import CPU_FAMILIES, FAMILIES, TaskError, extent_of, parse_shape, s
 
 # Shape draws are kept to <= 2^28 flops (config ``max_flops``) so a good schedule runs in milliseconds on one core.
 MAX_FLOPS = 2 ** 28
+TRITON_SIZES = (16, 32, 64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
 
 def progress(message: str) -> None:
@@ -43,7 +44,9 @@ def draw_shape(kernel: str, rng: np.random.Generator, max_flops: float = MAX_FLO
         elif kernel == "stencil2d":
             shape = {"H": int(rng.integers(4, 65)) * 32 + int(rng.integers(0, 3)), "W": int(rng.integers(4, 65)) * 32 + int(rng.integers(0, 3))}
         elif kernel == "triton_matmul":
-            shape = {d: int(rng.choice([256, 512, 768, 1024, 1536, 2048, 3072, 4096])) for d in ("M", "N", "K")}
+            # Multiples of 16 (Triton compiles a configuration once for all of them), from sizes where a launch
+            # costs more than the work (placement's crossover with the CPU lies near 1e5 flops) to 4096.
+            shape = {d: int(rng.choice(TRITON_SIZES)) for d in ("M", "N", "K")}
         else:
             raise TaskError(f"no shape generator for {kernel}")
         if kernel == "triton_matmul" or extent_of(FAMILIES[kernel].flops, FAMILIES[kernel].env(shape)) <= max_flops:

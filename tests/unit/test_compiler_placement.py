@@ -49,3 +49,15 @@ def test_report_counts_right_choices_and_regret():
     assert report["accuracy"] == pytest.approx(2 / 3)  # a tie is right either way
     assert report["max_regret"] == pytest.approx(4.0)
     assert report["geomean_regret"] == pytest.approx(4.0 ** (1 / 3))
+
+
+def test_drawn_gpu_shapes_reach_both_sides_of_the_crossover():
+    import numpy as np
+
+    from aiprim.primitives.compiler._source import draw_shape
+
+    rng = np.random.default_rng(0)
+    shapes = [draw_shape("triton_matmul", rng) for _ in range(200)]
+    flops = np.array([2.0 * s["M"] * s["N"] * s["K"] for s in shapes])
+    assert all(v % 16 == 0 for s in shapes for v in s.values())  # one Triton compilation per configuration
+    assert (flops < 1e5).any() and (flops > 1e9).any()
