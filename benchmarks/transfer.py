@@ -34,10 +34,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def scratch_params() -> dict:
+def scratch_params(profile: str = "small") -> dict:
     from aiprim.flows import config
 
-    return dict(config.primitive_config(config.load("small"), "balancer").get("train", {}))
+    return dict(config.primitive_config(config.load(None if profile == "default" else profile), "balancer").get("train", {}))
 
 
 def deployment(bt, prim, seed: int, servers, requests_per_server, max_requests) -> dict:
@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=40_000)
     parser.add_argument("--epochs", type=int, default=8, help="transfer model epochs over the population")
     parser.add_argument("--few-shot", default="0.01,0.1,1.0", help="fractions of scratch's steps ('' for none)")
+    parser.add_argument("--scratch-profile", default="small", help="the profile scratch (and the population members, "
+                        "the default champion, the transfer's hot units) train with: small (96 steps) or default "
+                        "(configs/balancer.yaml: 3840 steps)")
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "transfer"))
     args = parser.parse_args()
@@ -81,7 +84,7 @@ def main() -> None:
     prim = primitives.get("balancer")
     bt = prim.transfer_model()
     lo, hi = (int(x) for x in args.servers.split(","))
-    params = scratch_params()
+    params = scratch_params(args.scratch_profile)
     if args.quick:
         params.update(max_epochs=2)
     scratch_steps = int(params.get("max_epochs", 6)) * int(params.get("scenarios_per_epoch", 16))
