@@ -60,6 +60,11 @@ def test_measure_given_tasks_train_evaluate_autotune(project, tmp_path, capsys, 
     placed = json.loads(capsys.readouterr().out)
     assert placed["choice"] == "cpu" and placed["targets"]["cpu"]["kernel"] == "matmul"
     assert placed["targets"]["cpu"]["predicted_s"] > 0 and "measured_choice" not in placed
+    assert main(["autotune", "--task", "matmul:M=112,N=80,K=64", "--model", "challenger", "--targets", "cpu",
+                 "--trials", "2", "--candidates", "300"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].endswith("-> cpu") and "cpu predicted" in lines[0]
+    assert lines[1].startswith("measured (best of the model's top 2 on each): cpu ") and lines[1].endswith("the choice was right")
     assert main(["autotune", "--task", "matmul:M=112,N=80,K=64", "--model", "challenger", "--targets", "cpu,cuda",
                  "--trials", "0"]) != 0
     err = capsys.readouterr().err.strip()
