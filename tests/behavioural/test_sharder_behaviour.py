@@ -134,3 +134,25 @@ def test_a_bigger_budget_never_makes_the_placement_worse(trained):
     rates = [evaluate_placers({"learned": runtime}, held_out, train, disruption_trials=0, reshard_budget=b)["learned"]
              ["resharded_distributed_txn_rate"] for b in (0.0, 0.3, 1.0)]
     assert rates[0] >= rates[1] >= rates[2]
+
+
+def test_steps_that_worsen_the_validation_trace_are_not_exported(tmp_path):
+    # A drawn social deployment of about 8,000 transactions on 8 shards, where the balance term takes over the
+    # gradient steps: after one epoch 0.97 of the validation transactions span shards, before it 0.73.
+    from pathlib import Path
+
+    import yaml
+
+    from aiprim import primitives
+
+    prim = primitives.get("sharder")
+    tables = prim.transfer_model().draw_deployment(5013, transactions=(6000, 16000))
+    train, held_out = prim.split(tables, 0.2)
+    params = {**yaml.safe_load((Path(__file__).parents[2] / "configs" / "sharder.yaml").read_text())["train"], "max_epochs": 1}
+    runtime = prim.train_runtime(train, params, tmp_path, seed=0)
+    report = runtime.training_report
+    assert report["kept"] == "construction"
+    assert report["validation_distributed_rate"] == report["validation_distributed_rate_construction"]
+    assert report["validation_distributed_rate_construction"] < report["validation_distributed_rate_trained"] - 0.1
+    scores = _scores(runtime, held_out, train)
+    assert scores["learned"]["distributed_txn_rate"] < scores["hash"]["distributed_txn_rate"] - 0.1
