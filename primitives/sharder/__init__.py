@@ -108,11 +108,14 @@ class Sharder(Primitive):
             rates = {"trained": report["validation_distributed_rate"], "construction": built[4]["validation_distributed_rate"]}
             # Few transactions can leave the balance term in charge of the steps (a social trace of 8,000
             # transactions on 8 shards: 0.97 of validation transactions distributed after training, 0.73 before).
-            if rates["construction"] < rates["trained"]:
+            # By the margin rows must win by before they move: the validation trace is the newest tenth of a
+            # small trace, and a smaller difference is as likely its noise.
+            keep_construction = rates["construction"] <= rates["trained"] - datamodule.min_improvement
+            if keep_construction:
                 keys, shard, weight, cluster, report = built
             else:
                 module.load_state_dict(trained)
-            report = {**report, "kept": "construction" if rates["construction"] < rates["trained"] else "trained",
+            report = {**report, "kept": "construction" if keep_construction else "trained",
                       "validation_distributed_rate_trained": rates["trained"],
                       "validation_distributed_rate_construction": rates["construction"]}
         runtime = SharderRuntime({
