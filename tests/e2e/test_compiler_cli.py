@@ -54,7 +54,7 @@ def test_measure_given_tasks_train_evaluate_autotune(project, tmp_path, capsys, 
     assert [t["rank"] for t in result["trials"]] == [1, 2, 3, 4]
 
     # Placement: from predictions alone (--trials 0) on the one target it was trained on; never on a target whose
-    # kernels it has not seen (tests/behavioural/test_compiler_placement.py places on real GPU telemetry).
+    # kernels it has not seen (tests/behavioural/test_compiler_placement_behaviour.py places on real GPU telemetry).
     assert main(["autotune", "--task", "matmul:M=112,N=80,K=64", "--model", "challenger", "--targets", "cpu",
                  "--trials", "0", "--candidates", "300", "--json"]) == 0
     placed = json.loads(capsys.readouterr().out)
