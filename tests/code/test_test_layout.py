@@ -1,0 +1,14 @@
+"""The test tree itself: pytest imports test modules by basename (tests/ has no packages), so two modules of one
+name in different folders stop the whole collection."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def test_no_two_test_modules_share_a_basename():
+    names = Counter(p.name for p in TESTS.rglob("test_*.py") if "thirdparty" not in p.parts)
+    assert not [name for name, count in names.items() if count > 1]
