@@ -14,6 +14,7 @@ T flops, the rule BLAS dispatchers use). Kernel times only: copying operands to 
 
     python3 benchmarks/compiler_placement.py --out DIR                 # needs a CUDA GPU and a C compiler
     python3 benchmarks/compiler_placement.py --snapshot DIR --no-measure --out DIR   # decisions from saved telemetry
+    python3 benchmarks/compiler_placement.py --snapshot DIR --no-measure --operands host --copies F [--copies-only]
 """
 
 from __future__ import annotations
@@ -101,6 +102,53 @@ def xgboost_predictor(peer):
     return Peer()
 
 
+def _median_seconds(run, repeats: int = 15) -> float:
+    import torch
+
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        run()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def copy_seconds(shape: dict) -> float:
+    """Measured: A and B (fp16, pageable host memory) to the GPU, and C back (what offloading one matmul costs)."""
+    import torch
+
+    M, N, K = shape["M"], shape["N"], shape["K"]
+    a, b = torch.randn(M, K).half(), torch.randn(K, N).half()
+    c = torch.empty(M, N, device="cuda", dtype=torch.float16)
+    return _median_seconds(lambda: (a.to("cuda"), b.to("cuda"), c.to("cpu")))
+
+
+def fit_copy_model() -> dict:
+    """latency + bytes / bandwidth of one host-to-device copy, least squares over 4 KiB to 64 MiB: the classical
+    model a runtime would calibrate once per machine."""
+    import torch
+
+    sizes = [2 ** k for k in range(12, 27, 2)]
+    seconds = [_median_seconds(lambda t=torch.empty(n // 2, dtype=torch.float16): t.to("cuda")) for n in sizes]
+    return copy_model_from(sizes, seconds)
+
+
+def copy_model_from(sizes, seconds) -> dict:
+    """The fit weighs every size by its own time (relative error): unweighted, the 64 MiB copy alone would set the
+    latency (57 us on the H100's host, where a 4 KiB copy takes 19 us)."""
+    sizes, seconds = np.asarray(sizes, dtype=float), np.asarray(seconds, dtype=float)
+    slope, latency = np.polyfit(sizes, seconds, 1, w=1.0 / seconds)
+    return {"latency_s": float(max(latency, 0.0)), "bytes_per_s": float(1.0 / slope), "sizes": sizes.tolist(),
+            "seconds": seconds.tolist()}
+
+
+def predicted_copy_seconds(shape: dict, model: dict) -> float:
+    elements = shape["M"] * shape["K"] + shape["K"] * shape["N"] + shape["M"] * shape["N"]
+    return 3 * model["latency_s"] + 2.0 * elements / model["bytes_per_s"]
+
+
 def threshold_rule(train_shapes, truth) -> float:
     """The flops threshold above which offloading to the GPU is right most often on the training shapes."""
     flops = np.array([2.0 * s["M"] * s["N"] * s["K"] for s in train_shapes])
@@ -123,6 +171,12 @@ def main() -> int:
     parser.add_argument("--accelerator", default="auto", help="Lightning's, for training the cost model")
     parser.add_argument("--snapshot", help="a folder with placement_{tasks,measurements}.parquet: skip the telemetry")
     parser.add_argument("--no-measure", action="store_true", help="decide only; the truth is the telemetry's random schedules")
+    parser.add_argument("--operands", choices=("device", "host"), default="device",
+                        help="host: the operands start in host memory, so offloading pays their copies (measured here; "
+                             "predicted by a latency + bandwidth model fitted here)")
+    parser.add_argument("--copies", help="with --operands host: a JSON of the copy model and every shape's measured "
+                                         "copies, read when it exists (no GPU needed then), else measured and written")
+    parser.add_argument("--copies-only", action="store_true", help="measure and write --copies, then stop")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
@@ -141,7 +195,8 @@ def main() -> int:
 
     summary = {"command": " ".join(["benchmarks/compiler_placement.py"] + sys.argv[1:]),
                "machine": f"{platform.processor() or platform.machine()}, CPU target {cpu_target()}", "seconds": {}}
-    if not args.snapshot or not args.no_measure:
+    copies_known = args.operands == "host" and args.copies and Path(args.copies).exists() and not args.copies_only
+    if not args.snapshot or not args.no_measure or (args.operands == "host" and not copies_known):
         why_not = gpu_available()
         if why_not:
             print(f"compiler_placement: {why_not}; run it where a CUDA GPU is, or pass --snapshot DIR --no-measure",
@@ -164,6 +219,26 @@ def main() -> int:
         if cpu is not None and gpu is not None:
             truth[shape_key(s)] = {"cpu": cpu, "cuda": gpu}
     shapes = [s for s in shapes if shape_key(s) in truth]
+    copies, copy_model = {}, None
+    if args.operands == "host":  # the GPU's truth pays the copies; the models' predictions add the fitted copy model
+        if copies_known:
+            saved = json.loads(Path(args.copies).read_text())
+            copy_model = copy_model_from(saved["copy_model"]["sizes"], saved["copy_model"]["seconds"])
+            copies = saved["copies"]
+        else:
+            copy_model = fit_copy_model()
+            copies = {shape_key(s): copy_seconds(s) for s in shapes}
+            if args.copies:
+                Path(args.copies).write_text(json.dumps({"gpu": summary.get("gpu"), "copy_model": copy_model,
+                                                         "copies": copies}, indent=1))
+            if args.copies_only:
+                log(f"copies of {len(copies)} shapes written to {args.copies}")
+                return 0
+        for key, seconds in copies.items():
+            truth[key] = {"cpu": truth[key]["cpu"], "cuda": truth[key]["cuda"] + seconds}
+        summary["copy_model"] = copy_model
+        log(f"copy model: latency {copy_model['latency_s'] * 1e6:.1f} us, {copy_model['bytes_per_s'] / 1e9:.1f} GB/s; "
+            f"measured copies {min(copies.values()) * 1e6:.0f}-{max(copies.values()) * 1e6:.0f} us")
     rng = np.random.default_rng(args.seed + 1)
     order = rng.permutation(len(shapes))
     n_held = max(1, int(round(len(shapes) * args.holdout)))
@@ -191,7 +266,12 @@ def main() -> int:
         row = {"shape": shape_key(s), "flops": 2.0 * s["M"] * s["N"] * s["K"], "random_best": dict(truth[shape_key(s)]),
                "best": dict(truth[shape_key(s)])}
         for name, d in decisions.items():
-            row[name] = {"choice": d["choice"], "predicted_s": {t: r["predicted_s"] for t, r in d["targets"].items()}}
+            predicted = {t: r["predicted_s"] for t, r in d["targets"].items()}
+            if copy_model is not None:
+                predicted["cuda"] += predicted_copy_seconds(s, copy_model)
+            row[name] = {"choice": min(predicted, key=predicted.get), "predicted_s": predicted}
+        if copy_model is not None:
+            row["copy_s"] = {"measured": copies[shape_key(s)], "predicted": predicted_copy_seconds(s, copy_model)}
         if not args.no_measure:
             row["trials"] = {}
             for target, d in decisions["learned"]["targets"].items():
@@ -200,7 +280,7 @@ def main() -> int:
                 times = [t for t, _ in measured]
                 row["trials"][target] = {"predicted_s": [float(d["predicted"][i]) for i in d["order"][:args.trials]],
                                          "measured_s": times}
-                ok = [t for t in times if t is not None]
+                ok = [t + (copies.get(shape_key(s), 0.0) if target == "cuda" else 0.0) for t in times if t is not None]
                 if ok:
                     row["best"][target] = min(row["best"][target], min(ok))
         rows.append(row)
@@ -216,9 +296,10 @@ def main() -> int:
     summary["placement"] = {name: placement_report(choices, truths) for name, choices in methods.items()}
     summary["calibration"] = calibration(rows)
     summary["held_out"] = rows
-    (out / "compiler_placement.json").write_text(json.dumps(summary, indent=2))
+    name = "compiler_placement_host" if copy_model is not None else "compiler_placement"
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=2))
     text = markdown(summary)
-    (out / "compiler_placement.md").write_text(text)
+    (out / f"{name}.md").write_text(text)
     print(text)
     return 0
 
@@ -240,6 +321,11 @@ def markdown(s: dict) -> str:
              "| placement | right | geomean regret | worst regret |", "|---|---|---|---|"]
     for name, r in s["placement"].items():
         lines.append(f"| {name} | {r['accuracy']:.0%} | {r['geomean_regret']:.3f} | {r['max_regret']:.2f} |")
+    if s.get("copy_model"):
+        m = s["copy_model"]
+        lines += ["", f"Operands in host memory: the GPU's times include copying A and B in and C out (measured per "
+                  f"shape); the models add a copy model fitted here: {m['latency_s'] * 1e6:.1f} us per copy + "
+                  f"bytes / {m['bytes_per_s'] / 1e9:.1f} GB/s."]
     lines += ["", "Predicted best time against the best measured, per target (MAPE): " + ", ".join(
         f"{k.replace('_mape', '')} {v:.0%}" for k, v in s["calibration"].items()), "",
               "| shape | flops | CPU best ms | GPU best ms | learned | xgboost |", "|---|---|---|---|---|---|"]
