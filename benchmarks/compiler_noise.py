@@ -22,13 +22,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def read(folder: str, prim) -> tuple[dict, dict]:
-    from aiprim.primitives._snapshot import read_tables
-
-    manifest = next(Path(folder).rglob("manifest.json"))
-    return read_tables(manifest.parent, prim.schema), json.loads(manifest.read_text())
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from compiler_transfer import read_snapshot  # noqa: E402  (one reading of a snapshot folder for both benchmarks)
 
 
 def noise_ceiling(snapshots: list[dict]) -> dict:
@@ -76,7 +71,7 @@ def main() -> int:
     prim = primitives.get("compiler")
     if len(args.snapshots) < 2:
         parser.error("two or more snapshots of the same seed")
-    read_back = [read(folder, prim) for folder in args.snapshots]
+    read_back = [read_snapshot(folder, prim) for folder in args.snapshots]
     result = {"snapshots": [{"snapshot": f, "target": m.get("target")} for f, (_, m) in zip(args.snapshots, read_back)],
               "ceiling": noise_ceiling([tables for tables, _ in read_back])}
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -26,11 +26,26 @@ class ParamsError(ValueError):
     """A config section that does not fit its declared parameters (one readable line)."""
 
 
+def bounded(default, low=None, high=None):
+    """A field whose values must lie in [low, high] (None: unbounded); ``parse_params`` names a value outside."""
+    return dataclasses.field(default=default, metadata={"range": (low, high)})
+
+
+def _outside(value, field) -> bool:
+    low, high = field.metadata.get("range", (None, None))
+    return (low is not None and value < low) or (high is not None and value > high)
+
+
+def _range_text(field) -> str:
+    low, high = field.metadata.get("range", (None, None))
+    return f"[{low}, {high}]"
+
+
 @dataclass(frozen=True)
 class TrainParams:
     """What every primitive's training takes; primitives add their own fields."""
 
-    max_epochs: int = dataclasses.field(default=10, metadata={"range": (1, None)})
+    max_epochs: int = bounded(10, 1, None)
 
 
 @dataclass(frozen=True)
@@ -38,11 +53,6 @@ class TuneParams:
     trials: int = 0
     max_epochs: int | None = None  # epochs per trial (default: the training's own)
     space: dict = dataclasses.field(default_factory=dict)
-
-
-def bounded(default, low=None, high=None):
-    """A field whose values must lie in [low, high] (None: unbounded); ``parse_params`` names a value outside."""
-    return dataclasses.field(default=default, metadata={"range": (low, high)})
 
 
 def _suggest_name(key: str, known: list[str]) -> str:
@@ -77,9 +87,8 @@ def parse_params(cls, raw: dict | None, where: str):
             raise ParamsError(f"{where}: unknown key {key!r} ({_suggest_name(key, known)}known: {', '.join(known)})")
         if not _type_ok(value, hints[key]):
             raise ParamsError(f"{where}.{key}: {value!r} is not of type {getattr(hints[key], '__name__', hints[key])}")
-        low, high = fields[key].metadata.get("range", (None, None))
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise ParamsError(f"{where}.{key}: {value!r} is outside [{low}, {high}]")
+        if _outside(value, fields[key]):
+            raise ParamsError(f"{where}.{key}: {value!r} is outside {_range_text(fields[key])}")
     values = {k: (float(v) if hints[k] is float else v) for k, v in raw.items()}
     return cls(**values)
 
@@ -113,11 +122,10 @@ def check_space(space: dict, params_cls, where: str) -> None:
             raise ParamsError(f"{where}.{name}: unknown key {sorted(extra)[0]!r} (known: {kinds[0]}, log)")
         if kinds[0] != "choices" and (len(spec[kinds[0]]) != 2 or spec[kinds[0]][0] > spec[kinds[0]][1]):
             raise ParamsError(f"{where}.{name}: {kinds[0]} needs [low, high] with low <= high")
-        low, high = fields[name].metadata.get("range", (None, None))
         drawn = spec[kinds[0]] if kinds[0] != "choices" else [v for v in spec["choices"] if isinstance(v, (int, float))]
-        outside = [v for v in drawn if (low is not None and v < low) or (high is not None and v > high)]
+        outside = [v for v in drawn if _outside(v, fields[name])]
         if outside:
-            raise ParamsError(f"{where}.{name}: {outside[0]!r} is outside the parameter's range [{low}, {high}]")
+            raise ParamsError(f"{where}.{name}: {outside[0]!r} is outside the parameter's range {_range_text(fields[name])}")
 
 
 def suggest(trial, space: dict) -> dict:

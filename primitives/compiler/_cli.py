@@ -88,8 +88,9 @@ def place_with_model(task_spec: str, cfg: dict, targets_spec: str, model: str = 
         counterpart(task["kernel"], target)
     if trials < 0:
         raise TaskError("--trials must be 0 or more")
-    if trials and "cuda" in targets and gpu_available():
-        raise TaskError(f"cuda: {gpu_available()}; --trials 0 decides from the model's predictions alone")
+    why_not = gpu_available() if trials and "cuda" in targets else None
+    if why_not:
+        raise TaskError(f"cuda: {why_not}; --trials 0 decides from the model's predictions alone")
     runtime = registry.load_runtime("compiler", model)
     decision = place(task, runtime, targets, candidates=candidates, seed=seed)
     result = {"task": {"kernel": task["kernel"], "shape": task["shape"]}, "model": model, "choice": decision["choice"],

@@ -105,7 +105,8 @@ class Sharder(Primitive):
             trained = {k: v.detach().clone() for k, v in module.state_dict().items()}
             module.load_state_dict(construction)
             built = group_placement(datamodule, *soft_placement(module, datamodule))
-            rates = {"trained": report["validation_distributed_rate"], "construction": built[4]["validation_distributed_rate"]}
+            built_report = built[-1]
+            rates = {"trained": report["validation_distributed_rate"], "construction": built_report["validation_distributed_rate"]}
             # Few transactions can leave the balance term in charge of the steps (a social trace of 8,000
             # transactions on 8 shards: 0.97 of validation transactions distributed after training, 0.73 before).
             # By the margin rows must win by before they move: the validation trace is the newest tenth of a
