@@ -1,11 +1,12 @@
-"""Compile every schedule of a task and time it, one schedule at a time, in a worker process.
+"""Compile every schedule of a task and time it in a worker process.
 
-Protocol per schedule: one run checked against a float64 reference (it is
-also the warm-up), then ``repeats`` timed samples (several calls per sample
-for kernels under ``min_sample_s``); the median is the runtime and the
-standard deviation its spread. A schedule that fails to compile, computes a
-wrong result, runs past ``time_limit_s`` or crashes the worker is recorded
-with its error, and the next schedule goes on.
+Protocol per task: each schedule runs once, checked against a float64
+reference (it is also the warm-up); then ``repeats`` rounds each take one
+timed sample of every schedule, in a fresh order per round (several calls per
+sample for kernels under ``min_sample_s``). The median of a schedule's samples
+is its runtime and their standard deviation its spread. A schedule that fails
+to compile, computes a wrong result, runs past ``time_limit_s`` or crashes the
+worker is recorded with its error, and the others go on.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ._codegen import COMPILE_FLAGS, library_source
 
@@ -165,39 +168,54 @@ class Worker:
 
 
 def measure_task(worker: Worker, kernel: str, shape: dict, libraries: list, errors: list, seed: int, config: dict) -> list[Result]:
-    repeats = int(config.get("repeats", 5))
+    """Verify every schedule of one task, then time them in rounds: each round takes one sample of every schedule
+    still standing, in a fresh order. Interference from other processes and the machine's drift then hit all of a
+    task's schedules alike, where back-to-back samples of one schedule would share one burst and its median keep it."""
+    repeats = max(1, int(config.get("repeats", 5)))
     time_limit = float(config.get("time_limit_s", 0.5))
     min_sample = float(config.get("min_sample_s", 1e-3))
-    results: list[Result] = []
-    loaded = None
-    for index, (library, error) in enumerate(zip(libraries, errors)):
-        if error:
-            results.append(Result(error=error))
-            continue
-        if loaded != library:
-            reply = worker.ask({"op": "task", "kernel": kernel, "shape": shape, "library": library, "seed": seed}, 60.0)
-            if reply is None or "error" in reply:
-                why = reply["error"] if reply else "the worker did not start"
-                results.extend(Result(error=f"setup failed: {why}") for _ in libraries[index:])
-                return results
-            loaded = library
-        symbol = f"s{index}"  # single-schedule fallback libraries keep the batch's symbol names
-        reply = worker.ask({"op": "verify", "symbol": symbol, "time_limit_s": time_limit}, 2 * time_limit + 2.0)
-        if reply is None:
-            loaded = None  # the worker was stopped: the next schedule reloads the task
-            results.append(Result(error=worker.failure))
-            continue
-        if "error" in reply:
-            results.append(Result(error=reply["error"]))
-            continue
-        first = float(reply["first_s"])
-        budget = 2.0 * max(first, min_sample) * repeats * max(1, round(min_sample / max(first, 1e-9))) + 2.0
-        timed = worker.ask({"op": "time", "symbol": symbol, "first_s": first, "repeats": repeats, "min_sample_s": min_sample}, budget)
-        if timed is None:
-            loaded = None
-            results.append(Result(error=worker.failure))
-        elif "error" in timed:
-            results.append(Result(error=timed["error"]))
-        else:
-            results.append(Result(timed["runtime_s"], timed["runtime_std_s"], int(timed["repeats"])))
+    results = [Result(error=error) if error else None for error in errors]
+    order = np.random.default_rng(seed)
+    # Schedules share one library unless their batch failed to compile; each library is loaded once.
+    for library in dict.fromkeys(lib for lib, error in zip(libraries, errors) if not error):
+        members = [i for i, (lib, error) in enumerate(zip(libraries, errors)) if lib == library and not error]
+        loaded = False
+
+        def ask(request: dict, timeout_s: float) -> dict | None:
+            nonlocal loaded
+            if not loaded:
+                reply = worker.ask({"op": "task", "kernel": kernel, "shape": shape, "library": library, "seed": seed}, 60.0)
+                if reply is None or "error" in reply:
+                    return {"error": f"setup failed: {reply['error'] if reply else worker.failure}"}
+                loaded = True
+            reply = worker.ask(request, timeout_s)
+            if reply is None:
+                loaded = False  # the worker was stopped: the next request reloads the task
+                return {"error": worker.failure}
+            return reply
+
+        first: dict[int, float] = {}
+        for index in members:
+            reply = ask({"op": "verify", "symbol": f"s{index}", "time_limit_s": time_limit}, 2 * time_limit + 2.0)
+            if "error" in reply:
+                results[index] = Result(error=reply["error"])
+            else:
+                first[index] = float(reply["first_s"])
+        samples: dict[int, list[float]] = {index: [] for index in first}
+        for _ in range(repeats):
+            for index in order.permutation(sorted(samples)):
+                index = int(index)
+                if results[index] is not None:  # failed in an earlier round
+                    continue
+                calls = max(1, round(min_sample / max(first[index], 1e-9)))
+                budget = 2.0 * max(first[index], min_sample) * calls + 2.0
+                reply = ask({"op": "time", "symbol": f"s{index}", "first_s": first[index], "repeats": 1,
+                             "min_sample_s": min_sample}, budget)
+                if "error" in reply:
+                    results[index] = Result(error=reply["error"])
+                else:
+                    samples[index].append(float(reply["runtime_s"]))
+        for index, taken in samples.items():
+            if results[index] is None:
+                results[index] = Result(float(np.median(taken)), float(np.std(taken)), len(taken))
     return results

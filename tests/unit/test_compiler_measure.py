@@ -107,3 +107,25 @@ def test_schedule_sampling_is_distinct_and_covers_small_spaces():
     everything = sample_schedules("stencil2d", 10 ** 6, rng)
     assert len(everything) == space_size("stencil2d")
     assert all(parse_schedule("stencil2d", s) for s in everything[:50])
+
+
+def test_samples_are_taken_in_rounds_over_every_schedule_of_a_task(tmp_path):
+    """Interleaving is what keeps a burst of interference from landing on every sample of one schedule."""
+
+    class RecordingWorker(_measure.Worker):
+        def __init__(self):
+            super().__init__()
+            self.timed: list[str] = []
+
+        def ask(self, request, timeout_s):
+            if request["op"] == "time":
+                self.timed.append(request["symbol"])
+            return super().ask(request, timeout_s)
+
+    schedules = sample_schedules("stencil2d", 4, np.random.default_rng(2))
+    libraries, errors = _measure.build("stencil2d", SHAPES["stencil2d"], schedules, tmp_path)
+    with RecordingWorker() as worker:
+        results = _measure.measure_task(worker, "stencil2d", SHAPES["stencil2d"], libraries, errors, 0, {"repeats": 3})
+    rounds = [worker.timed[i:i + 4] for i in range(0, len(worker.timed), 4)]
+    assert len(rounds) == 3 and all(sorted(r) == ["s0", "s1", "s2", "s3"] for r in rounds)
+    assert all(r.error is None and r.repeats == 3 for r in results)
