@@ -84,14 +84,29 @@ class CompilerRuntime(Runtime):
     def load(cls, directory: Path) -> "CompilerRuntime":
         return cls(*load_weights(directory, WEIGHTS, META))
 
-    def score_features(self, features: np.ndarray) -> np.ndarray:
-        """Predicted log(seconds per flop) of featurised schedules: the MLP members' mean, blended with the
-        tree member's prediction by ``tree_weight`` where the runtime has one."""
+    def member_scores(self, features: np.ndarray) -> np.ndarray:
+        """Each member's prediction (members x rows, standardised log seconds per flop): the MLPs', then the
+        trees' where the runtime has them."""
         x = (features - self.feature_mean) / self.feature_std
-        h = np.mean([mlp_forward(x[:, cols], *zip(*layers))[:, 0] for layers, cols in zip(self.members, self.columns)], axis=0)
-        h = h.astype(np.float64)
+        scores = [mlp_forward(x[:, cols], *zip(*layers))[:, 0].astype(np.float64) for layers, cols in zip(self.members, self.columns)]
         if self.tree_weight > 0:  # 0 where the runtime has no tree member
-            h = (1.0 - self.tree_weight) * h + self.tree_weight * forest_predict(self.forest, x)
+            scores.append(forest_predict(self.forest, x))
+        return np.stack(scores)
+
+    def score_features(self, features: np.ndarray, caution: float = 0.0) -> np.ndarray:
+        """Predicted log(seconds per flop) of featurised schedules: the MLP members' mean, blended with the
+        tree member's prediction by ``tree_weight`` where the runtime has one.
+
+        ``caution`` > 0 adds that many standard deviations of the members' disagreement: a ranking for a tuner,
+        which then measures first where the members agree that a schedule is fast, not where one member
+        extrapolates into a part of the space no training schedule covered."""
+        scores = self.member_scores(features)
+        n_mlp = len(self.members)
+        h = scores[:n_mlp].mean(axis=0)
+        if len(scores) > n_mlp:
+            h = (1.0 - self.tree_weight) * h + self.tree_weight * scores[n_mlp]
+        if caution:
+            h = h + caution * scores.std(axis=0)
         return h * self.meta["target_std"] + self.meta["target_mean"]
 
     def predict(self, task, schedules) -> np.ndarray:
