@@ -42,6 +42,7 @@ class SharderParams(TrainParams):
     min_key_score: float = bounded(0.15, 0.0, 1.0)  # share of co-accessed pairs an attribute must explain to key placement
     pack_slack: float = bounded(0.03, 0.0, None)  # packed load may exceed a shard's capacity share by this much
     refine_rounds: int = bounded(20, 0, None)  # balanced label-propagation rounds over the training trace at export
+    graph_start: bool = True         # also start the export from a METIS partition of the groups (kept where it wins)
     pin_epsilon: float = bounded(1e-4, 0.0, 1.0)  # probability a packed key leaves its shard (keeps new shards consistent)
     min_improvement: float = 0.01    # distributed-rate points the learned placement must win by before rows move
 

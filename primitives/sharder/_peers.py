@@ -31,6 +31,7 @@ import pandas as pd
 
 from ._hashing import gumbel_argmax, item_keys, shard_hashes
 from ._schema import WAREHOUSE, attribute_columns
+from ._refine import graph_partition
 from ._trace import PlacementError, Shards, Trace, read_only_tables
 
 
@@ -148,31 +149,11 @@ class SchismPeer:
 
 def metis_parts(trace: Trace, size: np.ndarray, seen: np.ndarray, share: np.ndarray) -> np.ndarray:
     """METIS part of each seen row: the graph joins each transaction node to the rows it touches."""
-    import pymetis
-
-    n_rows = len(seen)
     local = np.full(len(size), -1, dtype=np.int64)
-    local[seen] = np.arange(n_rows)
-    multi = np.bincount(trace.txn, minlength=trace.n_txns) > 1  # one-row transactions add no edge worth cutting
-    keep = multi[trace.txn]
-    txn_codes, txn_node = np.unique(trace.txn[keep], return_inverse=True)
-    a = local[trace.row[keep]]
-    b = n_rows + txn_node
-    n_nodes = n_rows + len(txn_codes)
-    src, dst = np.concatenate([a, b]), np.concatenate([b, a])
-    order = np.argsort(src, kind="stable")
-    xadj = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=n_nodes))]).astype(np.int64)
-    adjncy = dst[order].astype(np.int64)
-    accesses = np.bincount(local[trace.access_row], minlength=n_rows).astype(np.float64)
+    local[seen] = np.arange(len(seen))
+    accesses = np.bincount(local[trace.access_row], minlength=len(seen)).astype(np.float64)
     weight = accesses / max(accesses.sum(), 1.0) + size[seen] / max(size[seen].sum(), 1.0)
-    vweights = np.concatenate([np.maximum(np.rint(weight / weight.sum() * 1e6), 1), np.zeros(len(txn_codes))]).astype(np.int64)
-    if len(share) == 1:
-        return np.zeros(n_rows, dtype=np.int64)
-    target = share / share.sum()
-    target[-1] = 1.0 - target[:-1].sum()
-    _, parts = pymetis.part_graph(len(share), adjacency=pymetis.CSRAdjacency(xadj, adjncy), vweights=vweights,
-                                  tpwgts=[float(t) for t in target])
-    return np.asarray(parts[:n_rows], dtype=np.int64)
+    return graph_partition(trace.txn, local[trace.row], weight, share)
 
 
 def _match_parts(part_of_seen: np.ndarray, previous: np.ndarray, k: int, size: np.ndarray) -> np.ndarray:
