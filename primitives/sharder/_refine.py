@@ -297,6 +297,8 @@ def group_placement(datamodule, probability: np.ndarray, cluster: np.ndarray) ->
     # training transactions by the margin rows must win by to move (min_improvement): on uniform TPC-C every
     # balanced grouping of warehouses ties, and a new grouping won on noise would only reshuffle which ones share
     # a shard. The validation trace below still decides whether rows move at all.
+    val_txn, val_row = datamodule.val_pairs
+    model_rate = span_rate(val_txn, shard[group[val_row]], n_shards)  # the kernel's own placement, whatever start wins
     start = "model"
     if datamodule.graph_start and n_shards > 1:
         graph = np.eye(n_shards)[graph_partition(txn, group[row], load.sum(axis=1), share)]
@@ -309,14 +311,13 @@ def group_placement(datamodule, probability: np.ndarray, cluster: np.ndarray) ->
     held = np.zeros((n_groups, n_shards))
     np.add.at(held, (group[has], current[has]), datamodule.size[has] + 1e-9)
     stay = np.where(held.sum(axis=1) > 0, held.argmax(axis=1), shard)
-    val_txn, val_row = datamodule.val_pairs
     learned_rate = span_rate(val_txn, shard[group[val_row]], n_shards)
     # Where the rows are today, row by row (a warehouse's rows are spread over every shard by hashing).
     today = np.where(current[val_row] >= 0, current[val_row], shard[group[val_row]])
     current_rate = span_rate(val_txn, today, n_shards)
     moved = learned_rate <= current_rate - datamodule.min_improvement
     report = {"validation_distributed_rate": learned_rate, "current_distributed_rate": current_rate, "moves": bool(moved),
-              "start": start}
+              "start": start, "validation_distributed_rate_model": model_rate}
     votes = np.zeros((n_groups, int(cluster.max()) + 1 if len(cluster) else 1))
     np.add.at(votes, (group, cluster), datamodule.access_share + datamodule.size_share + 1e-12)
     return (np.asarray(keys, dtype=np.uint64), (shard if moved else stay), accesses / max(accesses.sum(), 1e-12),
