@@ -66,8 +66,6 @@ def tuning_goal(held_out, runtime, peers, config, args):
         candidates = sample_schedules(task.kernel, args.candidates, np.random.default_rng(2000 + n))
         x = featurize_task(task.kernel, shape, candidates, machine_caches(task.kernel))  # measured here, as the runtime predicts
         picks = {"learned": np.argsort(runtime.score_features(x), kind="stable")[: args.trials]}
-        for caution in args.caution:
-            picks[f"learned_c{caution:g}"] = np.argsort(runtime.score_features(x, caution), kind="stable")[: args.trials]
         for name, peer in peers.items():
             picks[name] = np.argsort(peer.predict(x), kind="stable")[: args.trials]
         row = {"task_id": task.task_id, "kernel": task.kernel, "random_best_s": float(np.nanmin(random_s))}
@@ -110,8 +108,6 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--random-pool", type=int, default=200)
     parser.add_argument("--candidates", type=int, default=2000)
-    parser.add_argument("--caution", type=lambda text: [float(c) for c in text.split(",") if c], default=[],
-                        help="also rank with the members' disagreement added, at these weights (e.g. 0.5,1,2)")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--gpu", action="store_true", help="Triton matmul on a CUDA GPU instead of the CPU families")
     parser.add_argument("--quick", action="store_true")
@@ -159,7 +155,7 @@ def main() -> int:
 
     config = {**source, "repeats": 5, "time_limit_s": 0.5}
     goal = tuning_goal(held_out, runtime, {"xgboost": peers["xgboost"]}, config, args)
-    rankings = ["learned"] + [f"learned_c{c:g}" for c in args.caution] + ["xgboost"]
+    rankings = ["learned", "xgboost"]
     summary = {
         "machine": f"{platform.processor() or platform.machine()}, target {extra['target']}",
         "command": " ".join(["benchmarks/compiler.py"] + sys.argv[1:]),

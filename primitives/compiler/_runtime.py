@@ -93,20 +93,14 @@ class CompilerRuntime(Runtime):
             scores.append(forest_predict(self.forest, x))
         return np.stack(scores)
 
-    def score_features(self, features: np.ndarray, caution: float = 0.0) -> np.ndarray:
+    def score_features(self, features: np.ndarray) -> np.ndarray:
         """Predicted log(seconds per flop) of featurised schedules: the MLP members' mean, blended with the
-        tree member's prediction by ``tree_weight`` where the runtime has one.
-
-        ``caution`` > 0 adds that many standard deviations of the members' disagreement: a ranking for a tuner,
-        which then measures first where the members agree that a schedule is fast, not where one member
-        extrapolates into a part of the space no training schedule covered."""
+        tree member's prediction by ``tree_weight`` where the runtime has one."""
         scores = self.member_scores(features)
         n_mlp = len(self.members)
         h = scores[:n_mlp].mean(axis=0)
         if len(scores) > n_mlp:
             h = (1.0 - self.tree_weight) * h + self.tree_weight * scores[n_mlp]
-        if caution:
-            h = h + caution * scores.std(axis=0)
         return h * self.meta["target_std"] + self.meta["target_mean"]
 
     def predict(self, task, schedules) -> np.ndarray:

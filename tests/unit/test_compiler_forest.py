@@ -52,19 +52,3 @@ def test_runtime_blends_the_tree_member_by_its_weight(tmp_path):
     old = CompilerRuntime(export_weights(module), meta)
     np.testing.assert_allclose(old.score_features(features), mlps.score_features(features))
 
-
-def test_caution_adds_the_members_disagreement_in_log_time(tmp_path):
-    data = CostDataModule(**_tables(0, n_tasks=6))
-    torch.manual_seed(0)
-    module = CostModule(data.feature_mean.tolist(), data.feature_std.tolist(), data.target_mean, data.target_std,
-                        hidden=8, depth=2, members=2)
-    meta = {"feature_mean": data.feature_mean.tolist(), "feature_std": data.feature_std.tolist(),
-            "target_mean": data.target_mean, "target_std": data.target_std, "member_columns": [list(c) for c in module.net.columns],
-            "tree_weight": 0.5}
-    runtime = CompilerRuntime(export_weights(module) | fit_tree_member(data, seed=0), meta)
-    features = data.feature_mean + data.feature_std * data.finished_rows[0][:40]
-    members = runtime.member_scores(features)
-    assert members.shape == (3, 40)  # two MLPs, then the trees
-    spread = members.std(axis=0) * data.target_std
-    np.testing.assert_allclose(runtime.score_features(features, caution=2.0) - runtime.score_features(features), 2.0 * spread,
-                               rtol=1e-5, atol=1e-9)
