@@ -118,3 +118,32 @@ def test_a_snapshot_failing_validation_is_never_transferred(project, capsys):
     assert err == ["aiprim: error: query does not opt in to transfer (it has no transfer model)"]
     assert main(["transfer", "balancer", "--snapshot", str(snapshot), "--deployment", "Not A Name"]) == 1
     assert "deployment 'Not A Name'" in capsys.readouterr().err
+
+
+def test_the_sharder_population_then_transfer_decodes_a_sharder_for_a_new_deployment(project, capsys):
+    """The sharder opts in too: its population through the real pipeline, then a social trace it never saw (table,
+    attribute and id names never generated) gets a decoded sharder, promoted only past the classical peers."""
+    from aiprim import load_runtime, primitives
+    from aiprim.flows.cli import main
+    from aiprim.primitives._snapshot import write_snapshot
+
+    assert main(["population", "sharder", "--deployments", "3", "--profile", "small"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["deployment"] for r in records] == ["family-0000", "family-0001", "family-0002"]
+
+    prim = primitives.get("sharder")
+    tables = prim.transfer_model().draw_deployment(5019, transactions=(6000, 16000))
+    snapshot = write_snapshot("sharder", prim.schema, tables, project / "incoming", "a user's trace")
+    assert main(["transfer", "sharder", "--snapshot", str(snapshot), "--deployment", "social-eu", "--json",
+                 "--profile", "small"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["deployment"] == "social-eu" and result["members"] == 3
+    beats_peer = result["metrics"]["distributed_txn_rate"] < result["best_peer"]["distributed_txn_rate"]
+    decision = result["decision"]
+    # Promoted only past the best classical peer; past it and still refused, only by a guardrail (load, disruption).
+    assert decision["promoted"] == beats_peer or (beats_peer and "guardrail" in decision["reason"]), decision
+    alias = "champion" if decision["promoted"] else "challenger"
+    runtime = load_runtime("sharder", alias=alias, deployment="social-eu")
+    placed = runtime.place(tables["items"].head(500), tables["shards"])
+    assert set(placed) <= set(tables["shards"]["shard_id"])
+    assert set(runtime.training_report["transfer"]["knobs"]) == {"clusters_per_shard", "min_key_score", "pack_slack"}
