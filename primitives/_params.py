@@ -128,6 +128,22 @@ def check_space(space: dict, params_cls, where: str) -> None:
             raise ParamsError(f"{where}.{name}: {outside[0]!r} is outside the parameter's range {_range_text(fields[name])}")
 
 
+def configured_point(space: dict, params) -> dict:
+    """The values ``params`` holds for the tuned names, those that lie inside the declared space: the point a
+    study tries first, so that tuning replaces the configuration only with one its objective scores better."""
+    point = {}
+    for name, spec in space.items():
+        value = getattr(params, name)
+        if "choices" in spec:
+            inside = value in list(spec["choices"])
+        else:
+            low, high = spec["int"] if "int" in spec else spec["float"]
+            inside = low <= value <= high
+        if inside:
+            point[name] = value
+    return point
+
+
 def suggest(trial, space: dict) -> dict:
     """One Optuna draw from a declared space, in the space's order (which fixes the sampler's stream)."""
     drawn = {}
