@@ -5,8 +5,10 @@
 - the UI servers (MLflow, Prefect, optuna-dashboard, through ``aiprim.flows.ui``) start first;
 - ``aiprim run`` then talks to that Prefect server (no temporary server of its own): version 1, champion;
   beside it, validation rejects a deliberately bad snapshot (its Data Docs);
-- ``aiprim train --trials 0`` on the same snapshot: version 2, the challenger, untuned so it routes
-  differently, while ``aiprim schedule`` registers the ``retrain`` deployment with the server.
+- ``aiprim train --trials 0`` on the same snapshot with profile ``ui-test-longer`` (one more epoch): version 2,
+  the challenger, which routes differently (the run's one trial is the configured point, so the same
+  configuration would train the same balancer), while ``aiprim schedule`` registers the ``retrain``
+  deployment with the server.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ UI_TEST_PROFILE = {
     },
     "pipeline": {"transfer": {"primitives": []}},  # the branch alone: these tests are about the UIs
 }
+LONGER_PROFILE = "ui-test-longer"  # version 2's: trained one epoch longer, so that it routes differently
 TIMEOUT_S = 600  # per CLI command: a loaded two-core machine is several times slower than an idle one
 
 
@@ -48,6 +51,9 @@ def _configs_with_test_profile(root: Path) -> Path:
     shutil.copytree(packaged_configs(), configs)
     pipeline = yaml.safe_load((configs / "pipeline.yaml").read_text())
     pipeline.setdefault("profiles", {})[PROFILE] = UI_TEST_PROFILE
+    balancer = UI_TEST_PROFILE["balancer"]
+    pipeline["profiles"][LONGER_PROFILE] = {**UI_TEST_PROFILE, "balancer": {
+        **balancer, "train": {**balancer["train"], "max_epochs": balancer["train"]["max_epochs"] + 1}}}
     (configs / "pipeline.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     return configs
 
@@ -140,7 +146,7 @@ def ui_project(tmp_path_factory, balancer_tables, empty_stores):
             rejecting = start("validate", "balancer", str(bad))  # beside the run, which mostly keeps one core busy
             _finished(running, "aiprim run (version 1)")
             snapshot = json.loads((home / "data" / "accepted" / "balancer.json").read_text())["snapshot"]
-            training = start("--quiet", "train", "balancer", snapshot, "--trials", "0", "--profile", PROFILE)
+            training = start("--quiet", "train", "balancer", snapshot, "--trials", "0", "--profile", LONGER_PROFILE)
             serving_log = home / "schedule.log"
             with open(serving_log, "w") as log:
                 serving = start("schedule", "--profile", PROFILE, extra_env=prefect, stdout=log, stderr=subprocess.STDOUT)

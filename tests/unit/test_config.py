@@ -43,7 +43,7 @@ def _edit(folder, name, old, new):
     ("balancer", "  zones: 3\n", "  zone: 3\n", "configs/balancer.yaml: source: unknown key 'zone' (did you mean 'zones'?"),
     ("balancer", "  disruption_trials: 5\n", "  disruption_trails: 5\n",
      "configs/balancer.yaml: evaluate: unknown key 'disruption_trails' (did you mean 'disruption_trials'?"),
-    ("pipeline", "  primitives: [balancer]         # the primitives whose stage", "  primitives: [query]         # the primitives whose stage",
+    ("pipeline", "  primitives: [balancer, sharder]  # the primitives whose stage", "  primitives: [query]  # the primitives whose stage",
      "configs/pipeline.yaml: transfer.primitives: query does not opt in to transfer"),
     ("pipeline", "  member_profile: small ", "  member_profile: smal ", "transfer.member_profile: unknown profile 'smal'"),
 ])
