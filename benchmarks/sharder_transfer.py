@@ -20,6 +20,7 @@ benchmarks/results/sharder_transfer.json and .md.
 
     .venv/bin/python benchmarks/sharder_transfer.py                      # population 6, held-out 6
     .venv/bin/python benchmarks/sharder_transfer.py --train 3 --held-out 2 --quick
+    .venv/bin/python benchmarks/sharder_transfer.py --train 8 --held-out 6 --held-out-transactions 50000,100000  # out of the family
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def main() -> int:
     parser.add_argument("--train", type=int, default=6, help="population size")
     parser.add_argument("--held-out", type=int, default=6)
     parser.add_argument("--transactions", default="6000,16000", help="transactions per deployment, log-uniform: LO,HI")
+    parser.add_argument("--held-out-transactions", help="the held-out deployments' own LO,HI (out of the family: "
+                        "traces longer than any member's); default: --transactions")
     parser.add_argument("--quick", action="store_true", help="a small knob grid and 2 scratch epochs: a smoke run")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "sharder_transfer"))
     args = parser.parse_args()
@@ -84,7 +87,8 @@ def main() -> int:
     default_knobs = {k: scratch_params.get(k, v) for k, v in knobs_of(params.grid()[0]).items()}
     started = time.perf_counter()
     population = [deployment(model, prim, 1000 + i, transactions) for i in range(args.train)]
-    held_out = [deployment(model, prim, 5000 + i, transactions) for i in range(args.held_out)]
+    held_out_transactions = tuple(int(x) for x in (args.held_out_transactions or args.transactions).split(","))
+    held_out = [deployment(model, prim, 5000 + i, held_out_transactions) for i in range(args.held_out)]
     print(f"drew {len(population)} + {len(held_out)} deployments in {time.perf_counter() - started:.0f}s", flush=True)
 
     t = time.perf_counter()
@@ -140,7 +144,7 @@ def main() -> int:
     result = {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, 1 core pinned",
         "command": "python benchmarks/sharder_transfer.py" + " ".join([""] + sys.argv[1:]),
-        "population": len(population), "held_out": len(held_out), "transactions": list(transactions),
+        "population": len(population), "held_out": len(held_out), "transactions": list(transactions), "held_out_transactions": list(held_out_transactions),
         "grid": [knobs_of(s) for s in state.grid], "bandwidth": state.bandwidth, "loo_regret": state.train_loss,
         "fit_seconds": fit_seconds, "scratch_seconds_median": float(np.median(scratch_seconds)),
         "decode_seconds_median": float(np.median(decode_seconds)), "decode_seconds_max": float(np.max(decode_seconds)),
