@@ -167,6 +167,10 @@ class Worker:
                 self.process.wait()
 
 
+class _SetupFailed(RuntimeError):
+    """The worker could not load the task: nothing more of its library can be measured."""
+
+
 def measure_task(worker: Worker, kernel: str, shape: dict, libraries: list, errors: list, seed: int, config: dict) -> list[Result]:
     """Verify every schedule of one task, then time them in rounds: each round takes one sample of every schedule
     still standing, in a fresh order. Interference from other processes and the machine's drift then hit all of a
@@ -181,12 +185,12 @@ def measure_task(worker: Worker, kernel: str, shape: dict, libraries: list, erro
         members = [i for i, (lib, error) in enumerate(zip(libraries, errors)) if lib == library and not error]
         loaded = False
 
-        def ask(request: dict, timeout_s: float) -> dict | None:
+        def ask(request: dict, timeout_s: float) -> dict:
             nonlocal loaded
             if not loaded:
                 reply = worker.ask({"op": "task", "kernel": kernel, "shape": shape, "library": library, "seed": seed}, 60.0)
                 if reply is None or "error" in reply:
-                    return {"error": f"setup failed: {reply['error'] if reply else worker.failure}"}
+                    raise _SetupFailed(f"setup failed: {reply['error'] if reply else worker.failure}")
                 loaded = True
             reply = worker.ask(request, timeout_s)
             if reply is None:
@@ -195,26 +199,32 @@ def measure_task(worker: Worker, kernel: str, shape: dict, libraries: list, erro
             return reply
 
         first: dict[int, float] = {}
-        for index in members:
-            reply = ask({"op": "verify", "symbol": f"s{index}", "time_limit_s": time_limit}, 2 * time_limit + 2.0)
-            if "error" in reply:
-                results[index] = Result(error=reply["error"])
-            else:
-                first[index] = float(reply["first_s"])
-        samples: dict[int, list[float]] = {index: [] for index in first}
-        for _ in range(repeats):
-            for index in order.permutation(sorted(samples)):
-                index = int(index)
-                if results[index] is not None:  # failed in an earlier round
-                    continue
-                calls = max(1, round(min_sample / max(first[index], 1e-9)))
-                budget = 2.0 * max(first[index], min_sample) * calls + 2.0
-                reply = ask({"op": "time", "symbol": f"s{index}", "first_s": first[index], "repeats": 1,
-                             "min_sample_s": min_sample}, budget)
+        samples: dict[int, list[float]] = {}
+        try:
+            for index in members:
+                reply = ask({"op": "verify", "symbol": f"s{index}", "time_limit_s": time_limit}, 2 * time_limit + 2.0)
                 if "error" in reply:
                     results[index] = Result(error=reply["error"])
                 else:
-                    samples[index].append(float(reply["runtime_s"]))
+                    first[index], samples[index] = float(reply["first_s"]), []
+            for _ in range(repeats):
+                for index in order.permutation(sorted(samples)):
+                    index = int(index)
+                    if results[index] is not None:  # failed in an earlier round
+                        continue
+                    calls = max(1, round(min_sample / max(first[index], 1e-9)))
+                    budget = 2.0 * max(first[index], min_sample) * calls + 2.0
+                    reply = ask({"op": "time", "symbol": f"s{index}", "first_s": first[index], "repeats": 1,
+                                 "min_sample_s": min_sample}, budget)
+                    if "error" in reply:
+                        results[index] = Result(error=reply["error"])
+                    else:
+                        samples[index].append(float(reply["runtime_s"]))
+        except _SetupFailed as failed:  # what the task left unmeasured fails with it, and nothing asks again
+            for index in members:
+                if results[index] is None:
+                    results[index] = Result(error=str(failed))
+            continue
         for index, taken in samples.items():
             if results[index] is None:
                 results[index] = Result(float(np.median(taken)), float(np.std(taken)), len(taken))

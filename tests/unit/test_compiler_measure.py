@@ -129,3 +129,24 @@ def test_samples_are_taken_in_rounds_over_every_schedule_of_a_task(tmp_path):
     rounds = [worker.timed[i:i + 4] for i in range(0, len(worker.timed), 4)]
     assert len(rounds) == 3 and all(sorted(r) == ["s0", "s1", "s2", "s3"] for r in rounds)
     assert all(r.error is None and r.repeats == 3 for r in results)
+
+
+def test_a_task_that_cannot_be_loaded_fails_its_schedules_once(tmp_path):
+    """A library the worker cannot load fails every schedule of it with that reason, asked once, not per sample."""
+
+    class CountingWorker(_measure.Worker):
+        def __init__(self):
+            super().__init__()
+            self.loads = 0
+
+        def ask(self, request, timeout_s):
+            self.loads += request["op"] == "task"
+            return super().ask(request, timeout_s)
+
+    not_a_library = tmp_path / "broken.so"
+    not_a_library.write_text("not a shared library")
+    with CountingWorker() as worker:
+        results = _measure.measure_task(worker, "stencil2d", SHAPES["stencil2d"], [str(not_a_library)] * 3,
+                                        [None] * 3, 0, {"repeats": 3})
+    assert all(r.error.startswith("setup failed: OSError") and r.runtime_s is None for r in results)
+    assert worker.loads == 1
