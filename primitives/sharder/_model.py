@@ -228,6 +228,7 @@ class SharderDataModule(L.LightningDataModule):
         # For the export (``_refine.group_placement``).
         self.pack_slack, self.pin_epsilon, self.refine_rounds = float(pack_slack), float(pin_epsilon), int(refine_rounds)
         self.graph_start = bool(graph_start)
+        self.graph_starts: dict = {}  # (key column, pack slack) -> the export's graph start; copies share it
         self.min_improvement = float(min_improvement)
         self.fleet = Shards.from_frame(shards)
         self.replicated = sorted(read_only_tables(items, accesses))
