@@ -3,8 +3,8 @@ the code of ``--before`` (a git revision) beside the working tree's, on the same
 
 Deployments are drawn from the transfer family (``_transfer.draw_deployment``: the transfer benchmark's
 held-out seeds, 5000 on) and each is decoded with every knob setting of ``--knobs``, once with the sharder's
-``_refine.py`` and ``_model.py`` of ``--before`` (read with ``git show``, so this runs from a clean clone) and
-once with the working tree's, in alternating order. The decode is ``SharderTransfer.decode`` itself, its
+``_trace.py``, ``_features.py``, ``_refine.py`` and ``_model.py`` of ``--before`` (read with ``git show``, so
+this runs from a clean clone) and once with the working tree's, in alternating order. The decode is ``SharderTransfer.decode`` itself, its
 transfer model pinned to the one setting (ranking the grid is microseconds; what costs is building the
 sharder). Reported: ``decode_seconds`` (median and max, per version, rows-as-groups deployments apart:
 those whose decoded sharder has no key column, one placement group per row), and whether the two
@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from sharder import pinned_sharder  # noqa: E402  (one core, the sharder)
 
 PACKAGE = "aiprim.primitives.sharder"
-CHANGED = ("_refine", "_model")  # in import order: _model imports _refine's coarse_partition
+CHANGED = ("_trace", "_features", "_refine", "_model")  # in import order: each imports the ones before it
 # clusters_per_shard, min_key_score, pack_slack: the configured setting and the grid's corners that a fitted
 # transfer model decodes most (benchmarks/results/sharder_transfer.json).
 KNOBS = "4,0.15,0.03;8,0.3,0.08;2,0.05,0.01"

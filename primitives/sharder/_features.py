@@ -117,9 +117,14 @@ def coaccess_embedding(n_rows: int, txn: np.ndarray, row: np.ndarray, dim: int, 
     regulariser = 0.5 * degree[touched].mean() if touched.any() else 0.0
     scale = np.where(touched, 1.0 / np.sqrt(np.maximum(degree + regulariser, 1e-12)), 0.0)
 
+    # The products over the trace are most of the time, bound by memory: single precision halves what they
+    # read and is about 3x faster. The basis is kept orthonormal in double precision.
+    incidence32 = incidence.astype(np.float32)
+
     def adjacency(x):  # D^-1/2 (B^T W B - self loops) D^-1/2 x
         y = scale[:, None] * x
-        return scale[:, None] * (incidence.T @ (incidence @ y) - self_loops[:, None] * y)
+        product = incidence32.T @ (incidence32 @ y.astype(np.float32))
+        return scale[:, None] * (product - self_loops[:, None] * y)
 
     def orthonormal(x):  # through the Gram matrix: a BLAS-3 product, much cheaper than Householder QR here
         values, vectors = np.linalg.eigh(np.ascontiguousarray(x.T) @ x)  # (a transposed view hits a slow BLAS path)

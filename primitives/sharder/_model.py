@@ -108,14 +108,22 @@ def kmeans(points: np.ndarray, weight: np.ndarray, k: int, seed: int, rounds: in
         centres.append(x[pick])
         gap = np.minimum(gap, ((x - x[pick]) ** 2).sum(1))
     centres = np.array(centres)
+    squared_norms = (x * x).sum(1)[:, None]
+
+    def nearest(centres):  # squared distances in place: a (points x k) temporary per step costs more than the product
+        distance = x @ centres.T
+        distance *= -2.0
+        distance += squared_norms
+        distance += (centres * centres).sum(1)[None]
+        return distance.argmin(1)
+
     for _ in range(rounds):
-        label = ((x * x).sum(1)[:, None] - 2 * x @ centres.T + (centres * centres).sum(1)[None]).argmin(1)
+        label = nearest(centres)
         total = np.bincount(label, weights=w, minlength=k)
         for d in range(x.shape[1]):
             moved = np.bincount(label, weights=w * x[:, d], minlength=k)
             centres[:, d] = np.where(total > 0, moved / np.maximum(total, 1e-300), centres[:, d])
-    label = ((x * x).sum(1)[:, None] - 2 * x @ centres.T + (centres * centres).sum(1)[None]).argmin(1)
-    return centres, label
+    return centres, nearest(centres)
 
 
 def objective(logits, log_share, batch, balance_weight: float, move_weight: float, pair_weight: float):
@@ -233,7 +241,7 @@ class SharderDataModule(L.LightningDataModule):
         self.fleet = Shards.from_frame(shards)
         self.replicated = sorted(read_only_tables(items, accesses))
         trace = Trace.build(items, accesses, frozenset(self.replicated))
-        known = np.unique(trace.access_row)  # rows of partitioned tables the training trace touches
+        known = np.flatnonzero(np.bincount(trace.access_row, minlength=len(items)))  # rows of partitioned tables the training trace touches
         local = np.full(len(items), -1, dtype=np.int64)
         local[known] = np.arange(len(known))
         self.items = items.iloc[known].reset_index(drop=True)

@@ -32,7 +32,7 @@ import pandas as pd
 from ._hashing import gumbel_argmax, item_keys, shard_hashes
 from ._schema import WAREHOUSE, attribute_columns
 from ._refine import graph_partition
-from ._trace import PlacementError, Shards, Trace, read_only_tables
+from ._trace import PlacementError, Shards, Trace, distinct, read_only_tables
 
 
 def hash_placement(item_ids, shards: pd.DataFrame | Shards) -> np.ndarray:
@@ -123,7 +123,7 @@ class SchismPeer:
         items = self._items
         if self._graph is None:
             trace = Trace.build(items, self._accesses, read_only_tables(items, self._accesses))
-            self._graph = (trace, np.unique(trace.access_row))
+            self._graph = (trace, distinct(trace.access_row))
         trace, seen = self._graph
         size = items["size_bytes"].to_numpy(dtype=np.float64)
         part_of_seen = metis_parts(trace, size, seen, fleet.share)

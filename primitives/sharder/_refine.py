@@ -26,6 +26,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from ._trace import distinct
+
 
 class CoAccess(NamedTuple):
     """The training trace as label propagation reads it: the (transaction, group) pairs of transactions that
@@ -42,7 +44,7 @@ class CoAccess(NamedTuple):
         """None where no transaction touches two groups."""
         from scipy import sparse
 
-        pairs = np.unique(txn.astype(np.int64) * n_groups + group)
+        pairs = distinct(txn.astype(np.int64) * n_groups + group)
         txn, group = pairs // n_groups, pairs % n_groups
         _, txn = np.unique(txn, return_inverse=True)
         width = np.bincount(txn)
@@ -173,8 +175,8 @@ def coarse_partition(txn: np.ndarray, cluster: np.ndarray, load: np.ndarray, sha
         candidates.append(pack_groups(rng.random((n_clusters, n_shards)), load[:, 0], load[:, 1], share, slack))
     # Every start reads the same trace: read it once. A transaction spans shards as its distinct clusters
     # do, so the rate is taken over those (a few per transaction, not a row each).
-    distinct = np.unique(txn.astype(np.int64) * n_clusters + cluster)
-    txn, cluster = distinct // n_clusters, distinct % n_clusters
+    pairs = distinct(txn.astype(np.int64) * n_clusters + cluster)
+    txn, cluster = pairs // n_clusters, pairs % n_clusters
     coaccess = CoAccess.of(txn, cluster, n_clusters)
     best, best_rate = None, np.inf
     for packed in candidates:
@@ -197,7 +199,7 @@ def agglomerate(txn: np.ndarray, cluster: np.ndarray, load: np.ndarray, share: n
     n_clusters, n_shards = len(load), len(share)
     if not len(txn):
         return pack_groups(np.ones((n_clusters, n_shards)), load[:, 0], load[:, 1], share, slack)
-    pairs = np.unique(txn.astype(np.int64) * n_clusters + cluster)
+    pairs = distinct(txn.astype(np.int64) * n_clusters + cluster)
     txn, cluster = pairs // n_clusters, pairs % n_clusters
     _, txn = np.unique(txn, return_inverse=True)
     width = np.bincount(txn).astype(np.float64)
@@ -258,9 +260,13 @@ def span_rate(txn: np.ndarray, shard: np.ndarray, n_shards: int) -> float:
     """Share of the transactions (among those in ``txn``) whose rows sit on more than one shard."""
     if not len(txn):
         return 0.0
-    spans = np.unique(txn.astype(np.int64) * n_shards + shard)
-    counts = np.bincount(spans // n_shards)
-    return float((counts[counts > 0] > 1).mean())
+    # Without sorting the pairs: a transaction spans shards where any of its rows sits off the shard of
+    # one of them (the last written for it here).
+    some_shard = np.zeros(int(txn.max()) + 1, dtype=np.asarray(shard).dtype)
+    some_shard[txn] = shard
+    spread = np.zeros(len(some_shard), dtype=bool)
+    spread[txn[shard != some_shard[txn]]] = True
+    return float(spread[np.bincount(txn) > 0].mean())
 
 
 def group_placement(datamodule, probability: np.ndarray, cluster: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -54,16 +54,39 @@ class Shards:
         return out
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an integer array. ``np.unique`` finds them with a hash table (numpy 2.3 on),
+    which on the million (transaction, row) codes of a long trace is about 10x slower than this sort."""
+    ordered = np.sort(values)
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
+def item_rows(items: pd.DataFrame, item_ids: pd.Series) -> np.ndarray:
+    """Position in ``items`` of every id of ``item_ids``, -1 where absent (nulls too). Each distinct id is
+    looked up once: a trace names its rows many times over."""
+    codes, names = pd.factorize(item_ids)
+    found = np.append(pd.Index(items["item_id"]).get_indexer(names), -1).astype(np.int64)
+    return found[codes]  # a null id's code, -1, picks the appended -1
+
+
 def read_only_tables(items: pd.DataFrame, *accesses: pd.DataFrame) -> frozenset[str]:
     """Tables the trace reads and never writes: replicated, so placement-neutral."""
     frames = [a for a in accesses if a is not None and len(a)]
     if not frames:
         return frozenset()
-    trace = pd.concat([a[["item_id", "op"]] for a in frames], ignore_index=True)
-    table_of = pd.Series(items["table"].to_numpy(dtype=object), index=items["item_id"].to_numpy(dtype=object))
-    table = table_of.reindex(trace["item_id"].to_numpy(dtype=object)).to_numpy(dtype=object)
-    written = set(table[trace["op"].to_numpy(dtype=object) == "w"])
-    return frozenset(set(table) - written - {None, np.nan})
+    table, names = pd.factorize(items["table"])  # -1 for a row without a table
+    read = np.zeros(len(names) + 1, dtype=bool)  # the last slot collects ids not in items and rows without a table
+    written = np.zeros(len(names) + 1, dtype=bool)
+    for frame in frames:
+        rows = item_rows(items, frame["item_id"])
+        accessed = np.where(rows >= 0, table[rows], -1)
+        read[accessed] = True
+        written[accessed[(frame["op"] == "w").fillna(False).to_numpy(dtype=bool)]] = True
+    read, written = read[:-1], written[:-1]
+    return frozenset(str(name) for name in np.asarray(names, dtype=object)[read & ~written])
 
 
 @dataclass(frozen=True)
@@ -83,21 +106,20 @@ class Trace:
 
     @classmethod
     def build(cls, items: pd.DataFrame, accesses: pd.DataFrame, replicated: frozenset[str] = frozenset()) -> "Trace":
-        index = pd.Index(items["item_id"].to_numpy(dtype=object))
-        row = index.get_indexer(accesses["item_id"].to_numpy(dtype=object))
+        row = item_rows(items, accesses["item_id"])
         if (row < 0).any():
             bad = accesses.iloc[int(np.flatnonzero(row < 0)[0])]
             raise PlacementError(f"accesses: txn_id {bad['txn_id']!r} names item_id {bad['item_id']!r}, which is not in items")
-        txn, names = pd.factorize(accesses["txn_id"].to_numpy(dtype=object))
+        txn, names = pd.factorize(accesses["txn_id"])
         partitioned = ~items["table"].isin(replicated).to_numpy()
         keep = partitioned[row]
         access_row = row[keep].astype(np.int64)
-        pairs = np.unique(txn[keep].astype(np.int64) * len(items) + access_row)
+        pairs = distinct(txn[keep].astype(np.int64) * len(items) + access_row)
         return cls(n_txns=len(names), txn=pairs // len(items), row=pairs % len(items), access_row=access_row,
                    partitioned=partitioned)
 
 
 def txn_shard_counts(trace: Trace, shard_of_row: np.ndarray, n_shards: int) -> np.ndarray:
     """Distinct shards each transaction touches (0 for one that touches replicated tables only)."""
-    pairs = np.unique(trace.txn * n_shards + shard_of_row[trace.row])
+    pairs = distinct(trace.txn * n_shards + shard_of_row[trace.row])
     return np.bincount(pairs // n_shards, minlength=trace.n_txns)
