@@ -6,7 +6,8 @@ Everything is measured on this machine in one run:
 2. the learned model and the peers, trained on the same training tasks;
 3. the contract's metrics on held-out tasks (shapes never measured in training);
 4. the tuning goal: per held-out task, 200 random schedules measured for real (random search's
-   best), against the best of the model's top 10 out of 2000 scored candidates (and XGBoost's).
+   best), against the best of the model's top 10 out of 2000 scored candidates (and XGBoost's),
+   all of a task's schedules timed together in interleaved rounds.
 
     .venv/bin/python benchmarks/compiler.py                 # CPU, about 10 minutes on 2 cores
     .venv/bin/python benchmarks/compiler.py --quick         # a smoke run
@@ -54,7 +55,7 @@ def tuning_goal(held_out, runtime, peers, config, args):
     """Per held-out task: best of the model's top-k measured / best of ``random_pool`` random measured."""
     from aiprim.primitives.compiler._features import featurize_task
     from aiprim.primitives.compiler._machine import machine_caches
-    from aiprim.primitives.compiler._space import sample_schedules
+    from aiprim.primitives.compiler._space import sample_schedules, schedule_json
 
     rows = []
     for n, task in enumerate(held_out["tasks"].itertuples(), start=1):
@@ -62,15 +63,22 @@ def tuning_goal(held_out, runtime, peers, config, args):
         # On a GPU every task draws the same pool: Triton then compiles each configuration once, not per task.
         rng = np.random.default_rng(1000 if task.kernel == "triton_matmul" else 1000 + n)
         random_pool = sample_schedules(task.kernel, args.random_pool, rng)
-        random_s = measure_pool(task.kernel, shape, random_pool, config, 0)
         candidates = sample_schedules(task.kernel, args.candidates, np.random.default_rng(2000 + n))
         x = featurize_task(task.kernel, shape, candidates, machine_caches(task.kernel))  # measured here, as the runtime predicts
         picks = {"learned": np.argsort(runtime.score_features(x), kind="stable")[: args.trials]}
         for name, peer in peers.items():
             picks[name] = np.argsort(peer.predict(x), kind="stable")[: args.trials]
+        # The random pool and every model's picks are timed in one call, in interleaved rounds: timed in
+        # separate calls, a shared machine's drift between them moved the ratios by more than the goal's 5%.
+        together = {schedule_json(s): s for s in random_pool}
+        for idx in picks.values():
+            together.update({schedule_json(candidates[i]): candidates[i] for i in idx})
+        keys = list(together)
+        seconds = dict(zip(keys, measure_pool(task.kernel, shape, [together[k] for k in keys], config, 0)))
+        random_s = np.array([seconds[schedule_json(s)] for s in random_pool])
         row = {"task_id": task.task_id, "kernel": task.kernel, "random_best_s": float(np.nanmin(random_s))}
         for name, idx in picks.items():
-            measured = measure_pool(task.kernel, shape, [candidates[i] for i in idx], config, 0)
+            measured = np.array([seconds[schedule_json(candidates[i])] for i in idx])
             best = float(np.nanmin(measured)) if np.isfinite(measured).any() else float("inf")
             row[f"{name}_best_s"] = best
             row[f"{name}_ratio"] = best / row["random_best_s"]
