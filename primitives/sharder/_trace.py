@@ -86,7 +86,7 @@ def read_only_tables(items: pd.DataFrame, *accesses: pd.DataFrame) -> frozenset[
         read[accessed] = True
         written[accessed[(frame["op"] == "w").fillna(False).to_numpy(dtype=bool)]] = True
     read, written = read[:-1], written[:-1]
-    return frozenset(str(name) for name in np.asarray(names, dtype=object)[read & ~written])
+    return frozenset(np.asarray(names, dtype=object)[read & ~written].tolist())
 
 
 @dataclass(frozen=True)
