@@ -83,16 +83,22 @@ def least_loaded_online(requests, servers) -> np.ndarray:
     for r in np.argsort(requests["ts"].to_numpy(dtype=np.float64), kind="stable"):
         u = units.request_unit[r]
         if choice[u] < 0:
-            eligible = pools[pool_code[u]]
             group = int(units.anti_group[u])
-            if group >= 0 and taken.get(group):
-                free = eligible[~np.isin(eligible, list(taken[group]))]
-                eligible = free if len(free) else eligible
+            eligible = apart_from_replicas(pools[pool_code[u]], taken, group)
             choice[u] = eligible[np.argmin((load[eligible] / capacity[eligible]).max(axis=1))]
             if group >= 0:
                 taken.setdefault(group, set()).add(int(choice[u]))
         load[choice[u]] += cost[r]
     return route_requests(units, fleet, choice)
+
+
+def apart_from_replicas(eligible: np.ndarray, taken: dict[int, set[int]], group: int) -> np.ndarray:
+    """The eligible servers holding no replica of anti-affinity group ``group`` (-1: none); all of them where
+    every one holds one."""
+    if group < 0 or not taken.get(group):
+        return eligible
+    free = eligible[~np.isin(eligible, list(taken[group]))]
+    return free if len(free) else eligible
 
 
 def pack_units(units, fleet, max_moves: int = 5000) -> np.ndarray:
@@ -110,11 +116,8 @@ def pack_units(units, fleet, max_moves: int = 5000) -> np.ndarray:
     choice = np.full(len(a), -1, dtype=np.int64)
     taken: dict[int, set[int]] = {}  # anti-affinity group -> servers holding one of its replicas
     for u in np.argsort(-(a / c.max(axis=0)).max(axis=1), kind="stable"):
-        eligible = pools[pool_code[u]]
         group = int(units.anti_group[u])
-        if group >= 0 and taken.get(group):
-            free = eligible[~np.isin(eligible, list(taken[group]))]
-            eligible = free if len(free) else eligible
+        eligible = apart_from_replicas(pools[pool_code[u]], taken, group)
         peak = ((load[eligible] + a[u]) / c[eligible]).max(axis=1)
         server = int(eligible[np.argmin(peak)])
         choice[u] = server

@@ -72,12 +72,12 @@ def main() -> int:
         load = np.column_stack([datamodule.access_share, datamodule.size_share])
         (txn, row), (val_txn, val_row) = datamodule.train_pairs, datamodule.val_pairs
         placers = {"sharder": sharder, "schism": SchismPeer(train)}
-        validation = {"sharder": span_rate(val_txn, start[val_row], len(fleet))}
+        validation = {"sharder": span_rate(val_txn, start[val_row])}
         moved = {}
         for slack in (float(s) for s in args.slacks.split(",")):
             refined = refine_groups(start, txn, row, load, fleet.share, slack, rounds=30)
             name = f"rows@{slack}"
-            validation[name] = span_rate(val_txn, refined[val_row], len(fleet))
+            validation[name] = span_rate(val_txn, refined[val_row])
             moved[name] = float(np.mean(refined != start))
             placers[name] = RowOverrides(sharder, datamodule.items["item_id"], fleet.shard_id[refined])
         metrics = evaluate_placers(placers, held_out, train, disruption_trials=0, reshard_budget=None)

@@ -181,7 +181,7 @@ def coarse_partition(txn: np.ndarray, cluster: np.ndarray, load: np.ndarray, sha
     best, best_rate = None, np.inf
     for packed in candidates:
         part = propagate(packed, coaccess, load, share, slack, rounds)
-        rate = span_rate(txn, part[cluster], n_shards)
+        rate = span_rate(txn, part[cluster])
         if rate < best_rate:
             best, best_rate = part, rate
     return best
@@ -256,7 +256,7 @@ def graph_partition(txn: np.ndarray, node: np.ndarray, weight: np.ndarray, share
     return np.asarray(parts[:n_nodes], dtype=np.int64)
 
 
-def span_rate(txn: np.ndarray, shard: np.ndarray, n_shards: int) -> float:
+def span_rate(txn: np.ndarray, shard: np.ndarray) -> float:
     """Share of the transactions (among those in ``txn``) whose rows sit on more than one shard."""
     if not len(txn):
         return 0.0
@@ -303,7 +303,7 @@ def group_placement(datamodule, probability: np.ndarray, cluster: np.ndarray) ->
     # balanced grouping of warehouses ties, and a new grouping won on noise would only reshuffle which ones share
     # a shard. The validation trace below still decides whether rows move at all.
     val_txn, val_row = datamodule.val_pairs
-    model_rate = span_rate(val_txn, shard[group[val_row]], n_shards)  # the kernel's own placement, whatever start wins
+    model_rate = span_rate(val_txn, shard[group[val_row]])  # the kernel's own placement, whatever start wins
     start = "model"
     if datamodule.graph_start and n_shards > 1:
         # It reads the trace and the groups only, not the kernel: one per key column and slack, shared by the
@@ -314,7 +314,7 @@ def group_placement(datamodule, probability: np.ndarray, cluster: np.ndarray) ->
             datamodule.graph_starts[cache_key] = refine_groups(pack_groups(graph, accesses, size, share, slack), txn,
                                                                group[row], load, share, slack, rounds)
         graph = datamodule.graph_starts[cache_key]
-        if span_rate(txn, graph[group[row]], n_shards) <= span_rate(txn, shard[group[row]], n_shards) - datamodule.min_improvement:
+        if span_rate(txn, graph[group[row]]) <= span_rate(txn, shard[group[row]]) - datamodule.min_improvement:
             shard, start = graph.copy(), "graph"  # the cached start stays as it was
 
     current = datamodule.current
@@ -322,10 +322,10 @@ def group_placement(datamodule, probability: np.ndarray, cluster: np.ndarray) ->
     held = np.zeros((n_groups, n_shards))
     np.add.at(held, (group[has], current[has]), datamodule.size[has] + 1e-9)
     stay = np.where(held.sum(axis=1) > 0, held.argmax(axis=1), shard)
-    learned_rate = span_rate(val_txn, shard[group[val_row]], n_shards)
+    learned_rate = span_rate(val_txn, shard[group[val_row]])
     # Where the rows are today, row by row (a warehouse's rows are spread over every shard by hashing).
     today = np.where(current[val_row] >= 0, current[val_row], shard[group[val_row]])
-    current_rate = span_rate(val_txn, today, n_shards)
+    current_rate = span_rate(val_txn, today)
     moved = learned_rate <= current_rate - datamodule.min_improvement
     report = {"validation_distributed_rate": learned_rate, "current_distributed_rate": current_rate, "moves": bool(moved),
               "start": start, "validation_distributed_rate_model": model_rate}

@@ -162,7 +162,7 @@ def test_starts_that_share_one_reading_of_the_trace_refine_as_alone():
     for begin in [start, *rng.integers(4, size=(5, 24))]:
         refined = _refine.propagate(begin, coaccess, load, share, 0.03, 50)
         np.testing.assert_array_equal(refined, _refine.refine_groups(begin, txn, group, load, share, 0.03, 50))
-        assert _refine.span_rate(distinct // 24, refined[distinct % 24], 4) == _refine.span_rate(txn, refined[group], 4)
+        assert _refine.span_rate(distinct // 24, refined[distinct % 24]) == _refine.span_rate(txn, refined[group])
 
 
 def test_no_co_access_leaves_the_start_alone():
