@@ -43,6 +43,8 @@ class SharderParams(TrainParams):
     pack_slack: float = bounded(0.03, 0.0, None)  # packed load may exceed a shard's capacity share by this much
     refine_rounds: int = bounded(20, 0, None)  # balanced label-propagation rounds over the training trace at export
     graph_start: bool = True         # also start the export from a METIS partition of the groups (kept where it wins)
+    row_moves: bool = True           # then let single rows leave their group's shard (kept where it wins)
+    row_slack: float = bounded(0.08, 0.0, None)  # ... while every shard stays within its share plus this slack
     pin_epsilon: float = bounded(1e-4, 0.0, 1.0)  # probability a packed key leaves its shard (keeps new shards consistent)
     min_improvement: float = 0.01    # distributed-rate points the learned placement must win by before rows move
 
@@ -97,7 +99,7 @@ class Sharder(Primitive):
         import torch
 
         from ._model import export_kernel, soft_placement
-        from ._refine import group_placement
+        from ._refine import group_placement, row_overrides
 
         keys, shard, weight, cluster, report = group_placement(datamodule, *soft_placement(module, datamodule))
         construction = getattr(module, "construction", None)
@@ -123,12 +125,14 @@ class Sharder(Primitive):
             report = {**report, "kept": "construction" if keep_construction else "trained",
                       "validation_distributed_rate_trained": rates["trained"],
                       "validation_distributed_rate_construction": rates["construction"]}
+        row_hash, row_shard, row_report = row_overrides(datamodule, keys, shard, groups_moved=report["moves"])
+        report = {**report, **row_report}
         runtime = SharderRuntime({
             "train_shard_ids": datamodule.fleet.shard_id, "train_capacity": datamodule.fleet.capacity,
             "spec": datamodule.spec, "key_column": datamodule.key_column, "replicated": datamodule.replicated,
             "epsilon": datamodule.pin_epsilon, "coaccess_dim": int(module.hparams.coaccess_dim),
             **export_kernel(module), "group_hash": keys, "group_shard": shard, "group_weight": weight,
-            "group_cluster": cluster,
+            "group_cluster": cluster, "row_hash": row_hash, "row_shard": row_shard,
             "training_report": report,
         })
         runtime.save(Path(directory))

@@ -230,12 +230,14 @@ class SharderDataModule(L.LightningDataModule):
                  coaccess_steps: int = 10, clusters_per_shard: int = 4, txns_per_step: int = 4096,
                  steps_per_epoch: int = 16, coaccess_dropout: float = 0.3, attr_dropout: float = 0.05,
                  min_key_score: float = 0.15, val_fraction: float = 0.1, load_sample: int = 4096,
-                 pack_slack: float = 0.03, refine_rounds: int = 20, graph_start: bool = True, pin_epsilon: float = 1e-4,
+                 pack_slack: float = 0.03, refine_rounds: int = 20, graph_start: bool = True,
+                 row_moves: bool = True, row_slack: float = 0.08, pin_epsilon: float = 1e-4,
                  min_improvement: float = 0.01, seed: int = 0):
         super().__init__()
         # For the export (``_refine.group_placement``).
         self.pack_slack, self.pin_epsilon, self.refine_rounds = float(pack_slack), float(pin_epsilon), int(refine_rounds)
         self.graph_start = bool(graph_start)
+        self.row_moves, self.row_slack = bool(row_moves), float(row_slack)
         self.graph_starts: dict = {}  # (key column, pack slack) -> the export's graph start; copies share it
         self.min_improvement = float(min_improvement)
         self.fleet = Shards.from_frame(shards)

@@ -333,3 +333,34 @@ def group_placement(datamodule, probability: np.ndarray, cluster: np.ndarray) ->
     np.add.at(votes, (group, cluster), datamodule.access_share + datamodule.size_share + 1e-12)
     return (np.asarray(keys, dtype=np.uint64), (shard if moved else stay), accesses / max(accesses.sum(), 1e-12),
             votes.argmax(axis=1), report)
+
+
+def row_overrides(datamodule, keys: np.ndarray, shard: np.ndarray, groups_moved: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(item keys, shard position) of the training rows that leave their group's shard, and a report.
+
+    A group pins all its rows (a warehouse's, a user's) to one shard; on a social trace a group's rows
+    can belong to different communities, which Schism, placing every row on its own, serves. Label
+    propagation over single rows, started from their groups' shards and within ``row_slack`` of each
+    shard's share, finds them (``keys``, ``shard``: the packed table's groups and positions). The moves are kept only where they split fewer of the newest tenth of
+    the training transactions by ``min_improvement`` (the same gate as every other move): on TPC-C a
+    warehouse's rows belong together and single moves are noise. Nothing is overridden where the groups
+    themselves stay put, or where every row is its own group already.
+    """
+    from ._hashing import item_keys
+
+    none = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
+    share = datamodule.fleet.share
+    (txn, row), (val_txn, val_row) = datamodule.train_pairs, datamodule.val_pairs
+    if not groups_moved or datamodule.key_column is None or not datamodule.row_moves or len(share) < 2 or not len(txn):
+        return (*none, {"row_overrides": 0})
+    start = shard[pd.Index(keys).get_indexer(datamodule.keys)]
+    load = np.column_stack([datamodule.access_share, datamodule.size_share])
+    moved = refine_groups(start, txn, row, load, share, datamodule.row_slack, datamodule.refine_rounds)
+    rates = {"group": span_rate(val_txn, start[val_row]), "row": span_rate(val_txn, moved[val_row])}
+    report = {"validation_distributed_rate_groups": rates["group"], "validation_distributed_rate_rows": rates["row"]}
+    if rates["row"] > rates["group"] - datamodule.min_improvement:
+        return (*none, {**report, "row_overrides": 0})
+    changed = np.flatnonzero(moved != start)
+    ids = datamodule.items["item_id"].to_numpy(dtype=object)[changed]
+    return item_keys(ids), moved[changed], {**report, "row_overrides": int(len(changed)),
+                                            "validation_distributed_rate": rates["row"]}

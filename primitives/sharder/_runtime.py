@@ -3,7 +3,8 @@
 Every row has a placement key (its key attribute's value, e.g. its warehouse,
 or its own id; see ``_features``) and a distribution q over the shards the
 model was trained on: the packed table's for a key seen in training (its
-shard with probability 1 - epsilon), the kernel's from the row's attributes
+shard with probability 1 - epsilon; a training row that left its key's shard
+is pinned to its own the same way), the kernel's from the row's attributes
 for anything else. The row goes to the hashed Gumbel-max of
 
     logit(shard s) = log(k * q(s)) + log(capacity(s) / training capacity(s))   for a training shard,
@@ -27,7 +28,7 @@ import pandas as pd
 
 from .._base import Runtime, load_weights, mlp_forward, save_weights
 from ._features import FeatureSpec, placement_keys
-from ._hashing import gumbel_argmax, shard_hashes, splitmix64
+from ._hashing import gumbel_argmax, item_keys, shard_hashes, splitmix64
 from ._trace import PlacementError, Shards
 
 _DRAW_SALT = np.uint64(0x4C4541524E4544)  # "LEARNED"
@@ -58,6 +59,10 @@ class SharderRuntime(Runtime):
         self.group_shard = np.asarray(state["group_shard"], dtype=np.int64)[order]
         self.group_weight = np.asarray(state["group_weight"], dtype=np.float64)[order]
         self.group_cluster = np.asarray(state["group_cluster"], dtype=np.int64)[order]
+        # Training rows that left their group's shard (``_refine.row_overrides``), by item key.
+        row_hash = np.asarray(state.get("row_hash", ()), dtype=np.uint64)
+        order = np.argsort(row_hash, kind="stable")
+        self.row_hash, self.row_shard = row_hash[order], np.asarray(state.get("row_shard", ()), dtype=np.int64)[order]
         # Cluster numbers are small integers in every model: a salt drawn from the model's own table keeps
         # two models' cluster draws apart (each stays fixed for its model).
         self.draw_salt = np.uint64(splitmix64(np.bitwise_xor.reduce(self.group_hash, initial=np.uint64(0)) ^ _DRAW_SALT))
@@ -69,7 +74,8 @@ class SharderRuntime(Runtime):
         arrays, meta = load_weights(directory, WEIGHTS, META)
         named = ("train_shard_ids", "train_capacity", "group_hash", "group_shard", "group_weight", "group_cluster",
                  "prototypes", "cluster_bias", "cluster_shard")
-        return cls({**meta, **{k: arrays[k] for k in named},
+        optional = [k for k in ("row_hash", "row_shard") if k in arrays]  # models saved before row overrides have none
+        return cls({**meta, **{k: arrays[k] for k in (*named, *optional)},
                     "spec": FeatureSpec.from_saved(meta["spec"], arrays),
                     "embeddings": [arrays[f"embedding_{j}"] for j in range(len(meta["spec"]["columns"]))],
                     "weights": [arrays[f"weight_{i}"] for i in range(int(meta["layers"]))],
@@ -80,7 +86,7 @@ class SharderRuntime(Runtime):
                   "group_hash": self.group_hash, "group_shard": self.group_shard.astype(np.int32),
                   "group_weight": self.group_weight.astype(np.float32), "group_cluster": self.group_cluster.astype(np.int32),
                   "prototypes": self.prototypes, "cluster_bias": self.cluster_bias,
-                  "cluster_shard": self.cluster_shard}
+                  "cluster_shard": self.cluster_shard, "row_hash": self.row_hash, "row_shard": self.row_shard.astype(np.int32)}
         arrays.update({f"vocab_{j}": self.spec.vocab[c] for j, c in enumerate(self.spec.columns)})
         arrays.update({f"embedding_{j}": e for j, e in enumerate(self.embeddings)})
         arrays.update({f"weight_{i}": w for i, w in enumerate(self.weights)})
@@ -150,10 +156,16 @@ class SharderRuntime(Runtime):
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Row of the packed table for every key, -1 where the key was not seen in training."""
-        if not len(self.group_hash):
-            return np.full(len(keys), -1, dtype=np.int64)
-        at = np.minimum(np.searchsorted(self.group_hash, keys), len(self.group_hash) - 1)
-        return np.where(self.group_hash[at] == keys, at, -1)
+        return _sorted_lookup(self.group_hash, keys)
+
+    def pinned_shards(self, item_ids: np.ndarray, group_row: np.ndarray) -> np.ndarray:
+        """Training shard position of rows whose groups are in the packed table (``group_row``, from ``lookup``):
+        the group's, or the row's own where it left its group."""
+        pinned = self.group_shard[group_row]
+        if len(self.row_hash) and len(group_row):
+            own = _sorted_lookup(self.row_hash, item_keys(item_ids))
+            pinned = np.where(own >= 0, self.row_shard[own], pinned)
+        return pinned
 
     def place_positions(self, items: pd.DataFrame, fleet: Shards) -> np.ndarray:
         """Position in ``fleet`` of every row's shard."""
@@ -170,7 +182,8 @@ class SharderRuntime(Runtime):
             # moves when shards come and go, together. The draws are salted apart from hashing's: the
             # deployment of today hashes the same ids, and a row kept where hashing put it would otherwise
             # carry that choice's draw (the largest of k) and hardly ever move to a new shard.
-            pinned, cluster = self.group_shard[row[found]], self.group_cluster[row[found]]
+            pinned = self.pinned_shards(items["item_id"].to_numpy(dtype=object)[found], row[found])
+            cluster = self.group_cluster[row[found]]
             inverse, pairs = pd.factorize(cluster * len(self.train_shard_ids) + pinned)
             pairs = np.asarray(pairs, dtype=np.int64)
             draws = splitmix64(np.asarray(pairs // len(self.train_shard_ids), dtype=np.uint64) ^ self.draw_salt)
@@ -223,3 +236,11 @@ class SharderRuntime(Runtime):
 
     def predict_frame(self, frame: pd.DataFrame, context: dict) -> pd.Series:
         return pd.Series(self.place(frame, context["shards"]), name="shard_id")
+
+
+def _sorted_lookup(table: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Position of every key in the sorted ``table``, -1 where it is not there."""
+    if not len(table):
+        return np.full(len(keys), -1, dtype=np.int64)
+    at = np.minimum(np.searchsorted(table, keys), len(table) - 1)
+    return np.where(table[at] == keys, at, -1)
