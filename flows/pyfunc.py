@@ -8,6 +8,7 @@ the balancer: the fleet); systems that bring their own context use
 from __future__ import annotations
 
 import mlflow.pyfunc
+import pandas as pd
 
 
 class PrimitivePyfunc(mlflow.pyfunc.PythonModel):
@@ -17,13 +18,13 @@ class PrimitivePyfunc(mlflow.pyfunc.PythonModel):
         self.context_tables = {}
 
     def load_context(self, context):
-        import pandas as pd
-
         from aiprim import primitives
 
         self.primitive = (context.model_config or {}).get("primitive", self.primitive)
         self.runtime = primitives.get(self.primitive).load_runtime(context.artifacts["runtime"])
         self.context_tables = {k: pd.read_parquet(v) for k, v in context.artifacts.items() if k != "runtime"}
 
-    def predict(self, context, model_input, params=None):
+    # The DataFrame hint tells MLflow what the input is (it warns on an unhinted predict); the signature
+    # still comes from the input example logged with the model.
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         return self.runtime.predict_frame(model_input, self.context_tables)
