@@ -8,8 +8,10 @@ this runs from a clean clone) and once with the working tree's, in alternating o
 transfer model pinned to the one setting (ranking the grid is microseconds; what costs is building the
 sharder). Reported: ``decode_seconds`` (median and max, per version, rows-as-groups deployments apart:
 those whose decoded sharder has no key column, one placement group per row), and whether the two
-sharders are identical (packed table, clusters, kernel); where not, the distributed_txn_rate and
-peak_to_mean_load of both on the held-out newest 20%, worse / better / equal. Pinned to one core.
+sharders are identical (packed table, rows that left their group, clusters, kernel); where not, the
+distributed_txn_rate and peak_to_mean_load of both on the held-out newest 20%, worse / better / equal.
+``--before rows-off`` compares the working tree with single-row moves off (``row_moves``) instead. Pinned
+to one core.
 
     .venv/bin/python benchmarks/sharder_decode.py                # 12 deployments x 3 settings, ~1 min
     .venv/bin/python benchmarks/sharder_decode.py --deployments 4 --knobs 4,0.15,0.03
@@ -37,7 +39,8 @@ CHANGED = ("_trace", "_features", "_refine", "_model")  # in import order: each 
 # clusters_per_shard, min_key_score, pack_slack: the configured setting and the grid's corners that a fitted
 # transfer model decodes most (benchmarks/results/sharder_transfer.json).
 KNOBS = "4,0.15,0.03;8,0.3,0.08;2,0.05,0.01"
-COMPARED = ("group_hash", "group_shard", "group_cluster", "cluster_shard", "prototypes", "cluster_bias")
+COMPARED = ("group_hash", "group_shard", "group_cluster", "row_hash", "row_shard", "cluster_shard", "prototypes",
+            "cluster_bias")
 
 
 @contextlib.contextmanager
@@ -71,6 +74,25 @@ def modules_at(revision: str) -> dict[str, types.ModuleType]:
     return old
 
 
+@contextlib.contextmanager
+def rows_off():
+    """The working tree's construction with single-row moves off."""
+    from aiprim.primitives.sharder import _transfer
+
+    build = _transfer._datamodule
+
+    def without_row_moves(tables, seed):
+        datamodule = build(tables, seed)
+        datamodule.row_moves = False
+        return datamodule
+
+    _transfer._datamodule = without_row_moves
+    try:
+        yield
+    finally:
+        _transfer._datamodule = build
+
+
 def pinned_state(setting: np.ndarray, descriptor: np.ndarray):
     """A transfer model whose grid is ``setting`` alone: it decodes that setting for any deployment."""
     from aiprim.primitives.sharder._transfer import SharderTransferParams, SharderTransferState
@@ -92,7 +114,7 @@ def summary(seconds: list[float]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", default="HEAD", help="git revision of the code to compare against")
+    parser.add_argument("--before", default="HEAD", help="git revision of the code to compare against, or rows-off")
     parser.add_argument("--deployments", type=int, default=12)
     parser.add_argument("--first-seed", type=int, default=5000)
     parser.add_argument("--knobs", default=KNOBS, help="settings to decode, ';'-separated clusters,min_key_score,slack")
@@ -102,7 +124,11 @@ def main() -> int:
     prim, _, _, _ = pinned_sharder()
     from aiprim.primitives.sharder._metrics import evaluate_placers
 
-    versions = {"before": modules_at(args.before), "after": {}}
+    if args.before == "rows-off":
+        versions = {"before": rows_off, "after": contextlib.nullcontext}
+    else:
+        old = modules_at(args.before)
+        versions = {"before": lambda: installed(old), "after": contextlib.nullcontext}
     model = prim.transfer_model()
     settings = [np.array([float(x) for x in s.split(",")]) for s in args.knobs.split(";")]
     transactions = tuple(int(x) for x in args.transactions.split(","))
@@ -119,7 +145,7 @@ def main() -> int:
                 runtimes = {}
                 order = list(versions) if (len(rows) % 2 == 0) else list(reversed(versions))
                 for name in order:
-                    with installed(versions[name]):
+                    with versions[name]():
                         runtimes[name] = model.decode(state, descriptor, train, Path(tmp) / f"{seed}-{k}-{name}")
                 before, after = runtimes["before"], runtimes["after"]
                 row = {"seed": seed, "rows": len(tables["items"]), "shards": len(tables["shards"]),

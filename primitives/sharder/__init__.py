@@ -125,14 +125,14 @@ class Sharder(Primitive):
             report = {**report, "kept": "construction" if keep_construction else "trained",
                       "validation_distributed_rate_trained": rates["trained"],
                       "validation_distributed_rate_construction": rates["construction"]}
-        row_hash, row_shard, row_report = row_overrides(datamodule, keys, shard, groups_moved=report["moves"])
+        row_hash, row_shard, row_key, row_report = row_overrides(datamodule, keys, shard, groups_moved=report["moves"])
         report = {**report, **row_report}
         runtime = SharderRuntime({
             "train_shard_ids": datamodule.fleet.shard_id, "train_capacity": datamodule.fleet.capacity,
             "spec": datamodule.spec, "key_column": datamodule.key_column, "replicated": datamodule.replicated,
             "epsilon": datamodule.pin_epsilon, "coaccess_dim": int(module.hparams.coaccess_dim),
             **export_kernel(module), "group_hash": keys, "group_shard": shard, "group_weight": weight,
-            "group_cluster": cluster, "row_hash": row_hash, "row_shard": row_shard,
+            "group_cluster": cluster, "row_hash": row_hash, "row_shard": row_shard, "row_key": row_key,
             "training_report": report,
         })
         runtime.save(Path(directory))

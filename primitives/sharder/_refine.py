@@ -335,8 +335,8 @@ def group_placement(datamodule, probability: np.ndarray, cluster: np.ndarray) ->
             votes.argmax(axis=1), report)
 
 
-def row_overrides(datamodule, keys: np.ndarray, shard: np.ndarray, groups_moved: bool) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(item keys, shard position) of the training rows that leave their group's shard, and a report.
+def row_overrides(datamodule, keys: np.ndarray, shard: np.ndarray, groups_moved: bool) -> tuple[np.ndarray, ...]:
+    """(item keys, shard position, group key) of the training rows that leave their group's shard, and a report.
 
     A group pins all its rows (a warehouse's, a user's) to one shard; on a social trace a group's rows
     can belong to different communities, which Schism, placing every row on its own, serves. Label
@@ -348,7 +348,7 @@ def row_overrides(datamodule, keys: np.ndarray, shard: np.ndarray, groups_moved:
     """
     from ._hashing import item_keys
 
-    none = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
+    none = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64))
     share = datamodule.fleet.share
     (txn, row), (val_txn, val_row) = datamodule.train_pairs, datamodule.val_pairs
     if not groups_moved or datamodule.key_column is None or not datamodule.row_moves or len(share) < 2 or not len(txn):
@@ -362,5 +362,5 @@ def row_overrides(datamodule, keys: np.ndarray, shard: np.ndarray, groups_moved:
         return (*none, {**report, "row_overrides": 0})
     changed = np.flatnonzero(moved != start)
     ids = datamodule.items["item_id"].to_numpy(dtype=object)[changed]
-    return item_keys(ids), moved[changed], {**report, "row_overrides": int(len(changed)),
-                                            "validation_distributed_rate": rates["row"]}
+    return item_keys(ids), moved[changed], datamodule.keys[changed], {
+        **report, "row_overrides": int(len(changed)), "validation_distributed_rate": rates["row"]}

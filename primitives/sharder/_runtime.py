@@ -59,10 +59,13 @@ class SharderRuntime(Runtime):
         self.group_shard = np.asarray(state["group_shard"], dtype=np.int64)[order]
         self.group_weight = np.asarray(state["group_weight"], dtype=np.float64)[order]
         self.group_cluster = np.asarray(state["group_cluster"], dtype=np.int64)[order]
-        # Training rows that left their group's shard (``_refine.row_overrides``), by item key.
+        # Training rows that left their group's shard (``_refine.row_overrides``), by item key, and the groups
+        # they left: only rows of those groups pay for hashing their ids.
         row_hash = np.asarray(state.get("row_hash", ()), dtype=np.uint64)
         order = np.argsort(row_hash, kind="stable")
         self.row_hash, self.row_shard = row_hash[order], np.asarray(state.get("row_shard", ()), dtype=np.int64)[order]
+        self.row_key = np.asarray(state.get("row_key", ()), dtype=np.uint64)[order]
+        self.group_left = np.isin(self.group_hash, self.row_key)
         # Cluster numbers are small integers in every model: a salt drawn from the model's own table keeps
         # two models' cluster draws apart (each stays fixed for its model).
         self.draw_salt = np.uint64(splitmix64(np.bitwise_xor.reduce(self.group_hash, initial=np.uint64(0)) ^ _DRAW_SALT))
@@ -74,7 +77,7 @@ class SharderRuntime(Runtime):
         arrays, meta = load_weights(directory, WEIGHTS, META)
         named = ("train_shard_ids", "train_capacity", "group_hash", "group_shard", "group_weight", "group_cluster",
                  "prototypes", "cluster_bias", "cluster_shard")
-        optional = [k for k in ("row_hash", "row_shard") if k in arrays]  # models saved before row overrides have none
+        optional = [k for k in ("row_hash", "row_shard", "row_key") if k in arrays]  # models saved before row overrides have none
         return cls({**meta, **{k: arrays[k] for k in (*named, *optional)},
                     "spec": FeatureSpec.from_saved(meta["spec"], arrays),
                     "embeddings": [arrays[f"embedding_{j}"] for j in range(len(meta["spec"]["columns"]))],
@@ -86,7 +89,8 @@ class SharderRuntime(Runtime):
                   "group_hash": self.group_hash, "group_shard": self.group_shard.astype(np.int32),
                   "group_weight": self.group_weight.astype(np.float32), "group_cluster": self.group_cluster.astype(np.int32),
                   "prototypes": self.prototypes, "cluster_bias": self.cluster_bias,
-                  "cluster_shard": self.cluster_shard, "row_hash": self.row_hash, "row_shard": self.row_shard.astype(np.int32)}
+                  "cluster_shard": self.cluster_shard, "row_hash": self.row_hash, "row_shard": self.row_shard.astype(np.int32),
+                  "row_key": self.row_key}
         arrays.update({f"vocab_{j}": self.spec.vocab[c] for j, c in enumerate(self.spec.columns)})
         arrays.update({f"embedding_{j}": e for j, e in enumerate(self.embeddings)})
         arrays.update({f"weight_{i}": w for i, w in enumerate(self.weights)})
@@ -158,13 +162,14 @@ class SharderRuntime(Runtime):
         """Row of the packed table for every key, -1 where the key was not seen in training."""
         return _sorted_lookup(self.group_hash, keys)
 
-    def pinned_shards(self, item_ids: np.ndarray, group_row: np.ndarray) -> np.ndarray:
-        """Training shard position of rows whose groups are in the packed table (``group_row``, from ``lookup``):
-        the group's, or the row's own where it left its group."""
+    def pinned_shards(self, item_ids: np.ndarray, at: np.ndarray, group_row: np.ndarray) -> np.ndarray:
+        """Training shard position of the rows ``item_ids[at]``, whose groups are rows ``group_row`` of the packed
+        table (``lookup``): the group's, or the row's own where it left its group."""
         pinned = self.group_shard[group_row]
-        if len(self.row_hash) and len(group_row):
-            own = _sorted_lookup(self.row_hash, item_keys(item_ids))
-            pinned = np.where(own >= 0, self.row_shard[own], pinned)
+        check = np.flatnonzero(self.group_left[group_row])
+        if len(check):
+            own = _sorted_lookup(self.row_hash, item_keys(item_ids[at[check]]))
+            pinned[check] = np.where(own >= 0, self.row_shard[own], pinned[check])
         return pinned
 
     def place_positions(self, items: pd.DataFrame, fleet: Shards) -> np.ndarray:
@@ -182,7 +187,7 @@ class SharderRuntime(Runtime):
             # moves when shards come and go, together. The draws are salted apart from hashing's: the
             # deployment of today hashes the same ids, and a row kept where hashing put it would otherwise
             # carry that choice's draw (the largest of k) and hardly ever move to a new shard.
-            pinned = self.pinned_shards(items["item_id"].to_numpy(dtype=object)[found], row[found])
+            pinned = self.pinned_shards(items["item_id"].to_numpy(dtype=object), found, row[found])
             cluster = self.group_cluster[row[found]]
             inverse, pairs = pd.factorize(cluster * len(self.train_shard_ids) + pinned)
             pairs = np.asarray(pairs, dtype=np.int64)
