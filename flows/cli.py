@@ -175,8 +175,16 @@ def _pipeline():
 def _prepare_environment() -> None:
     from .config import home
 
-    # Prefect's local state lives in the project unless the user points elsewhere.
+    # Prefect's local state lives in the project unless the user points elsewhere. Both folders are made
+    # here: Prefect creates its home without parents, and a new AIPRIM_HOME (or a PREFECT_HOME under one)
+    # would otherwise leave its throwaway API server unable to open its database, found only after the
+    # server's start-up timeout.
     os.environ.setdefault("PREFECT_HOME", str(home() / ".prefect"))
+    for folder in (home(), Path(os.environ["PREFECT_HOME"]).expanduser()):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SystemExit(f"aiprim: error: cannot create {folder}: {error.strerror or error}") from None
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client telemetry, and its first-run notice on terminals

@@ -90,3 +90,26 @@ def test_every_declared_range_holds_its_default():
         for f in dataclasses.fields(primitives.get(name).params_class):
             low, high = f.metadata.get("range", (None, None))
             assert (low is None or f.default >= low) and (high is None or f.default <= high), (name, f.name)
+
+
+def test_a_new_project_folder_and_prefect_home_are_made_before_prefect_starts(tmp_path, monkeypatch):
+    # Prefect makes its home without parents: under a new AIPRIM_HOME its throwaway server could not open its
+    # database, and the run failed only after the server's start-up timeout (minutes).
+    from aiprim.flows.cli import _prepare_environment
+
+    project = tmp_path / "new" / "project"
+    monkeypatch.setenv("AIPRIM_HOME", str(project))
+    monkeypatch.setenv("PREFECT_HOME", str(project / "state" / "prefect"))
+    _prepare_environment()
+    assert project.is_dir() and (project / "state" / "prefect").is_dir()
+
+
+def test_a_project_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("AIPRIM_HOME", str(blocker / "project"))
+    monkeypatch.setenv("PREFECT_HOME", str(blocker / "project" / ".prefect"))
+    with pytest.raises(SystemExit) as exited:
+        main(["status"])
+    assert str(exited.value).startswith(f"aiprim: error: cannot create {blocker / 'project'}")
+    assert "\n" not in str(exited.value)
