@@ -99,7 +99,7 @@ class Sharder(Primitive):
         import torch
 
         from ._model import export_kernel, soft_placement
-        from ._refine import group_placement, row_overrides
+        from ._refine import final_placement, group_placement
 
         keys, shard, weight, cluster, report = group_placement(datamodule, *soft_placement(module, datamodule))
         construction = getattr(module, "construction", None)
@@ -125,8 +125,8 @@ class Sharder(Primitive):
             report = {**report, "kept": "construction" if keep_construction else "trained",
                       "validation_distributed_rate_trained": rates["trained"],
                       "validation_distributed_rate_construction": rates["construction"]}
-        row_hash, row_shard, row_key, row_report = row_overrides(datamodule, keys, shard, groups_moved=report["moves"])
-        report = {**report, **row_report}
+        shard, row_hash, row_shard, row_key, final_report = final_placement(datamodule, keys, shard, report["moves"])
+        report = {**report, **final_report}
         runtime = SharderRuntime({
             "train_shard_ids": datamodule.fleet.shard_id, "train_capacity": datamodule.fleet.capacity,
             "spec": datamodule.spec, "key_column": datamodule.key_column, "replicated": datamodule.replicated,

@@ -335,32 +335,47 @@ def group_placement(datamodule, probability: np.ndarray, cluster: np.ndarray) ->
             votes.argmax(axis=1), report)
 
 
-def row_overrides(datamodule, keys: np.ndarray, shard: np.ndarray, groups_moved: bool) -> tuple[np.ndarray, ...]:
-    """(item keys, shard position, group key) of the training rows that leave their group's shard, and a report.
+def final_placement(datamodule, keys: np.ndarray, shard: np.ndarray, groups_moved: bool) -> tuple[np.ndarray, ...]:
+    """The placement the runtime ships, from the packed table's groups ``keys`` at positions ``shard``
+    (``group_placement``'s): (group positions, then the item keys, shard positions and group keys of the
+    training rows that leave their group's shard), and a report.
 
     A group pins all its rows (a warehouse's, a user's) to one shard; on a social trace a group's rows
     can belong to different communities, which Schism, placing every row on its own, serves. Label
     propagation over single rows, started from their groups' shards and within ``row_slack`` of each
-    shard's share, finds them (``keys``, ``shard``: the packed table's groups and positions). The moves are kept only where they split fewer of the newest tenth of
+    shard's share, finds them. Those moves are kept only where they split fewer of the newest tenth of
     the training transactions by ``min_improvement`` (the same gate as every other move): on TPC-C a
     warehouse's rows belong together and single moves are noise. Nothing is overridden where the groups
     themselves stay put, or where every row is its own group already.
+
+    Once the gates have chosen, the groups (and the rows, where kept) are propagated again over the
+    whole training trace, the newest tenth included: it is kept out of the choices, and then says most
+    about the transactions to come. The validation rates reported are those of the choices.
     """
     from ._hashing import item_keys
 
     none = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64))
-    share = datamodule.fleet.share
+    share, rounds = datamodule.fleet.share, datamodule.refine_rounds
     (txn, row), (val_txn, val_row) = datamodule.train_pairs, datamodule.val_pairs
-    if not groups_moved or datamodule.key_column is None or not datamodule.row_moves or len(share) < 2 or not len(txn):
-        return (*none, {"row_overrides": 0})
-    start = shard[pd.Index(keys).get_indexer(datamodule.keys)]
+    if not groups_moved or len(share) < 2 or not len(txn):
+        return (shard, *none, {"row_overrides": 0})
+    whole = (np.concatenate([txn, val_txn + datamodule.n_train_txns]), np.concatenate([row, val_row]))
     load = np.column_stack([datamodule.access_share, datamodule.size_share])
-    moved = refine_groups(start, txn, row, load, share, datamodule.row_slack, datamodule.refine_rounds)
+    group = pd.Index(keys).get_indexer(datamodule.keys)
+    group_load = np.zeros((len(keys), 2))
+    np.add.at(group_load, group, load)
+    final = refine_groups(shard, whole[0], group[whole[1]], group_load, share, datamodule.pack_slack, rounds)
+    report = {"groups_refit_moved": int((final != shard).sum())}
+    if datamodule.key_column is None or not datamodule.row_moves:
+        return (final, *none, {**report, "row_overrides": 0})
+    start = shard[group]
+    moved = refine_groups(start, txn, row, load, share, datamodule.row_slack, rounds)
     rates = {"group": span_rate(val_txn, start[val_row]), "row": span_rate(val_txn, moved[val_row])}
-    report = {"validation_distributed_rate_groups": rates["group"], "validation_distributed_rate_rows": rates["row"]}
+    report.update({"validation_distributed_rate_groups": rates["group"], "validation_distributed_rate_rows": rates["row"]})
     if rates["row"] > rates["group"] - datamodule.min_improvement:
-        return (*none, {**report, "row_overrides": 0})
-    changed = np.flatnonzero(moved != start)
+        return (final, *none, {**report, "row_overrides": 0})
+    moved = refine_groups(final[group], *whole, load, share, datamodule.row_slack, rounds)
+    changed = np.flatnonzero(moved != final[group])
     ids = datamodule.items["item_id"].to_numpy(dtype=object)[changed]
-    return item_keys(ids), moved[changed], datamodule.keys[changed], {
+    return final, item_keys(ids), moved[changed], datamodule.keys[changed], {
         **report, "row_overrides": int(len(changed)), "validation_distributed_rate": rates["row"]}

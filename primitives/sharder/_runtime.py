@@ -59,7 +59,7 @@ class SharderRuntime(Runtime):
         self.group_shard = np.asarray(state["group_shard"], dtype=np.int64)[order]
         self.group_weight = np.asarray(state["group_weight"], dtype=np.float64)[order]
         self.group_cluster = np.asarray(state["group_cluster"], dtype=np.int64)[order]
-        # Training rows that left their group's shard (``_refine.row_overrides``), by item key, and the groups
+        # Training rows that left their group's shard (``_refine.final_placement``), by item key, and the groups
         # they left: only rows of those groups pay for hashing their ids.
         row_hash = np.asarray(state.get("row_hash", ()), dtype=np.uint64)
         order = np.argsort(row_hash, kind="stable")
