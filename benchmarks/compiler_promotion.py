@@ -33,6 +33,15 @@ def log(message: str) -> None:
     print(f"[bench compiler-promotion] {message}", file=sys.stderr, flush=True)
 
 
+def train_params(config: dict, overrides: list[str]) -> dict:
+    """``train:`` of configs/compiler.yaml with ``--set KEY=JSON`` overrides applied."""
+    params = dict(config["train"])
+    for item in overrides:
+        key, value = item.split("=", 1)
+        params[key] = json.loads(value)
+    return params
+
+
 def compiler_setup() -> tuple:
     """The compiler primitive with single-threaded torch, configs/compiler.yaml, and the pipeline's held-out fraction."""
     import torch
@@ -114,10 +123,7 @@ def main() -> int:
     args = parser.parse_args()
 
     prim, config, holdout = compiler_setup()
-    params = dict(config["train"])
-    for item in args.set:
-        key, value = item.split("=", 1)
-        params[key] = json.loads(value)
+    params = train_params(config, args.set)
     others = [float(w) for w in args.tree_weights.split(",") if w]
     rows = []
     with tempfile.TemporaryDirectory(prefix="aiprim-bench-") as tmp:

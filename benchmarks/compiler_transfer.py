@@ -33,6 +33,9 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from compiler_promotion import train_params  # noqa: E402  (one reading of --set for both benchmarks)
+
 METRICS = ("kendall_tau", "top1_score", "mape")
 TIE = 0.01  # "reaches from-scratch quality": Kendall tau at most this far below scratch on all of B's training part
 
@@ -226,10 +229,7 @@ def main() -> int:
     if not args.target_snapshot:
         parser.error("--target-snapshot is required (or --measure-seed to measure one)")
     holdout = float(yaml.safe_load((ROOT / "configs" / "pipeline.yaml").read_text())["promotion"]["holdout_fraction"])
-    params = dict(config["train"])
-    for item in args.set:
-        key, value = item.split("=", 1)
-        params[key] = json.loads(value)
+    params = train_params(config, args.set)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="aiprim-bench-") as tmp:
         result = run(args, prim, config, params, holdout, Path(tmp))
