@@ -129,7 +129,7 @@ class CostDataModule(L.LightningDataModule):
         self.finished_rows = (xs[~censored], ys[~censored])  # what the tree member fits (fit_tree_member)
         unique = np.unique(codes)
         rng = np.random.default_rng(seed)
-        n_val = max(1, int(round(len(unique) * val_fraction))) if len(unique) >= 4 else 0
+        n_val = max(1, int(round(len(unique) * val_fraction))) if len(unique) >= 4 and val_fraction > 0 else 0
         val_codes = set(rng.permutation(unique)[:n_val].tolist())
         is_val = np.isin(codes, list(val_codes))
         self.train_part = self._part(xs, ys, censored, codes, ~is_val)
