@@ -104,3 +104,13 @@ def test_warm_start_refuses_a_module_on_another_scale_or_shape():
                        **{**SHAPE, "members": 2, "views": "all"})
     with pytest.raises(ValueError, match="members"):
         warm_start(fewer, runtime.weights, runtime.meta, 1)
+
+
+@pytest.mark.parametrize("val_fraction, validation_tasks", [(0.0, 0), (0.15, 1), (0.5, 3)])
+def test_val_fraction_holds_out_whole_tasks_and_zero_holds_out_none(val_fraction, validation_tasks):
+    data = CostDataModule(**_tables(3, n_tasks=6), val_fraction=val_fraction)
+    train_tasks, val_tasks = set(data.train_part[3].tolist()), set(data.val_part[3].tolist())
+    assert len(train_tasks) == 6 - validation_tasks
+    # Without validation tasks the validation loop reads the training tasks (Lightning needs one).
+    assert val_tasks == (train_tasks if validation_tasks == 0 else val_tasks - train_tasks)
+    assert len(val_tasks) == (6 if validation_tasks == 0 else validation_tasks)
