@@ -234,7 +234,7 @@ class SharderDataModule(L.LightningDataModule):
                  row_moves: bool = True, row_slack: float = 0.08, pin_epsilon: float = 1e-4,
                  min_improvement: float = 0.01, seed: int = 0):
         super().__init__()
-        # For the export (``_refine.group_placement``).
+        # For the export (``_refine.group_placement`` and ``final_placement``).
         self.pack_slack, self.pin_epsilon, self.refine_rounds = float(pack_slack), float(pin_epsilon), int(refine_rounds)
         self.graph_start = bool(graph_start)
         self.row_moves, self.row_slack = bool(row_moves), float(row_slack)
