@@ -64,8 +64,13 @@ class SharderRuntime(Runtime):
         row_hash = np.asarray(state.get("row_hash", ()), dtype=np.uint64)
         order = np.argsort(row_hash, kind="stable")
         self.row_hash, self.row_shard = row_hash[order], np.asarray(state.get("row_shard", ()), dtype=np.int64)[order]
-        self.row_key = np.asarray(state.get("row_key", ()), dtype=np.uint64)[order]
-        self.group_left = np.isin(self.group_hash, self.row_key)
+        row_key = np.asarray(state.get("row_key", ()), dtype=np.uint64)
+        if len(row_key) == len(row_hash):
+            self.row_key = row_key[order]
+            self.group_left = np.isin(self.group_hash, self.row_key)
+        else:  # a row table saved without its groups' keys: every row of a known group looks itself up
+            self.row_key = np.zeros(0, dtype=np.uint64)
+            self.group_left = np.ones(len(self.group_hash), dtype=bool)
         # Cluster numbers are small integers in every model: a salt drawn from the model's own table keeps
         # two models' cluster draws apart (each stays fixed for its model).
         self.draw_salt = np.uint64(splitmix64(np.bitwise_xor.reduce(self.group_hash, initial=np.uint64(0)) ^ _DRAW_SALT))

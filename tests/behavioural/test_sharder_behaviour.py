@@ -238,3 +238,21 @@ def test_rows_that_left_their_group_stay_consistent_when_shards_come_and_go(soci
     after = runtime.place(items, shards[shards["shard_id"] != victim])
     changed = after != before
     assert changed[overridden].any() and (before[changed] == victim).all()
+
+
+@pytest.mark.parametrize("dropped", [("row_key",), ("row_hash", "row_shard", "row_key")])
+def test_a_runtime_saved_without_parts_of_its_row_table_still_loads(social_built, tmp_path, dropped):
+    # Models saved before single-row moves have no row table and place by their groups alone; a row table
+    # without its groups' keys is still honoured (every row of a known group looks itself up).
+    from aiprim import primitives
+
+    runtime, groups_only, train, _ = social_built
+    runtime.save(tmp_path)
+    path = tmp_path / "sharder_model.npz"
+    with np.load(path, allow_pickle=False) as saved:
+        kept = {k: saved[k] for k in saved.files if k not in dropped}
+    np.savez(path, **kept)
+    loaded = primitives.get("sharder").load_runtime(tmp_path)
+    items, shards = train["items"], train["shards"]
+    expected = groups_only if "row_hash" in dropped else runtime
+    np.testing.assert_array_equal(loaded.place(items, shards), expected.place(items, shards))
