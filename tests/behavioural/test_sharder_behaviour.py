@@ -222,10 +222,10 @@ def test_single_rows_leave_their_group_where_the_validation_trace_gains(social_b
 
 
 def test_rows_that_left_their_group_stay_consistent_when_shards_come_and_go(social_built):
-    runtime, _, train, _ = social_built
-    items, shards = train["items"], train["shards"]
     from aiprim.primitives.sharder._hashing import item_keys
 
+    runtime, _, train, _ = social_built
+    items, shards = train["items"], train["shards"]
     overridden = np.isin(item_keys(items["item_id"].to_numpy(dtype=object)), runtime.row_hash)
     before = runtime.place(items, shards)
     grown = pd.concat([shards, pd.DataFrame({"shard_id": pd.array([99], dtype="int32"), "capacity": [1.0]})],
