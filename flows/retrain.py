@@ -21,7 +21,7 @@ from prefect.context import FlowRunContext
 
 from . import config as cfgmod
 from . import pipeline
-from .errors import describe_failure
+from .errors import describe_failure, retry_can_help
 
 
 def _run_step(step_name: str, name: str, profile: str | None, values: dict, source: str | None, config_key: str,
@@ -33,10 +33,15 @@ def _run_step(step_name: str, name: str, profile: str | None, values: dict, sour
 
 def _task(step: pipeline.Step):
     options = {"name": f"{step.name}-primitive", "retries": step.retries,
-               "retry_delay_seconds": list(step.retry_delay_seconds) or None}
+               "retry_delay_seconds": list(step.retry_delay_seconds) or None, "retry_condition_fn": _retry_can_help}
     if step.cached:
         options.update(cache_policy=INPUTS + TASK_SOURCE, cache_expiration=timedelta(days=7))
     return task(**options)(_run_step)
+
+
+def _retry_can_help(task, task_run, state) -> bool:
+    error = state.data  # the exception, for a task that raised
+    return not isinstance(error, BaseException) or retry_can_help(error)
 
 
 @flow(name="primitive-pipeline", flow_run_name="{name}")
@@ -102,9 +107,12 @@ def retrain(primitives: list[str] | None = None, source: str | None = None, prof
     """Retrain every primitive concurrently; a failed branch leaves the others and every champion alone."""
     from aiprim import primitives as registry_of_primitives
 
+    from .steps import primitives_in_source
+
     logger = get_run_logger()
     cfg = cfgmod.load(profile)
-    names = primitives or cfg.get("primitives") or registry_of_primitives.names()
+    # A source retrains the primitives it holds snapshots of (a balancer snapshot: the balancer alone).
+    names = primitives or (primitives_in_source(source) if source else None) or cfg.get("primitives") or registry_of_primitives.names()
     _create_stores(cfg)
     current = FlowRunContext.get().task_runner
     if RUNNER_KINDS.get(type(current).__name__) == cfg["prefect"].get("task_runner", "threads"):

@@ -65,9 +65,14 @@ def snapshot(name: str, cfg: dict, source: str | None = None, out: Path | None =
         location = _source_for(name, source)
         directory = import_snapshot(location, name, root)
         log(f"{name}: imported snapshot {location} as {directory}")
-        if deployment is not None:
-            directory = _with_deployment(prim, directory, check_deployment(deployment), root)
-        return _completed(prim, directory, location, cfg, root)
+        try:
+            if deployment is not None:
+                directory = _with_deployment(prim, directory, check_deployment(deployment), root)
+            return _completed(prim, directory, location, cfg, root)
+        except SnapshotError as error:
+            # The copy does not even read as a snapshot (a table missing, a manifest that is not JSON): out of
+            # the store, as validation moves a snapshot that reads but fails its checks.
+            raise SnapshotError(f"{error}; quarantined in {quarantine(name, directory, cfg)}") from None
     deployment = check_deployment(deployment)
     pcfg = cfgmod.primitive_config(cfg, name)
     source_cfg = dict(pcfg.get("source", {}))
@@ -141,12 +146,38 @@ def _champion_runtime(name: str) -> str | None:
         return None
 
 
+def primitives_in_source(source: str) -> list[str] | None:
+    """The primitives a ``--source`` holds snapshots of: the one its manifest names (one snapshot), or those
+    with a folder in it (one snapshot per primitive); None where it says neither (each branch then says why)."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(source)
+    if fs.exists(f"{path}/manifest.json"):
+        named = _manifest_primitive(fs, path)
+        return [named] if named in primitives.names() else None
+    if not fs.isdir(path):
+        return None
+    held = [name for name in primitives.names() if fs.exists(f"{path}/{name}/manifest.json")]
+    return held or None
+
+
+def _manifest_primitive(fs, path: str) -> str | None:
+    try:
+        manifest = json.loads(fs.cat_file(f"{path}/manifest.json"))
+    except (ValueError, UnicodeDecodeError):
+        return None  # validation names what is wrong with it
+    return manifest.get("primitive") if isinstance(manifest, dict) else None
+
+
 def _source_for(name: str, source: str) -> str:
     """``source`` is one snapshot, or a folder with one snapshot per primitive."""
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(source)
     if fs.exists(f"{path}/manifest.json"):
+        named = _manifest_primitive(fs, path)
+        if named not in (None, name) and named in primitives.names():
+            raise SnapshotError(f"source {source}: a {named} snapshot, not one of {name}")
         return source
     if fs.isdir(f"{path}/{name}"):
         return f"{source.rstrip('/')}/{name}"

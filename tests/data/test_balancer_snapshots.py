@@ -172,3 +172,32 @@ def test_cli_error_has_no_traceback(balancer_snapshot, project):
     assert result.returncode != 0
     assert result.stderr.strip() .count("\n") == 0 and "Traceback" not in result.stderr
     assert "table servers: missing" in result.stderr
+
+
+def test_an_import_that_does_not_read_is_quarantined(tmp_path_factory, project, balancer_tables, capsys):
+    outside = write_balancer_snapshot(tmp_path_factory.mktemp("users-own"), balancer_tables)
+    (outside / "servers.parquet").unlink()
+    code = main(["snapshot", "balancer", "--source", str(outside)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and err[-1].startswith("aiprim: error: ") and "table servers: missing" in err[-1], err
+    assert "quarantined in" in err[-1], err
+    assert not list((project / "data" / "snapshots" / "balancer").iterdir()), "no unreadable copy stays in the store"
+    [copy] = list((project / "data" / "quarantine" / "balancer").iterdir())
+    assert sorted(p.name for p in copy.iterdir()) == ["manifest.json", "requests.parquet"]
+    assert (outside / "requests.parquet").exists(), "the user's own files are never moved"
+
+
+def test_a_source_names_the_primitives_it_holds(tmp_path_factory, project, balancer_tables):
+    from aiprim.flows import config, steps
+    from aiprim.primitives._snapshot import SnapshotError
+
+    folder = tmp_path_factory.mktemp("telemetry")
+    one = write_balancer_snapshot(folder, balancer_tables)  # folder/balancer/<id>
+    assert steps.primitives_in_source(str(one)) == ["balancer"]
+    assert steps.primitives_in_source(str(one.parent.parent)) is None  # balancer/ holds ids, not a manifest
+    (folder / "per-primitive").mkdir()
+    one.rename(folder / "per-primitive" / "balancer")
+    assert steps.primitives_in_source(str(folder / "per-primitive")) == ["balancer"]
+    with pytest.raises(SnapshotError, match="a balancer snapshot, not one of query"):
+        steps.snapshot("query", config.load(), source=str(folder / "per-primitive" / "balancer"))
+    assert not (project / "data" / "snapshots" / "query").exists(), "nothing imported"

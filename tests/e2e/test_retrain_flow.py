@@ -128,6 +128,15 @@ def test_retrain_promotes_a_champion_and_guards_it(prefect_harness, e2e_configs,
     assert main(["run", "--profile", PROFILE, "--source", str(source)]) == 1
     err = capsys.readouterr().err
     assert "table servers, column cap_cpu" in err
+    # A balancer snapshot retrains the balancer alone. Its failure is said by aiprim once; Prefect's own
+    # reports of the failed task, subflow and branch stay in its UI.
+    assert err.count("aiprim: error: ") == 1 and "Task run failed" not in err and "Finished in state" not in err, err
+    assert "aiprim: error: balancer: " in err, err
+    # One that does not even read (a table missing) fails the snapshot step, whose retries are for I/O: once.
+    (source / "requests.parquet").unlink()
+    assert main(["run", "--profile", PROFILE, "--source", str(source)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("imported snapshot") == 1 and "aiprim: error: balancer: table requests: missing" in err, err
     assert main(["status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["balancer"]["version"] == champion
     assert source.exists(), "the user's snapshot is untouched"

@@ -113,3 +113,14 @@ def test_a_project_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch,
         main(["status"])
     assert str(exited.value).startswith(f"aiprim: error: cannot create {blocker / 'project'}")
     assert "\n" not in str(exited.value)
+
+
+def test_retries_repeat_io_never_bad_input():
+    from aiprim.flows.config import ConfigError
+    from aiprim.flows.errors import AiprimError, retry_can_help
+    from aiprim.primitives._snapshot import SnapshotError
+
+    assert retry_can_help(ConnectionRefusedError("mlflow is restarting")) and retry_can_help(TimeoutError())
+    assert not any(retry_can_help(e) for e in (SnapshotError("table servers: missing"), ConfigError("bad key"),
+                                               KeyError("no such primitive"), TypeError("wrong argument")))
+    assert not retry_can_help(AiprimError("snapshot abc: table servers, column cap_cpu: 1 rows out of range"))
