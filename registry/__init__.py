@@ -59,14 +59,15 @@ def resolve_model(primitive: str, ref: str = CHAMPION, deployment: str | None = 
         else:
             mv = client.get_model_version_by_alias(name, ref)
     except MlflowException:
-        if deployment != DEFAULT_DEPLOYMENT:
-            try:
-                known = known_deployments(client, primitive)
-            except MlflowException:
-                known = []
-            if deployment not in known:
-                raise ModelNotFoundError(f"{name} has no deployment {deployment!r} (known: {', '.join(known) or 'none'})") from None
-        raise ModelNotFoundError(f"{name} has no model {ref!r} (train one with `aiprim run` or `aiprim train`)") from None
+        try:
+            known = known_deployments(client, primitive)
+        except MlflowException:
+            known = []
+        if deployment != DEFAULT_DEPLOYMENT and deployment not in known:
+            raise ModelNotFoundError(f"{name} has no deployment {deployment!r} (known: {', '.join(known) or 'none'})") from None
+        others = [d for d in known if d != deployment]
+        hint = f"; other deployments have models: {', '.join(others)} (name one with --deployment)" if others else ""
+        raise ModelNotFoundError(f"{name} has no model {ref!r} (train one with `aiprim run` or `aiprim train`){hint}") from None
     return mv.run_id, str(mv.version)
 
 

@@ -16,6 +16,7 @@ def add_commands(subparsers) -> dict:
     source = rp.add_mutually_exclusive_group()
     source.add_argument("--model", default="champion", help="champion | challenger | VERSION | RUN_ID (the registry's)")
     source.add_argument("--runtime", help="a runtime directory written by export_runtime, instead of the registry")
+    rp.add_argument("--deployment", help="whose champion/challenger --model names (default: default)")
     rp.add_argument("--transactions", type=int, default=2000, help="the first N held-out transactions")
     rp.add_argument("--peers", default="hash,manual_warehouse,schism", help="comma-separated peers to replay beside it")
     rp.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -26,7 +27,7 @@ def add_commands(subparsers) -> dict:
 def replay_command(args, cfg: dict) -> int:
     result = replay_snapshot(Path(args.snapshot), cfg, model=None if args.runtime else args.model,
                              runtime=args.runtime, transactions=args.transactions,
-                             peers=[p for p in args.peers.split(",") if p])
+                             peers=[p for p in args.peers.split(",") if p], deployment=args.deployment)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -37,7 +38,7 @@ def replay_command(args, cfg: dict) -> int:
 
 
 def replay_snapshot(snapshot: Path, cfg: dict, model: str | None = "champion", runtime: str | None = None,
-                    transactions: int = 2000, peers: list[str] = ()) -> dict:
+                    transactions: int = 2000, peers: list[str] = (), deployment: str | None = None) -> dict:
     from ... import primitives
     from .._snapshot import read_tables
     from ._peers import PEERS
@@ -51,7 +52,7 @@ def replay_snapshot(snapshot: Path, cfg: dict, model: str | None = "champion", r
     else:
         from ... import registry
 
-        learned = registry.load_runtime("sharder", model)
+        learned = registry.load_runtime("sharder", model, deployment)
     placers = {"learned": learned}
     for name in peers:
         if name not in PEERS:
