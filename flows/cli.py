@@ -393,11 +393,16 @@ def cmd_evaluate(args) -> int:
 
 
 def _print_report(report) -> None:
-    rows = {**report.candidates, **report.baselines}
-    keys = sorted({k for m in rows.values() for k, v in m.items() if isinstance(v, (int, float))})
-    print(f"{'router':<22}" + "".join(f"{k[:16]:>17}" for k in keys))
-    for name, metrics in rows.items():
-        print(f"{name:<22}" + "".join(f"{metrics.get(k, float('nan')):>17.4g}" for k in keys))
+    """One row per metric, one column per model and peer: metric names stay whole however many there are."""
+    columns = {**report.candidates, **report.baselines}
+    keys = sorted({k for m in columns.values() for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    first = max([len("metric")] + [len(k) + 2 for k in keys])  # "* " marks the primary metric
+    widths = [max(len(name), 10) + 2 for name in columns]
+    print(f"{'metric':<{first}}" + "".join(f"{name:>{w}}" for name, w in zip(columns, widths)))
+    for key in keys:
+        label = f"* {key}" if key == report.primary_metric else f"  {key}"
+        cells = [columns[name].get(key) for name in columns]
+        print(f"{label:<{first}}" + "".join(f"{'-' if v is None else format(v, '.4g'):>{w}}" for v, w in zip(cells, widths)))
 
 
 def cmd_promote(args) -> int:

@@ -124,3 +124,19 @@ def test_retries_repeat_io_never_bad_input():
     assert not any(retry_can_help(e) for e in (SnapshotError("table servers: missing"), ConfigError("bad key"),
                                                KeyError("no such primitive"), TypeError("wrong argument")))
     assert not retry_can_help(AiprimError("snapshot abc: table servers, column cap_cpu: 1 rows out of range"))
+
+
+def test_evaluate_prints_one_row_per_metric_with_whole_names(capsys):
+    from aiprim.flows.cli import _print_report
+    from aiprim.primitives._report import EvaluationReport
+
+    report = EvaluationReport(
+        primitive="sharder", primary_metric="distributed_txn_rate", higher_is_better=False,
+        candidates={"learned": {"distributed_txn_rate": 0.0856, "disruption_ratio_add": 0.21, "disruption_ratio_remove": 1.0}},
+        baselines={"weighted_rendezvous": {"distributed_txn_rate": 0.957, "disruption_ratio_add": 1.007}})
+    _print_report(report)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["metric", "learned", "weighted_rendezvous"]
+    rows = {line.lstrip("* ").split()[0]: line for line in lines[1:]}
+    assert set(rows) == {"disruption_ratio_add", "disruption_ratio_remove", "distributed_txn_rate"}
+    assert rows["distributed_txn_rate"].startswith("* ") and rows["disruption_ratio_remove"].split()[-1] == "-"
