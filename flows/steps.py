@@ -22,7 +22,7 @@ from pathlib import Path
 from aiprim import primitives
 from aiprim.primitives._base import VALIDATION_LOSS
 from aiprim.primitives._report import CHAMPION_CANDIDATE, LEARNED, EvaluationReport
-from aiprim.primitives._snapshot import SnapshotError, import_snapshot, read_manifest, read_tables, write_snapshot
+from aiprim.primitives._snapshot import SnapshotError, check_snapshot, import_snapshot, read_manifest, read_tables, write_snapshot
 from aiprim.settings import optuna_storage
 
 from . import config as cfgmod
@@ -578,9 +578,7 @@ def evaluate(name: str, snapshot_dir: Path, cfg: dict, model: str | None = "cham
     from aiprim import registry
 
     prim = primitives.get(name)
-    if not Path(snapshot_dir).is_dir():
-        raise SnapshotError(f"snapshot {snapshot_dir}: not a directory")
-    tables = read_tables(snapshot_dir, prim.schema)
+    tables = read_tables(check_snapshot(snapshot_dir, name), prim.schema)
     training_tables = None
     if part == "holdout":  # peers that learn get the experience the model trained on
         _, (training_tables, tables), _ = _split(name, snapshot_dir, cfg)

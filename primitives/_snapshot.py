@@ -143,6 +143,18 @@ def read_table(directory: Path, name: str) -> pa.Table:
         raise SnapshotError(f"table {name}: unreadable Parquet file ({str(error).splitlines()[0]})") from None
 
 
+def check_snapshot(directory: Path, primitive: str) -> Path:
+    """``directory`` as a snapshot of ``primitive``, before its tables are read: a folder that is none, or a
+    snapshot of another primitive, is one line saying so (not the first table it lacks)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SnapshotError(f"snapshot {directory}: not a directory")
+    named = read_manifest(directory).get("primitive")
+    if named not in (None, primitive):
+        raise SnapshotError(f"snapshot {directory}: a {named} snapshot, not one of {primitive}")
+    return directory
+
+
 def read_tables(directory: Path, schema: Schema) -> dict:
     """Every table of the schema present in the snapshot, as pandas DataFrames."""
     frames = {}

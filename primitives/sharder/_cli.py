@@ -40,11 +40,13 @@ def replay_command(args, cfg: dict) -> int:
 def replay_snapshot(snapshot: Path, cfg: dict, model: str | None = "champion", runtime: str | None = None,
                     transactions: int = 2000, peers: list[str] = (), deployment: str | None = None) -> dict:
     from ... import primitives
-    from .._snapshot import read_tables
+    from .._snapshot import check_snapshot, read_tables
     from ._peers import PEERS
 
+    if transactions < 1:
+        raise ValueError(f"--transactions: at least 1, not {transactions}")
     prim = primitives.get("sharder")
-    tables = read_tables(snapshot, prim.schema)
+    tables = read_tables(check_snapshot(snapshot, "sharder"), prim.schema)
     fraction = float(cfg.get("promotion", {}).get("holdout_fraction", 0.2))
     training, held_out = prim.split(tables, fraction)
     if runtime is not None:

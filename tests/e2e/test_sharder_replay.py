@@ -44,3 +44,20 @@ def test_replay_commits_every_transaction_and_fewer_need_two_phase_commit(snapsh
     assert set(result) == {"learned", "hash"}
     assert all(m["transactions"] == 150 for m in result.values())
     assert result["learned"]["distributed_share"] < 0.5 * result["hash"]["distributed_share"]
+
+
+def test_replay_and_evaluate_name_a_wrong_snapshot_in_one_line(snapshot_and_runtime, tmp_path, capsys):
+    from aiprim.flows.cli import main
+
+    snapshot, runtime = snapshot_and_runtime
+    other = tmp_path / "balancer-snapshot"
+    other.mkdir()
+    (other / "manifest.json").write_text('{"primitive": "balancer"}')
+    cases = {("replay", "--snapshot", str(snapshot), "--runtime", str(runtime), "--transactions", "0"): "--transactions: at least 1, not 0",
+             ("replay", "--snapshot", str(tmp_path / "nowhere"), "--runtime", str(runtime)): "not a directory",
+             ("replay", "--snapshot", str(other), "--runtime", str(runtime)): "a balancer snapshot, not one of sharder",
+             ("evaluate", "sharder", "--snapshot", str(other), "--model", "none"): "a balancer snapshot, not one of sharder"}
+    for argv, message in cases.items():
+        assert main(list(argv)) == 1, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("aiprim: error: ") and message in err[0], (argv, err)
