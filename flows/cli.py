@@ -356,6 +356,8 @@ def cmd_train(args) -> int:
     from .pipeline import run_steps
 
     cfg = config.load(args.profile)
+    if args.trials is not None and args.trials < 0:
+        raise config.ConfigError(f"--trials: 0 or more, not {args.trials}")
     # The declared steps between the snapshot (given) and the promotion (the policy's, or yours by hand).
     values = run_steps(args.primitive, cfg, {"snapshot_dir": args.snapshot_dir}, "validate", "register", trials=args.trials)
     print(json.dumps({"run_id": values["run_id"], "version": values["version"], "metrics": values["evaluation"]["metrics"]}, indent=2))

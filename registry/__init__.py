@@ -65,6 +65,8 @@ def resolve_model(primitive: str, ref: str = CHAMPION, deployment: str | None = 
             known = []
         if deployment != DEFAULT_DEPLOYMENT and deployment not in known:
             raise ModelNotFoundError(f"{name} has no deployment {deployment!r} (known: {', '.join(known) or 'none'})") from None
+        if ref.isdigit():
+            raise ModelNotFoundError(f"{name} has no version {ref}") from None
         others = [d for d in known if d != deployment]
         hint = f"; other deployments have models: {', '.join(others)} (name one with --deployment)" if others else ""
         raise ModelNotFoundError(f"{name} has no model {ref!r} (train one with `aiprim run` or `aiprim train`){hint}") from None

@@ -78,11 +78,18 @@ def measure_schedules(kernel: str, shape: dict, schedules: list[dict], seed: int
     return target, [(r["runtime_s"], r["error"]) for r in rows]
 
 
+def check_counts(candidates: int, trials: int) -> None:
+    """The command's counts, checked before anything is loaded or measured."""
+    if trials < 1:
+        raise TaskError("--trials must be at least 1")
+    if candidates < trials:
+        raise TaskError(f"--candidates must be at least --trials ({trials}), not {candidates}")
+
+
 def autotune(task, runtime, candidates: int = 1000, trials: int = 10, seed: int = 0, config: dict | None = None,
              progress=None) -> dict:
     kernel, shape, _ = task_parts(task)
-    if trials < 1:
-        raise TaskError("--trials must be at least 1")
+    check_counts(candidates, trials)
     started = time.perf_counter()
     pool, predicted, order = rank_candidates({"kernel": kernel, "shape": shape}, runtime, candidates, seed)
     ranked = order[:trials]

@@ -124,9 +124,10 @@ def autotune_with_model(task_spec: str, cfg: dict, model: str = "champion", cand
                         seed: int = 0) -> dict:
     """Rank candidate schedules of one task with a registered cost model and measure only the best ``trials``."""
     from ... import registry
-    from ._autotune import autotune, parse_task_spec
+    from ._autotune import autotune, check_counts, parse_task_spec
 
     task = parse_task_spec(task_spec)
+    check_counts(candidates, trials)
     runtime = registry.load_runtime("compiler", model)
     source_cfg = _source_config(cfg)
     started = time.perf_counter()

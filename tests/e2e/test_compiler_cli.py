@@ -77,6 +77,9 @@ def test_measure_given_tasks_train_evaluate_autotune(project, tmp_path, capsys, 
     ("matmul:M=64,N=x,K=2", "--task: dimension 'N=x' is not NAME=INTEGER"),
     ("matmul:M=64,N=64,K=64 --targets cpu,tpu", "--targets 'cpu,tpu': unknown target tpu"),
     ("conv2d:N=1,C=8,H=14,W=14,K=8,R=3,S=3 --targets cpu,cuda --trials 0", "conv2d has no kernel family on cuda"),
+    # Counts are checked before the registry is asked for a model (this project has none).
+    ("matmul:M=64,N=64,K=64 --trials -1", "--trials must be at least 1"),
+    ("matmul:M=64,N=64,K=64 --candidates 3", "--candidates must be at least --trials (10), not 3"),
 ])
 def test_autotune_bad_task_is_one_line(spec, expected, project, capsys):
     task, *options = spec.split(" ")

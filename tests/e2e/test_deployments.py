@@ -79,6 +79,8 @@ def test_two_deployments_get_independent_champions(project, balancer_tables, cap
         load_runtime("balancer", deployment="mars")
     with pytest.raises(LookupError, match="no model 'challenger'.*other deployments have models: eu-west .name one with --deployment"):
         load_runtime("balancer", "challenger")  # promoted, so the default deployment's challenger alias is gone
+    with pytest.raises(LookupError, match="has no version 99$"):
+        load_runtime("balancer", "99")
     assert main(["evaluate", "balancer", "--snapshot", str(eu_dir), "--deployment", "mars", "--json"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no deployment 'mars'" in err[0], err

@@ -140,3 +140,11 @@ def test_evaluate_prints_one_row_per_metric_with_whole_names(capsys):
     rows = {line.lstrip("* ").split()[0]: line for line in lines[1:]}
     assert set(rows) == {"disruption_ratio_add", "disruption_ratio_remove", "distributed_txn_rate"}
     assert rows["distributed_txn_rate"].startswith("* ") and rows["disruption_ratio_remove"].split()[-1] == "-"
+
+
+def test_train_with_negative_trials_is_one_line(project, capsys):
+    from aiprim.flows.cli import main
+
+    assert main(["train", "balancer", str(project / "any-snapshot"), "--trials", "-1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["aiprim: error: --trials: 0 or more, not -1"], err
