@@ -77,6 +77,46 @@ class Sharder(Primitive):
 
         return generate(config, seed), {}
 
+    def merge_experience(self, parts):
+        """The window's training traces joined into one: which rows a database's transactions touch together
+        persists from round to round, so older transactions are more evidence of it (the default merge keeps
+        a time-ordered trace's newest part alone).
+
+        The newest part's rows and shards are the database as it is. An older transaction keeps the rows
+        that are still there as they were: the same id, table and attributes (a row an older round inserted
+        and the database no longer has is gone; an id that now names a row of another user or warehouse is
+        another row). Its id is prefixed with its snapshot's, and its time moves before everything newer: the
+        newest transactions stay the newest, so the tenth that judges the export's choices is still the
+        newest snapshot's."""
+        import pandas as pd
+
+        from ._schema import attribute_columns
+
+        newest = parts[-1][1]
+        if len(parts) == 1:
+            return newest
+        identity = ["item_id", "table", *attribute_columns(newest["items"])]
+
+        def rows(items):  # one hash per row over its identity
+            return pd.util.hash_pandas_object(items.reindex(columns=identity), index=False).to_numpy()
+
+        current = pd.Index(rows(newest["items"]))
+        joined = [newest["accesses"]]
+        start = float(newest["accesses"]["ts"].min()) if len(newest["accesses"]) else 0.0
+        for snapshot_id, tables in reversed(parts[:-1]):
+            unchanged = tables["items"]["item_id"][current.get_indexer(rows(tables["items"])) >= 0]
+            older = tables["accesses"]
+            older = older[older["item_id"].isin(unchanged)]
+            if not len(older):
+                continue
+            # the older trace ends one second before the one after it starts
+            older = older.assign(txn_id=f"{snapshot_id[:8]}/" + older["txn_id"].astype(str),
+                                 ts=older["ts"] - (float(older["ts"].max()) - start + 1.0))
+            start = float(older["ts"].min())
+            joined.append(older)
+        accesses = pd.concat(joined[::-1], ignore_index=True)
+        return {**newest, "accesses": accesses.assign(ts=accesses["ts"] - start)}
+
     def build_datamodule(self, tables, params, seed):
         from ._model import SharderDataModule
 

@@ -50,7 +50,7 @@ DEFAULTS = {
     "remote_payment": 0.15,
     "regions": 0,                   # > 0: warehouses fall in this many hidden regions (not by id) and
     "remote_in_region": 0.8,        # ... this share of remote work stays in the home warehouse's region
-    "layout_seed": None,            # the deployment's hidden regions; None: drawn with each trace
+    "layout_seed": None,            # the deployment's regions, communities, hot keys; None: drawn with each trace
     # social
     "users": 6000,
     "communities": 30,
@@ -291,41 +291,44 @@ def _social(cfg: dict, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataF
     U, K, P = int(cfg["users"]), int(cfg["communities"]), int(cfg["products"])
     n, duration = int(cfg["transactions"]), float(cfg["duration_s"])
     cross = float(cfg["cross_community"])
-    community_share = _power_law(rng, K, 0.8)
-    community = rng.choice(K, size=U, p=community_share)
-    activity = _power_law(rng, U, 0.7)
+    # The communities, who is active, what is popular and the database before the trace (trust edges,
+    # reviews) are the deployment's: with a layout seed every round's trace runs on the same ones.
+    layout = np.random.default_rng([int(cfg["layout_seed"]), 3]) if cfg.get("layout_seed") is not None else rng
+    community_share = _power_law(layout, K, 0.8)
+    community = layout.choice(K, size=U, p=community_share)
+    activity = _power_law(layout, U, 0.7)
     members = [np.flatnonzero(community == k) for k in range(K)]
     member_weight = [activity[m] / activity[m].sum() if len(m) else m for m in members]
-    product_community = rng.choice(K, size=P, p=community_share)
-    popularity = _power_law(rng, P, 0.9)
+    product_community = layout.choice(K, size=P, p=community_share)
+    popularity = _power_law(layout, P, 0.9)
     products_of = [np.flatnonzero(product_community == k) for k in range(K)]
     product_weight = [popularity[p] / popularity[p].sum() if len(p) else p for p in products_of]
 
-    def pick_user_near(user: np.ndarray) -> np.ndarray:
+    def pick_user_near(user: np.ndarray, draw: np.random.Generator = rng) -> np.ndarray:
         """A user of the same community, by activity; ``cross`` of the time anyone."""
-        out = rng.choice(U, size=len(user), p=activity)
-        local = rng.random(len(user)) >= cross
+        out = draw.choice(U, size=len(user), p=activity)
+        local = draw.random(len(user)) >= cross
         for k in range(K):
             sel = np.flatnonzero(local & (community[user] == k))
             if len(sel) and len(members[k]):
-                out[sel] = rng.choice(members[k], size=len(sel), p=member_weight[k])
+                out[sel] = draw.choice(members[k], size=len(sel), p=member_weight[k])
         return out
 
-    def pick_product_for(user: np.ndarray) -> np.ndarray:
-        out = rng.choice(P, size=len(user), p=popularity)
-        local = rng.random(len(user)) < 0.8
+    def pick_product_for(user: np.ndarray, draw: np.random.Generator = rng) -> np.ndarray:
+        out = draw.choice(P, size=len(user), p=popularity)
+        local = draw.random(len(user)) < 0.8
         for k in range(K):
             sel = np.flatnonzero(local & (community[user] == k))
             if len(sel) and len(products_of[k]):
-                out[sel] = rng.choice(products_of[k], size=len(sel), p=product_weight[k])
+                out[sel] = draw.choice(products_of[k], size=len(sel), p=product_weight[k])
         return out
 
-    raw = np.minimum(rng.zipf(2.2, U), 50).astype(np.float64)  # power-law out-degrees, mean trust_degree
+    raw = np.minimum(layout.zipf(2.2, U), 50).astype(np.float64)  # power-law out-degrees, mean trust_degree
     degree = np.maximum(np.rint(raw * float(cfg["trust_degree"]) / raw.mean()), 1).astype(np.int64)
     trust_from0 = np.repeat(np.arange(U), degree)
-    trust_to0 = pick_user_near(trust_from0)
-    review_author0 = rng.choice(U, size=int(cfg["initial_reviews"]), p=activity)
-    review_product0 = pick_product_for(review_author0)
+    trust_to0 = pick_user_near(trust_from0, layout)
+    review_author0 = layout.choice(U, size=int(cfg["initial_reviews"]), p=activity)
+    review_product0 = pick_product_for(review_author0, layout)
 
     kinds = list(SOCIAL_MIX)
     kind = rng.choice(len(kinds), size=n, p=np.array(list(SOCIAL_MIX.values())) / sum(SOCIAL_MIX.values()))
@@ -406,8 +409,9 @@ def _kv(cfg: dict, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame
     low, high = (int(x) for x in cfg["keys_per_txn"])
     exponent = float(cfg["zipf_exponent"])
     weights = None
-    if exponent > 0:
-        weights = _power_law(rng, K, exponent)
+    if exponent > 0:  # which keys are hot is the deployment's: the same in every round with a layout seed
+        layout = np.random.default_rng([int(cfg["layout_seed"]), 4]) if cfg.get("layout_seed") is not None else rng
+        weights = _power_law(layout, K, exponent)
     per_txn = rng.integers(low, high + 1, n)
     txn = np.repeat(np.arange(n), per_txn)
     key = rng.choice(K, size=len(txn), p=weights)

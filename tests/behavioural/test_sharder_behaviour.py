@@ -256,3 +256,23 @@ def test_a_runtime_saved_without_parts_of_its_row_table_still_loads(social_built
     items, shards = train["items"], train["shards"]
     expected = groups_only if "row_hash" in dropped else runtime
     np.testing.assert_array_equal(loaded.place(items, shards), expected.place(items, shards))
+
+
+def test_rounds_of_the_same_database_make_the_placement_better(tmp_path):
+    # Three rounds of one social deployment (the same communities and database, a new trace each round): the
+    # sharder trained on the window of the three splits far fewer of the newest round's held-out transactions
+    # than the one trained on that round alone (0.19 vs 0.29 when written).
+    from aiprim import primitives
+
+    prim = primitives.get("sharder")
+    source = {"workload": "social", "users": 2000, "products": 600, "initial_reviews": 4000, "communities": 12,
+              "transactions": 12000, "shards": 4, "layout_seed": 0}
+    parts = []
+    for round_number in range(3):
+        train, held_out = prim.split(prim.generate(source, round_number)[0], 0.2)
+        parts.append((f"round{round_number}-snapshot", train))
+    alone = prim.train_runtime(parts[-1][1], PARAMS, tmp_path / "alone", seed=0)
+    window = prim.train_runtime(prim.merge_experience(parts), PARAMS, tmp_path / "window", seed=0)
+    rate = {name: _scores(runtime, held_out, parts[-1][1])["learned"]["distributed_txn_rate"]
+            for name, runtime in (("alone", alone), ("window", window))}
+    assert rate["window"] < rate["alone"] - 0.05, rate

@@ -92,3 +92,30 @@ def test_a_history_written_before_windows_existed_still_reads(cfg, tmp_path):
     only = _accept(cfg, tmp_path, 1)
     experience.history_file("query", cfg).write_text(json.dumps({"snapshot": only, "stats": {}}))
     assert [e["snapshot"] for e in experience.history("query", cfg)] == [only]
+
+
+def _sharder_round(seed: int) -> dict:
+    prim = primitives.get("sharder")
+    tables = prim.generate({"workload": "social", "users": 300, "products": 80, "initial_reviews": 400,
+                            "communities": 6, "transactions": 1500, "shards": 3, "layout_seed": 0}, seed)[0]
+    return prim.split(tables, 0.2)[0]
+
+
+def test_the_sharder_joins_its_rounds_into_one_trace_of_the_rows_that_are_still_there():
+    prim = primitives.get("sharder")
+    older, newest = _sharder_round(1), _sharder_round(2)
+    merged = prim.merge_experience([("aaaaaaaa11", older), ("bbbbbbbb22", newest)])
+    assert merged["items"] is newest["items"] and merged["shards"] is newest["shards"]
+    accesses = merged["accesses"]
+    from_older = accesses["txn_id"].str.startswith("aaaaaaaa/")
+    assert from_older.any() and (accesses.loc[~from_older, "txn_id"].to_numpy() == newest["accesses"]["txn_id"].to_numpy()).all()
+    assert accesses.loc[from_older, "ts"].max() < accesses.loc[~from_older, "ts"].min(), "older transactions come first"
+    assert accesses["ts"].min() == 0.0
+    # A row is the same row only with the same id, table and attributes: reviews inserted by each round reuse
+    # ids, by other authors, and the older round's are dropped.
+    same = older["items"].merge(newest["items"], on=["item_id", "table", "attr_user", "attr_product"])["item_id"]
+    kept = set(accesses.loc[from_older, "item_id"])
+    assert kept <= set(same) and len(kept) > 0.8 * len(set(older["accesses"]["item_id"]) & set(same))
+    reused = set(older["items"]["item_id"]) & set(newest["items"]["item_id"]) - set(same)
+    assert reused and not kept & reused
+    assert prim.merge_experience([("bbbbbbbb22", newest)]) is newest
