@@ -9,6 +9,7 @@ it. All are scored on the round's held-out newest 20%. Pinned to one core; rates
 
     .venv/bin/python benchmarks/sharder_rounds.py                       # tpcc, social, kv; 5 rounds
     .venv/bin/python benchmarks/sharder_rounds.py --workloads social --rounds 3
+    .venv/bin/python benchmarks/sharder_rounds.py --plot docs/sharder-rounds.png   # from the stored results only
 
 Writes benchmarks/results/sharder_rounds.json and .md.
 """
@@ -50,12 +51,41 @@ def score_round(prim, tables: dict, held_out: dict, params: dict) -> dict:
             "best_peer": peer, "peer": peer_rate, "transactions": int(tables["accesses"]["txn_id"].nunique())}
 
 
+def plot(result: dict, path: Path) -> None:
+    """Per workload: the held-out rate per round, trained on the round alone and on the window, beside the best peer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(dict.fromkeys(r["workload"] for r in result["rows"]))
+    fig, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads), 3.4), squeeze=False)
+    for ax, workload in zip(axes[0], workloads):
+        rows = [r for r in result["rows"] if r["workload"] == workload]
+        rounds = [r["round"] for r in rows]
+        ax.plot(rounds, [r["alone"]["learned"] for r in rows], "o--", color="tab:gray", label="sharder, the round alone")
+        ax.plot(rounds, [r["window"]["learned"] for r in rows], "o-", color="tab:blue", label="sharder, the window of rounds")
+        ax.plot(rounds, [r["window"]["peer"] for r in rows], "s:", color="tab:orange", label="best classical peer (window)")
+        ax.set_title(workload)
+        ax.set_xlabel("round")
+        ax.set_xticks(rounds)
+    axes[0][0].set_ylabel("held-out distributed_txn_rate (lower is better)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default="tpcc,social,kv")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "sharder_rounds"))
+    parser.add_argument("--plot", help="draw the stored results (--out's .json) to this PNG, and measure nothing")
     args = parser.parse_args()
+    if args.plot:
+        plot(json.loads(Path(args.out + ".json").read_text()), Path(args.plot))
+        return 0
     prim, config, base, _ = pinned_sharder()
     params = {**config["train"], **SMALL_TRAIN}
     started = time.perf_counter()
