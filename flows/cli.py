@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="champions, their metrics and lineage")
     st.add_argument("--json", action="store_true")
+    st.add_argument("--details", action="store_true", help="every metric and the lineage of each champion")
 
     sc = sub.add_parser("schedule", help="serve the retrain deployment on a cron schedule (Ctrl-C stops)")
     sc.add_argument("--cron", help='cron expression (default from configs/pipeline.yaml, e.g. "0 3 * * *")')
@@ -446,16 +447,31 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(status))
         return 0
-    for name, entry in status.items():
-        for deployment_entry in (entry, *entry.get("deployments", {}).values()):
-            metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(deployment_entry["metrics"].items()))
-            print(f"{name} [{deployment_entry['deployment']}]: champion {deployment_entry['version'] or '-'} "
-                  f"(challenger {deployment_entry['challenger'] or '-'}) {metrics}")
-            if deployment_entry["lineage"]:
+    entries = [(name, e) for name, entry in status.items() for e in (entry, *entry.get("deployments", {}).values())]
+    if args.details:
+        for name, entry in entries:
+            metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(entry["metrics"].items()))
+            print(f"{name} [{entry['deployment']}]: champion {entry['version'] or '-'} "
+                  f"(challenger {entry['challenger'] or '-'}) {metrics}")
+            if entry["lineage"]:
                 # The descriptor is 37 numbers: `status --json` has it, the line says only that it is there.
                 lineage = {k: (f"<{v.count(',') + 1} numbers>" if k == "descriptor" else v)
-                           for k, v in deployment_entry["lineage"].items()}
+                           for k, v in entry["lineage"].items()}
                 print("  lineage: " + ", ".join(f"{k}={v}" for k, v in sorted(lineage.items())))
+        return 0
+    from aiprim import primitives
+
+    rows = [("primitive", "deployment", "champion", "challenger", "primary metric", "value", "snapshot")]
+    for name, entry in entries:
+        metric = primitives.get(name).primary_metric
+        value = entry["metrics"].get(metric)
+        rows.append((name, entry["deployment"], f"v{entry['version']}" if entry["version"] else "-",
+                     f"v{entry['challenger']}" if entry["challenger"] else "-", metric,
+                     "-" if value is None else f"{value:.4g}", entry["lineage"].get("snapshot_id", "-")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print("(every metric and the lineage: aiprim status --details; as JSON: --json)")
     return 0
 
 

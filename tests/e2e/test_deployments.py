@@ -63,6 +63,9 @@ def test_two_deployments_get_independent_champions(project, balancer_tables, cap
     assert status["deployments"]["eu-west"]["lineage"]["deployment"] == "eu-west"
     capsys.readouterr()
     assert main(["status"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["balancer", "eu-west", "v" + second["version"]] in [row[:3] for row in rows], rows
+    assert main(["status", "--details"]) == 0
     assert "balancer [eu-west]: champion " + second["version"] in capsys.readouterr().out
 
     # A manual promotion moves the version's own deployment's alias; rollback is per deployment.
