@@ -88,6 +88,7 @@ class Sharder(Primitive):
         another row). Its id is prefixed with its snapshot's, and its time moves before everything newer: the
         newest transactions stay the newest, so the tenth that judges the export's choices is still the
         newest snapshot's."""
+        import numpy as np
         import pandas as pd
 
         from ._schema import attribute_columns
@@ -100,11 +101,11 @@ class Sharder(Primitive):
         def rows(items):  # one hash per row over its identity
             return pd.util.hash_pandas_object(items.reindex(columns=identity), index=False).to_numpy()
 
-        current = pd.Index(rows(newest["items"]))
+        current = rows(newest["items"])
         joined = [newest["accesses"]]
         start = float(newest["accesses"]["ts"].min()) if len(newest["accesses"]) else 0.0
         for snapshot_id, tables in reversed(parts[:-1]):
-            unchanged = tables["items"]["item_id"][current.get_indexer(rows(tables["items"])) >= 0]
+            unchanged = tables["items"]["item_id"][np.isin(rows(tables["items"]), current)]
             older = tables["accesses"]
             older = older[older["item_id"].isin(unchanged)]
             if not len(older):
