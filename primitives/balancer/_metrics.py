@@ -207,11 +207,13 @@ def violation_rates(requests: pd.DataFrame, servers: pd.DataFrame, assigned_serv
     """Fractions of affinity groups, anti-affinity groups and class-constrained requests that break their rule.
 
     - affinity: a group whose requests land on more than one server.
-    - anti-affinity: a group where two distinct replicas share a server, or
-      share a zone while the servers eligible for the group span at least as
-      many zones as the group has replicas (R = its highest replica + 1, as
-      replicas are numbered 0..R-1, whether or not all appear in this
-      batch). The group's requirement is the
+    - anti-affinity: a group where two distinct replicas share a server while
+      at least as many servers are eligible for the group as it has replicas,
+      or share a zone while the eligible servers span at least as many zones
+      (R = its highest replica + 1, as replicas are numbered 0..R-1, whether
+      or not all appear in this batch). Where fewer are eligible (three
+      replicas that require a class of two servers) no routing can keep them
+      apart, and sharing is not counted. The group's requirement is the
       most frequent ``requires_class`` of its requests.
     - class: among requests with ``requires_class``, those on a server of another class.
     A rate with nothing to measure (no such groups / requests) is 0.0.
@@ -253,12 +255,13 @@ def violation_rates(requests: pd.DataFrame, servers: pd.DataFrame, assigned_serv
 
         requirement = group_mode(optional_column(requests, "requires_class")[has_anti], group, n_groups)
         req_codes, req_uniques = pd.factorize(requirement, use_na_sentinel=False)
-        zones_available = np.array(
-            [len(np.unique(zone if (r is None or r != r) else zone[fleet.server_class == r])) for r in req_uniques], dtype=np.int64
-        )[req_codes]
+        eligible = [np.ones(n_servers, dtype=bool) if (r is None or r != r) else fleet.server_class == r for r in req_uniques]
+        servers_available = np.array([int(e.sum()) for e in eligible], dtype=np.int64)[req_codes]
+        zones_available = np.array([len(np.unique(zone[e])) for e in eligible], dtype=np.int64)[req_codes]
         on_server = server[has_anti]
+        server_bad = shared(on_server, n_servers) & (servers_available >= replicas_per_group)
         zone_bad = shared(zone[on_server], int(zone.max()) + 1) & (zones_available >= replicas_per_group)
-        anti_rate = float((shared(on_server, n_servers) | zone_bad).mean())
+        anti_rate = float((server_bad | zone_bad).mean())
 
     required = optional_column(requests, "requires_class")
     has_requirement = pd.notna(required)

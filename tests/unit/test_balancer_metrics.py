@@ -130,6 +130,18 @@ def test_zone_sharing_is_allowed_when_the_eligible_fleet_has_too_few_zones():
     assert rates["anti_affinity_violation_rate"] == 0.0
 
 
+def test_server_sharing_is_allowed_only_when_the_eligible_servers_are_fewer_than_the_replicas():
+    # Three replicas that need a class of two servers (a drawn deployment, family-0004 of `dvc repro`): no routing
+    # keeps them apart, and a guardrail of zero violations must not ask it to. Two replicas there still must.
+    servers = make_servers(classes=["gpu", "gpu", "general", "general"], zones=["z0", "z1", "z0", "z1"])
+    three = make_requests(["x0", "x1", "x2"], requires=["gpu"] * 3, anti=["X"] * 3, replica=[0, 1, 2])
+    assert violation_rates(three, servers, np.array(["s0", "s1", "s0"], dtype=object))["anti_affinity_violation_rate"] == 0.0
+    two = make_requests(["y0", "y1"], requires=["gpu"] * 2, anti=["Y"] * 2, replica=[0, 1])
+    assert violation_rates(two, servers, np.array(["s0", "s0"], dtype=object))["anti_affinity_violation_rate"] == 1.0
+    unconstrained = make_requests(["z0", "z1", "z2"], anti=["Z"] * 3, replica=[0, 1, 2])
+    assert violation_rates(unconstrained, servers, np.array(["s0", "s1", "s0"], dtype=object))["anti_affinity_violation_rate"] == 1.0
+
+
 def test_rendezvous_removal_moves_only_the_removed_servers_units():
     servers = make_servers(classes=["general"] * 6 + ["gpu"] * 2)
     requests = make_requests([f"k{i}" for i in range(3000)], requires=[None if i % 7 else "gpu" for i in range(3000)])
