@@ -147,3 +147,16 @@ def test_the_sharder_population_then_transfer_decodes_a_sharder_for_a_new_deploy
     placed = runtime.place(tables["items"].head(500), tables["shards"])
     assert set(placed) <= set(tables["shards"]["shard_id"])
     assert set(runtime.training_report["transfer"]["knobs"]) == {"clusters_per_shard", "min_key_score", "pack_slack"}
+
+    # A new process that never trains (a Trainer is what brought MLflow's own stderr under the console): every
+    # stderr line of `aiprim transfer` is still aiprim's, with no raw "Created version ..." from MLflow.
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "aiprim.flows.cli", "transfer", "sharder", "--snapshot", str(snapshot),
+                           "--deployment", "social-eu", "--profile", "small"], capture_output=True, text=True,
+                          env={**os.environ}, cwd=project)
+    assert done.returncode == 0, done.stderr
+    foreign = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("[aiprim ")]
+    assert not foreign, done.stderr
