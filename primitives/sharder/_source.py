@@ -91,6 +91,12 @@ class _Trace:
                              "op": np.where(write, "w", "r").astype(object), "ts": ts[txn]})
 
 
+def _layout_rng(cfg: dict, rng: np.random.Generator, stream: int) -> np.random.Generator:
+    """What is the deployment's rather than the trace's (regions, communities, hot keys) draws from the layout
+    seed, one stream per workload, so every round's trace has the same; without a layout seed, from the trace's."""
+    return np.random.default_rng([int(cfg["layout_seed"]), stream]) if cfg.get("layout_seed") is not None else rng
+
+
 def nurand(rng: np.random.Generator, n_values: int, size: int, spread: float) -> np.ndarray:
     """TPC-C's non-uniform random over [0, n): (rand(0, A) | rand(0, n-1)) + C mod n, with A scaled to n
     as the spec's A is to its n (``spread`` = A / n)."""
@@ -171,7 +177,7 @@ def _tpcc(cfg: dict, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFra
     regions = int(cfg["regions"])
     # Regions group warehouses by where they are, not by their number (ids follow opening order). They are
     # the deployment's geography: with a layout seed every round's trace has the same regions.
-    layout = np.random.default_rng([int(cfg["layout_seed"]), 2]) if cfg.get("layout_seed") is not None else rng
+    layout = _layout_rng(cfg, rng, stream=2)
     region = layout.permutation(np.arange(W) % regions) if regions > 0 else np.zeros(W, dtype=np.int64)
 
     # Orders: the initial ones (entered before the trace), then one per NewOrder.
@@ -293,7 +299,7 @@ def _social(cfg: dict, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataF
     cross = float(cfg["cross_community"])
     # The communities, who is active, what is popular and the database before the trace (trust edges,
     # reviews) are the deployment's: with a layout seed every round's trace runs on the same ones.
-    layout = np.random.default_rng([int(cfg["layout_seed"]), 3]) if cfg.get("layout_seed") is not None else rng
+    layout = _layout_rng(cfg, rng, stream=3)
     community_share = _power_law(layout, K, 0.8)
     community = layout.choice(K, size=U, p=community_share)
     activity = _power_law(layout, U, 0.7)
@@ -410,7 +416,7 @@ def _kv(cfg: dict, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame
     exponent = float(cfg["zipf_exponent"])
     weights = None
     if exponent > 0:  # which keys are hot is the deployment's: the same in every round with a layout seed
-        layout = np.random.default_rng([int(cfg["layout_seed"]), 4]) if cfg.get("layout_seed") is not None else rng
+        layout = _layout_rng(cfg, rng, stream=4)
         weights = _power_law(layout, K, exponent)
     per_txn = rng.integers(low, high + 1, n)
     txn = np.repeat(np.arange(n), per_txn)
