@@ -103,7 +103,8 @@ def settle_library_loggers() -> None:
     Lightning adds its own stream handler and sets INFO when imported, and
     MLflow prints its events ("Created version ...") straight to stderr: call
     this after importing them (the pipeline does where it builds a Trainer,
-    by then both are). A no-op unless the command line configured the console.
+    by then both are; the registry's ``configure`` at every use of MLflow's
+    store). A no-op unless the command line configured the console.
     """
     if _verbosity is None:
         return

@@ -675,12 +675,8 @@ def register(name: str, run_id: str, report: EvaluationReport | None = None) -> 
     """Register the run's model as a new version of ``aiprim-<name>`` with alias ``challenger``."""
     import mlflow
 
-    from aiprim import _console
     from aiprim.registry._store import configure, model_name
 
-    # MLflow prints "Created version ..." straight to stderr unless its event stream is brought under the console:
-    # a version decoded by the transfer stage reaches here without a Trainer ever having done so.
-    _console.settle_library_loggers()
     client = configure()
     run = client.get_run(run_id)
     uri = run.data.tags.get("aiprim.model_uri")

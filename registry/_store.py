@@ -46,6 +46,11 @@ def configure():
     import mlflow
     from mlflow import MlflowClient
 
+    from .._console import settle_library_loggers
+
+    # MLflow prints its events ("Created version ...", "View run ...") straight to stderr until its stream is
+    # brought under the command's console; every use of the store passes here, trained in this process or not.
+    settle_library_loggers()
     uri, _ = _settings()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
