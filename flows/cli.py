@@ -94,10 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--version")
     pr.add_argument("--profile")
     pr.add_argument("--deployment", help="whose champion moves (default: the version's own deployment)")
+    pr.add_argument("--json", action="store_true", help="print the decision as one JSON object")
 
     rb = sub.add_parser("rollback", help="move the champion alias back to the previous champion")
     rb.add_argument("primitive")
     rb.add_argument("--deployment", help="whose champion moves back (default: default)")
+    rb.add_argument("--json", action="store_true", help="print the decision as one JSON object")
 
     stp = sub.add_parser("step", help="run one declared pipeline step on the values in a folder (what DVC stages call)")
     stp.add_argument("step", choices=[s.name for s in _pipeline().STAGES])
@@ -117,17 +119,19 @@ def _parser() -> argparse.ArgumentParser:
 
     pop = sub.add_parser("population", help="draw N deployments of the primitive's family, train and register each")
     pop.add_argument("primitive")
-    pop.add_argument("--deployments", type=int, required=True)
+    pop.add_argument("--deployments", type=int, required=True,
+                     help="how many to add; they continue the numbering of those the registry already holds")
     pop.add_argument("--seed", type=int, help="family seed (default: seed of configs/pipeline.yaml)")
-    pop.add_argument("--profile")
+    pop.add_argument("--json", action="store_true", help="print one JSON object per deployment")
+    pop.add_argument("--profile", help="a named profile of configs/pipeline.yaml (e.g. small)")
 
     tf = sub.add_parser("transfer", help="decode a primitive for a deployment from its snapshot, register and promote it")
     tf.add_argument("primitive")
-    tf.add_argument("--snapshot", required=True)
-    tf.add_argument("--deployment", required=True)
+    tf.add_argument("--snapshot", required=True, help="the new deployment's telemetry (a snapshot directory or URI)")
+    tf.add_argument("--deployment", required=True, help="the deployment the decoded version serves")
     tf.add_argument("--steps", type=int, default=0, help="fine-tuning steps after decoding (default: 0, zero-shot)")
-    tf.add_argument("--json", action="store_true")
-    tf.add_argument("--profile")
+    tf.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    tf.add_argument("--profile", help="a named profile of configs/pipeline.yaml (e.g. small)")
 
     ui = sub.add_parser("ui", help="print (or --launch) the MLflow, Prefect and optuna-dashboard UIs, bound to 127.0.0.1")
     ui.add_argument("--launch", action="store_true", help="start them, wait until each answers, stop all on Ctrl-C/SIGTERM")
@@ -215,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aiprim: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout left (`aiprim status | head -3`): the rest of the output has nowhere to go, and
+        # Python's own flush at exit would fail again on the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as error:  # noqa: BLE001  (one readable line is the contract)
         if args.debug:
             raise
@@ -429,15 +438,24 @@ def cmd_promote(args) -> int:
         snapshot_dir = steps.newest_accepted(args.primitive, cfg, args.deployment)
         report = steps.evaluate(args.primitive, snapshot_dir, cfg, model=version, part="holdout", against_champion=True)
         decision = steps.promote(args.primitive, version, snapshot_dir, cfg, report)
-    print(json.dumps(decision.to_dict()))
+    _print_decision(decision, args.json)
     return 0  # "not promoted" is a decision, not an error
 
 
 def cmd_rollback(args) -> int:
     from aiprim.registry import rollback
 
-    print(json.dumps(rollback(args.primitive, args.deployment).to_dict()))
+    _print_decision(rollback(args.primitive, args.deployment), args.json)
     return 0
+
+
+def _print_decision(decision, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(decision.to_dict()))
+        return
+    outcome = "champion" if decision.promoted else "not promoted"
+    was = f" (was v{decision.previous_champion})" if decision.promoted and decision.previous_champion else ""
+    print(f"{decision.primitive} [{decision.deployment}]: v{decision.version} {outcome}{was}: {decision.reason}")
 
 
 def cmd_status(args) -> int:
@@ -468,11 +486,16 @@ def cmd_status(args) -> int:
         rows.append((name, entry["deployment"], f"v{entry['version']}" if entry["version"] else "-",
                      f"v{entry['challenger']}" if entry["challenger"] else "-", metric,
                      "-" if value is None else f"{value:.4g}", entry["lineage"].get("snapshot_id", "-")))
+    _print_table(rows)
+    print("(every metric and the lineage: aiprim status --details; as JSON: --json)")
+    return 0
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    """Rows of strings (the first a header) as aligned columns."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    print("(every metric and the lineage: aiprim status --details; as JSON: --json)")
-    return 0
 
 
 def cmd_schedule(args) -> int:
@@ -506,8 +529,18 @@ def cmd_population(args) -> int:
     from .transfer import population
 
     records = population(args.primitive, config.load(args.profile), args.deployments, seed=args.seed)
-    for record in records:
-        print(json.dumps(record))
+    if args.json:
+        for record in records:
+            print(json.dumps(record))
+        return 0
+    from aiprim import primitives
+
+    metric = primitives.get(args.primitive).primary_metric
+    rows = [("deployment", "version", "rows", metric, "promoted", "seconds")]
+    for r in records:
+        rows.append((r["deployment"], f"v{r['version']}", ", ".join(f"{k}={v:,}" for k, v in r["rows"].items()),
+                     "-" if r[metric] is None else f"{r[metric]:.4g}", "yes" if r["promoted"] else "no", f"{r['seconds']:.1f}"))
+    _print_table(rows)
     return 0
 
 
@@ -524,7 +557,7 @@ def cmd_transfer(args) -> int:
         print(f"{result['primitive']} [{result['deployment']}]: version {result['version']} decoded in "
               f"{result['decode_seconds']:.2f}s from {result['members']} deployments; "
               f"{'promoted' if d['promoted'] else 'not promoted'}: {d['reason']}"
-              + (f" (best peer {peer.get('name')})" if peer else ""))
+              + (f" (best peer {peer['name']})" if peer.get("name") and peer["name"] not in d["reason"] else ""))
     return 0
 
 

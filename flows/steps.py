@@ -63,11 +63,17 @@ def snapshot(name: str, cfg: dict, source: str | None = None, out: Path | None =
     root = Path(out) if out else cfgmod.path(cfg, "snapshots")
     if source:
         location = _source_for(name, source)
+        stored_before = {p.name for p in (root / name).iterdir()} if (root / name).is_dir() else set()
         directory = import_snapshot(location, name, root)
         log(f"{name}: imported snapshot {location} as {directory}")
         try:
             if deployment is not None:
-                directory = _with_deployment(prim, directory, check_deployment(deployment), root)
+                try:
+                    directory = _with_deployment(prim, directory, check_deployment(deployment), root)
+                except AiprimError:
+                    if directory.name not in stored_before:  # this call's copy, of telemetry for another deployment
+                        shutil.rmtree(directory, ignore_errors=True)
+                    raise
             return _completed(prim, directory, location, cfg, root)
         except SnapshotError as error:
             # The copy does not even read as a snapshot (a table missing, a manifest that is not JSON): out of

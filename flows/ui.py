@@ -327,7 +327,11 @@ def print_commands(host: str = "127.0.0.1") -> None:
     """How to open the UIs by hand (what ``aiprim ui`` prints without --launch)."""
     from aiprim.registry._store import tracking_uri
 
+    def script(name: str) -> str:  # as short as it can be and still run from the caller's folder
+        path = Path(console_script(name))
+        return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
     print("Open the UIs:")
-    print(f"  MLflow:  .venv/bin/mlflow server --backend-store-uri {shown(tracking_uri())} --host {host} --port {DEFAULT_PORTS['mlflow']}")
-    print(f"  Prefect: .venv/bin/prefect server start --host {host} --port {DEFAULT_PORTS['prefect']}")
+    print(f"  MLflow:  {script('mlflow')} server --backend-store-uri {shown(tracking_uri())} --host {host} --port {DEFAULT_PORTS['mlflow']}")
+    print(f"  Prefect: {script('prefect')} server start --host {host} --port {DEFAULT_PORTS['prefect']}")
     print("  (or `aiprim ui --launch` for these and optuna-dashboard)")

@@ -175,6 +175,9 @@ class Primitive(abc.ABC):
         """
         import lightning as L
 
+        from aiprim._console import settle_library_loggers
+
+        settle_library_loggers()  # Lightning installs its own log handler when first imported
         if isinstance(params, dict):
             params = self.params(params, where=f"{self.name} train params")
         L.seed_everything(seed, verbose=False)

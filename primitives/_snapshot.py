@@ -39,8 +39,12 @@ def snapshot_id(directory: Path) -> str:
     return Path(directory).name
 
 
-def _content_id(primitive: str, table_hashes: dict[str, str]) -> str:
+def _content_id(primitive: str, table_hashes: dict[str, str], deployment: str | None = None) -> str:
     text = primitive + "".join(f"|{name}:{sha}" for name, sha in sorted(table_hashes.items()))
+    # The same tables for another deployment are another snapshot: its manifest and its lineage differ
+    # (``default`` adds nothing, so ids of the default deployment's snapshots stay as they were).
+    if deployment not in (None, "", "default"):
+        text += f"|deployment:{deployment}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -76,7 +80,7 @@ def write_snapshot(primitive: str, schema: Schema, tables: dict, root: Path, sou
             **(extra or {}),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        return _settle(staging, root / _content_id(primitive, hashes))
+        return _settle(staging, root / _content_id(primitive, hashes, manifest.get("deployment")))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

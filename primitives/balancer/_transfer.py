@@ -217,6 +217,9 @@ def _fit(model, members, standardise, params: TransferParams, steps: int, lr: fl
     import lightning as L
     import torch
 
+    from aiprim._console import settle_library_loggers
+
+    settle_library_loggers()  # Lightning installs its own log handler when first imported
     module = _lightning_module(model, params, lr)
     loader = torch.utils.data.DataLoader(_Scenarios(members, standardise, steps, seed), batch_size=None, shuffle=True,
                                          generator=torch.Generator().manual_seed(seed))

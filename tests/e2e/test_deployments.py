@@ -105,9 +105,15 @@ def test_snapshot_records_its_deployment(project):
     assert read_manifest(moved)["deployment"] == "eu-west"
     from aiprim.flows.errors import AiprimError
 
+    stored = sorted(p.name for p in made.parent.iterdir())
     with pytest.raises(AiprimError, match="names deployment 'eu-west', not 'us-east'"):
         steps.snapshot("balancer", cfg, source=str(made), deployment="us-east")
-    # Telemetry whose manifest names no deployment is stored as the one named; the same telemetry cannot be two.
+    assert sorted(p.name for p in made.parent.iterdir()) == stored  # the refused copy does not stay in the store
+    # The embedded source draws a new deployment's first round as it drew the default's: the same tables, but
+    # another snapshot, whose manifest names the deployment it was drawn for.
+    first_default = steps.snapshot("balancer", cfg)
+    assert first_default != made and read_manifest(first_default)["deployment"] == "default"
+    # Telemetry whose manifest names no deployment is stored as the one named, as often as it is named.
     from aiprim import primitives
     from aiprim.primitives._snapshot import write_snapshot
     from aiprim.primitives.balancer._source import generate
@@ -118,5 +124,5 @@ def test_snapshot_records_its_deployment(project):
     assert "deployment" not in json.loads((bare / "manifest.json").read_text())
     named = steps.snapshot("balancer", cfg, source=str(bare), deployment="us-east")
     assert read_manifest(named)["deployment"] == "us-east"
-    with pytest.raises(AiprimError, match="already stored as deployment 'us-east'"):
-        steps.snapshot("balancer", cfg, source=str(bare), deployment="ap-south")
+    again = steps.snapshot("balancer", cfg, source=str(bare), deployment="ap-south")
+    assert again != named and read_manifest(again)["deployment"] == "ap-south"

@@ -28,10 +28,12 @@ def test_population_then_transfer_serves_a_new_deployment(project, capsys):
     from aiprim.registry._promotion import CHAMPION, alias_version
 
     # Two rounds: the second continues the numbering, so the population accumulates.
-    assert main(["population", "balancer", "--deployments", "2", "--profile", "small"]) == 0
+    assert main(["population", "balancer", "--deployments", "2", "--profile", "small", "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["deployment"] for r in records] == ["family-0000", "family-0001"]
     assert main(["population", "balancer", "--deployments", "1", "--profile", "small"]) == 0
-    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert [r["deployment"] for r in records] == ["family-0000", "family-0001", "family-0002"]
+    table = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert table[0][:4] == ["deployment", "version", "rows", "peak_to_mean"] and table[1][:2] == ["family-0002", "v3"], table
     members = registered_population("balancer")
     assert [m["deployment"] for m in members] == ["family-0000", "family-0001", "family-0002"]
     assert all(m["descriptor"].shape == members[0]["descriptor"].shape for m in members)
@@ -127,8 +129,8 @@ def test_the_sharder_population_then_transfer_decodes_a_sharder_for_a_new_deploy
     from aiprim.flows.cli import main
     from aiprim.primitives._snapshot import write_snapshot
 
-    assert main(["population", "sharder", "--deployments", "3", "--profile", "small"]) == 0
-    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert main(["population", "sharder", "--deployments", "3", "--profile", "small", "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["deployment"] for r in records] == ["family-0000", "family-0001", "family-0002"]
 
     prim = primitives.get("sharder")
