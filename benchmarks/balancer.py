@@ -57,27 +57,29 @@ def train(prim, tables, params: dict, seed: int = 0):
     return prim.train_runtime(tables, params, Path(tempfile.mkdtemp(prefix="aiprim-bench-")), seed)
 
 
-def score(prim, runtime, tables, trials: int, realisations: int) -> dict:
+def score(prim, runtime, tables, trials: int, realisations: int, training: dict) -> dict:
     """Every metric once, and ``peak_to_mean`` over several hash realisations (median, min, max).
 
     One placement is one draw of the hash: the peak of 300 (server, resource)
     cells moves by several percent from draw to draw. A realisation renames
     every server (``id~k``), which redraws every (unit, server) hash for every
-    router alike; the learned runtime's hot-unit table is renamed with them.
+    router alike; the learned runtime's hot-unit table is renamed with them, and so is the training fleet
+    that the peers that learn (LP-weighted rendezvous) fit on.
     """
     from aiprim.primitives.balancer._metrics import peak_to_mean
-    from aiprim.primitives.balancer._peers import PEERS
+    from aiprim.primitives.balancer._peers import PEERS, build_peer
 
-    report = prim.evaluate(runtime, tables, {"disruption_trials": trials})
+    report = prim.evaluate(runtime, tables, {"disruption_trials": trials, "training_tables": training})
     rows = {"learned": report["metrics"], **report["baselines"]}
     rows["learned"]["expected_peak_to_mean"] = runtime.expected_peak_to_mean(tables["requests"], tables["servers"])
-    routers = {"learned": runtime, **{name: make() for name, make in PEERS.items()}}
-    draws = {name: [] for name in routers}
+    draws = {name: [] for name in ["learned", *PEERS]}
     for k in range(realisations):
-        servers = tables["servers"].assign(server_id=tables["servers"]["server_id"] + f"~{k}")
+        rename = lambda frame: frame.assign(server_id=frame["server_id"] + f"~{k}")  # noqa: E731
+        servers = rename(tables["servers"])
         renamed = copy.copy(runtime)
         renamed.hot_servers = np.asarray([f"{s}~{k}" for s in runtime.hot_servers], dtype=object)
-        routers["learned"] = renamed
+        renamed_training = {**training, "servers": rename(training["servers"])}
+        routers = {"learned": renamed, **{name: build_peer(name, renamed_training) for name in PEERS}}
         for name, router in routers.items():
             draws[name].append(peak_to_mean(tables["requests"], servers, router.route(tables["requests"], servers)))
     for name, values in draws.items():
@@ -144,7 +146,7 @@ def main() -> int:
         fresh = make_data(fleet_cfg, fleet_seed=0, request_seed=200)  # same fleet and tenants, traffic never seen
         big = fleet_cfg.get("servers", 100) >= 1000
         trials, realisations = (3, 3) if big else (5, 5)
-        rows = score(prim, runtime, fresh, trials, realisations)
+        rows = score(prim, runtime, fresh, trials, realisations, training=train_tables)
         results["fleets"][name] = rows
         markdown.append(table(f"{name}: {len(fresh['requests']):,} fresh requests", rows))
         print(markdown[-1], f"({time.perf_counter() - started:.0f}s)", flush=True)
@@ -153,7 +155,10 @@ def main() -> int:
             unseen_cfg = {**fleet_cfg, "class_mix": {"general": 0.3, "highmem": 0.3, "storage": 0.25, "gpu": 0.15},
                           "capacity_jitter": 0.25, "tenants": 7}
             unseen = make_data(unseen_cfg, fleet_seed=7, request_seed=300, population_seed=9)
-            rows = score(prim, default_runtime, unseen, trials, realisations)
+            # The learned model is the default fleet's, unchanged; the LP peer fits on this fleet's own earlier
+            # traffic, as an operator would run it.
+            unseen_training = make_data(unseen_cfg, fleet_seed=7, request_seed=301, population_seed=9)
+            rows = score(prim, default_runtime, unseen, trials, realisations, training=unseen_training)
             label = "unseen fleet and request mix (default model, other class mix, jitter 0.25, 7 tenants)"
             results["fleets"][label] = rows
             markdown.append(table(label, rows))

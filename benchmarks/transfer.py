@@ -134,7 +134,7 @@ def main() -> None:
         for fraction in fractions:
             steps = max(1, int(round(fraction * scratch_steps)))
             candidates[f"fewshot@{steps}"] = bt.decode(state, d["descriptor"], d["train"], Path(tempfile.mkdtemp()), steps=steps)
-        report = prim.evaluate(candidates, d["held_out"], {"disruption_trials": 1})
+        report = prim.evaluate(candidates, d["held_out"], {"disruption_trials": 1, "training_tables": d["train"]})
         best_peer, peer = report.best_baseline()
         metric = {name: m["peak_to_mean"] for name, m in report.candidates.items()}
         row = {"seed": d["seed"], "servers": d["servers"], "requests": d["requests"], "peer": peer, "peer_name": best_peer,

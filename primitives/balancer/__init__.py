@@ -33,6 +33,7 @@ class BalancerParams(TrainParams):
     mix_jitter: float = bounded(0.5, 0.0, None)  # request-class mixes reweighted,
     unknown_class_rate: float = bounded(0.1, 0.0, 1.0)  # and classes hidden, so unseen ones route sensibly
     hot_units: int = bounded(0, 0, None)  # hottest units pinned by the exported table (0: hash everything)
+    lp_split: bool = True  # route the training part's request classes by the split LP's optimum (_lp.SplitWeights)
 
 
 @register
@@ -54,6 +55,7 @@ class Balancer(Primitive):
     peers = (
         Peer("rendezvous", "highest random weight hashing"),
         Peer("weighted_rendezvous", "rendezvous hashing weighted by capacity"),
+        Peer("lp_weighted_rendezvous", "rendezvous hashing weighted by the optimal fractional split of each request group"),
         Peer("jump_hash", "Lamping and Veach's jump consistent hash"),
         Peer("maglev", "Google's Maglev lookup table"),
         Peer("bounded_load_ch", "consistent hashing with bounded loads"),
@@ -75,21 +77,20 @@ class Balancer(Primitive):
         return BalancerModule(len(datamodule.server_classes), **pick(params, BalancerModule))
 
     def export_runtime(self, module, datamodule, directory):
-        from ._hot import pack_hot_units
+        from ._hot import finish_export
         from ._model import export_kernel
 
         runtime = BalancerRuntime(export_kernel(module, datamodule))
-        if datamodule.hot_units > 0:
-            units, fleet = datamodule.units, datamodule.fleet
-            names, servers = pack_hot_units(runtime.fleet_logits(fleet), runtime.profile_index(units), units, fleet, datamodule.hot_units)
-            runtime.attach_hot_table(names, servers)
+        finish_export(runtime, datamodule.units, datamodule.fleet, datamodule.hot_units, datamodule.lp_split)
         runtime.save(Path(directory))
 
     def score(self, candidates, tables, config):
         from ._metrics import evaluate_routers
-        from ._peers import PEERS
+        from ._peers import build_peer
 
-        peers = {p.name: PEERS[p.name]() for p in self.peers} if config["baselines"] else {}
+        # Peers that learn fit on the training part (without one, on the batch they route: an oracle of it).
+        training = config.get("training_tables")
+        peers = {p.name: build_peer(p.name, training) for p in self.peers} if config["baselines"] else {}
         results = evaluate_routers({**candidates, **peers}, tables["requests"], tables["servers"],
                                    disruption_trials=int(config.get("disruption_trials", 5)))
         bound = next((r["peak_to_mean_lower_bound"] for r in results.values()), None)

@@ -19,6 +19,7 @@ capacity share until the next retrain re-packs the table).
 from __future__ import annotations
 
 import numpy as np
+
 from ._fleet import Fleet, Units
 from ._routing import factorize_requirements
 
@@ -67,3 +68,17 @@ def pack_hot_units(logits: np.ndarray, profile: np.ndarray, units: Units, fleet:
         servers[i] = int(np.argmin(peak))
         load[servers[i]] += units.demand[u]
     return units.unit_hash[hot], fleet.server_id[servers]
+
+
+
+def finish_export(runtime, units: Units, fleet: Fleet, hot_units: int, lp_split: bool) -> None:
+    """What every balancer export does after the kernel: route the training telemetry's request classes by the
+    split LP fitted on it (``BalancerRuntime.attach_split``) where ``lp_split``, then pack the hot-unit table
+    on top of that policy's expected load."""
+    if lp_split:
+        from ._lp import SplitWeights
+
+        runtime.attach_split(SplitWeights.fit(units, fleet))
+    if hot_units > 0:
+        names, servers = pack_hot_units(runtime.fleet_logits(fleet), runtime.profile_index(units), units, fleet, hot_units)
+        runtime.attach_hot_table(names, servers)

@@ -12,10 +12,8 @@ import time
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
-from scipy.optimize import linprog
-
 from ._fleet import Fleet, RoutingError, Units, group_mode, optional_column
+from ._lp import solve_split
 from ._peers import capacity_weights, eligibility_pools
 
 _LP_GRID = 20  # simplex grid step 1/20 for grouping demand directions in the lower-bound LP
@@ -120,64 +118,16 @@ def _demand_groups(a, pool_code, grid):
     return demand, group_pool
 
 
-def _server_types(c, server_class):
-    """(type of each server, capacity per type): servers of one class with proportional capacities merged."""
-    shape = np.round(c / c.sum(axis=1, keepdims=True), 12)
-    frame = pd.DataFrame(shape).assign(cls=pd.Series(server_class, dtype=object).to_numpy())
-    server_type = frame.groupby(list(frame.columns), sort=False, dropna=False).ngroup().to_numpy()
-    capacity = np.zeros((int(server_type.max()) + 1, c.shape[1]))
-    np.add.at(capacity, server_type, c)
-    return server_type, capacity
-
-
 def _lp_bound(a, c, pool_code, pools, server_class, grid) -> float:
     demand, group_pool = _demand_groups(a, pool_code, grid)
     if not len(demand):
         return 1.0
-    server_type, capacity = _server_types(c, server_class)
-    n_groups, k = demand.shape
-    n_types = len(capacity)
-    # Unit-scale the numbers the solver sees (t is invariant to a common factor).
-    demand = demand * n_types
-    capacity = capacity * n_types
-    eligible = np.zeros((n_groups, n_types), dtype=bool)
-    for p, servers_of_pool in enumerate(pools):
-        eligible[np.ix_(group_pool == p, np.unique(server_type[servers_of_pool]))] = True
-
-    # Variables: y[g, type] for eligible pairs (the share of group g on the type), then t.
-    col_group, col_type = np.nonzero(eligible)
-    n_cols = len(col_group)
-    cols = np.arange(n_cols)
-    # load(type, d) - t * cap(type, d) <= 0, one row per (type, d).
-    a_ub = sparse.coo_matrix(
-        (
-            np.concatenate([demand[col_group].ravel(), -capacity.ravel()]),
-            (
-                np.concatenate([(col_type[:, None] * k + np.arange(k)).ravel(), np.arange(n_types * k)]),
-                np.concatenate([np.repeat(cols, k), np.full(n_types * k, n_cols)]),
-            ),
-        ),
-        shape=(n_types * k, n_cols + 1),
-    ).tocsr()
-    a_eq = sparse.coo_matrix((np.ones(n_cols), (col_group, cols)), shape=(n_groups, n_cols + 1)).tocsr()
-    objective = np.zeros(n_cols + 1)
-    objective[-1] = 1.0
-    # The LP is highly degenerate (many equally good splits): dual simplex
-    # needs ~100x the time of the interior point method here.
-    for method in ("highs-ipm", "highs"):
-        result = linprog(
-            objective, A_ub=a_ub, b_ub=np.zeros(n_types * k), A_eq=a_eq, b_eq=np.ones(n_groups), bounds=(0, None), method=method
-        )
-        if result.status == 0:
-            break
-    else:
-        raise RuntimeError(f"peak_to_mean_lower_bound: LP failed: {result.message}")
-    # Report the dual certificate, not result.fun: valid whatever the tolerances.
-    price = np.clip(-result.ineqlin.marginals.reshape(n_types, k), 0.0, None)
-    denominator = float((price * capacity).sum())
+    split = solve_split(demand, group_pool, c, pools, server_class)
+    # Report the dual certificate, not the solver's objective: valid whatever the tolerances.
+    denominator = float((split.price * split.capacity).sum())
     if denominator <= 0:
         return 1.0
-    priced_load = np.where(eligible, demand @ price.T, np.inf)  # (G, T): price of all of g on type t
+    priced_load = np.where(split.eligible, split.demand @ split.price.T, np.inf)  # (G, T): price of all of g on type t
     return float(priced_load.min(axis=1).sum()) / denominator
 
 

@@ -112,11 +112,11 @@ class BalancerDataModule(L.LightningDataModule):
     """Routing scenarios built from a snapshot's fleet and (training) requests."""
 
     def __init__(self, servers: pd.DataFrame, requests: pd.DataFrame, scenarios_per_epoch: int = 64,
-                 drop_fraction: float = 0.3, capacity_jitter: float = 0.25, mix_jitter: float = 0.5, unknown_class_rate: float = 0.1, hot_units: int = 0, seed: int = 0):
+                 drop_fraction: float = 0.3, capacity_jitter: float = 0.25, mix_jitter: float = 0.5, unknown_class_rate: float = 0.1, hot_units: int = 0, lp_split: bool = False, seed: int = 0):
         super().__init__()
         self.fleet = Fleet.from_frame(servers)
         units = Units.from_frame(requests)
-        self.units, self.hot_units = units, int(hot_units)  # for the hot-unit table at export
+        self.units, self.hot_units, self.lp_split = units, int(hot_units), bool(lp_split)  # for the export
         self.request_classes = sorted(set(units.request_class))
         self.server_classes = sorted(set(self.fleet.server_class))
         unit_class = pd.Index(self.request_classes).get_indexer(units.request_class)

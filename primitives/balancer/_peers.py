@@ -39,7 +39,14 @@ zero for all of them. They differ in load and in how they treat anti-affinity:
   filled); it then goes to the eligible server with the lowest load relative
   to its bound after adding it, rather than failing.
 
-``PEERS`` maps each name to a zero-argument factory.
+- ``lp_weighted_rendezvous``: rendezvous hashing whose weight for a request
+  group (request class and required class) on a server is the group's share
+  on that server in the optimal fractional split of the training part's
+  demand: the lower bound's LP (``_lp.solve_split``). The strongest
+  classical router here; replicas as in ``rendezvous``.
+
+``PEERS`` maps each name to its class; ``build_peer`` makes one, fitted on
+the training part where the peer learns from it.
 """
 
 from __future__ import annotations
@@ -113,6 +120,43 @@ class WeightedRendezvousRouter(_UnitRouter):
     def route_units(self, units: Units, fleet: Fleet) -> np.ndarray:
         logits = np.log(capacity_weights(fleet.capacity))[None, :]
         return route_units(units, fleet, np.zeros(len(units), dtype=np.int64), logits)
+
+
+class LPWeightedRendezvousRouter(_UnitRouter):
+    """Rendezvous hashing weighted per (request group, server) by the LP's optimal fractional split of the group.
+
+    A request group is a (request class, required class) pair. Fitted on
+    the training part: each group's demand over it, split over the fleet by
+    the lower bound's LP (``_lp.solve_split``), gives the group's weight on
+    every server; a unit of the group then lands on server s with that
+    probability, by the same hashed draw as every rendezvous router, so
+    removing a server moves only its units. Per unit of capacity, a server
+    the training fleet lacked weighs what its class's servers (else all
+    servers) weighed for the group; a group the training part lacked routes
+    by capacity, as ``weighted_rendezvous`` does. Without a training part,
+    it fits on the first batch it routes, which makes it an oracle of that
+    batch's split: a harder peer, never an easier one.
+    """
+
+    name = "lp_weighted_rendezvous"
+
+    def __init__(self, training: dict | None = None):
+        self.training = training
+        self._split = None
+
+    def route_units(self, units: Units, fleet: Fleet) -> np.ndarray:
+        from ._lp import SplitWeights
+
+        if self._split is None:
+            if self.training is None:
+                self._split = SplitWeights.fit(units, fleet)
+            else:
+                self._split = SplitWeights.fit(Units.from_frame(self.training["requests"]),
+                                               Fleet.from_frame(self.training["servers"]))
+        # The last profile routes groups the training part lacked by capacity, as weighted_rendezvous does.
+        profile = self._split.group_index(units)
+        logits = np.vstack([self._split.logits(fleet), np.log(capacity_weights(fleet.capacity))[None, :]])
+        return route_units(units, fleet, np.where(profile < 0, len(logits) - 1, profile), logits)
 
 
 def jump_hash(keys: np.ndarray, n_buckets: int) -> np.ndarray:
@@ -294,9 +338,17 @@ class BoundedLoadRouter(_UnitRouter):
         return np.asarray(choice, dtype=np.int64)
 
 
+def build_peer(name: str, training: dict | None = None) -> _UnitRouter:
+    """The peer called ``name``; a peer that learns (``PEERS_THAT_LEARN``) fits on the ``training`` tables."""
+    return PEERS[name](training) if name in PEERS_THAT_LEARN else PEERS[name]()
+
+
+PEERS_THAT_LEARN = frozenset({LPWeightedRendezvousRouter.name})
+
 PEERS = {
     RendezvousRouter.name: RendezvousRouter,
     WeightedRendezvousRouter.name: WeightedRendezvousRouter,
+    LPWeightedRendezvousRouter.name: LPWeightedRendezvousRouter,
     JumpHashRouter.name: JumpHashRouter,
     MaglevRouter.name: MaglevRouter,
     BoundedLoadRouter.name: BoundedLoadRouter,

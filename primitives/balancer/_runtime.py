@@ -18,8 +18,10 @@ import pandas as pd
 from .._base import Runtime, load_weights, mlp_forward, save_weights
 from ._fleet import Fleet, Units
 from ._kernel import server_features
+from ._lp import SplitWeights
 from ._routing import route_requests, route_units
 
+SPLIT_MIN_KNOWN_SHARE = 0.5  # of the fleet's capacity, on server types the split was fitted on
 WEIGHTS = "balancer_kernel.npz"
 META = "balancer_kernel.json"
 
@@ -38,12 +40,18 @@ class BalancerRuntime(Runtime):
         # The hot-unit table (see _hot.py): unit hash -> server id.
         self.hot_units = pd.Index(np.asarray(state.get("hot_units", np.zeros(0, np.uint64)), dtype=np.uint64))
         self.hot_servers = np.asarray(list(state.get("hot_servers", [])), dtype=object)
+        self.split: SplitWeights | None = None  # the split LP's weights (see attach_split)
+        self._split_rows = np.zeros(0, dtype=np.int64)
+        if "split_density" in state:
+            self.attach_split(SplitWeights.from_state(state, state))
 
     @classmethod
     def load(cls, directory: Path) -> "BalancerRuntime":
         arrays, meta = load_weights(directory, WEIGHTS, META)
         layers = int(meta["layers"])
-        return cls({**meta, "class_features": arrays["class_features"], "log_cap_reference": arrays["log_cap_reference"],
+        split = {k: v for k, v in arrays.items() if k.startswith("split_")}
+        return cls({**meta, **split, "class_features": arrays["class_features"],
+                    "log_cap_reference": arrays["log_cap_reference"],
                     "weights": [arrays[f"weight_{i}"] for i in range(layers)],
                     "biases": [arrays[f"bias_{i}"] for i in range(layers)],
                     "hot_units": arrays["hot_units"]})
@@ -55,7 +63,23 @@ class BalancerRuntime(Runtime):
         arrays.update({f"bias_{i}": b for i, b in enumerate(self.biases)})
         meta = {"request_classes": list(self.request_classes), "server_classes": list(self.server_classes),
                 "hot_servers": [str(s) for s in self.hot_servers], "layers": len(self.weights)}
+        if self.split is not None:
+            split_arrays, split_meta = self.split.to_state()
+            arrays.update(split_arrays)
+            meta.update(split_meta)
         save_weights(directory, arrays, meta, WEIGHTS, META)
+
+    def attach_split(self, split: SplitWeights) -> None:
+        """Route the request classes ``split`` covers by its weights; the kernel keeps the others (and the
+        unseen-class row).
+
+        The split is the LP's optimum for the expected load of the telemetry it was fitted on, which the
+        kernel, a function of a class's and a server's features, only approximates: on 12 deployments of the
+        family, the kernel's own policy with the same hot-unit table came out 1.10x the LP-weighted peer's
+        peak (geometric mean), the split's 0.96x (benchmarks/RESULTS.md). A fleet with less than
+        ``SPLIT_MIN_KNOWN_SHARE`` of its capacity on server types the split knows is routed by the kernel."""
+        self.split = split
+        self._split_rows = split.class_rows(self.request_classes)
 
     def fleet_logits(self, fleet: Fleet) -> np.ndarray:
         """(C+1, S) logits of every request class (and the unseen-class row) on every server."""
@@ -66,7 +90,13 @@ class BalancerRuntime(Runtime):
             [np.broadcast_to(cls_[:, None, :], (len(cls_), len(srv), cls_.shape[1])),
              np.broadcast_to(srv[None, :, :], (len(cls_), len(srv), srv.shape[1]))], axis=-1)
         mlp = mlp_forward(pairs.reshape(-1, pairs.shape[-1]), self.weights, self.biases).reshape(len(cls_), len(srv))
-        return cls_[:, :3] @ np.log(fleet.capacity).T.astype(np.float32) + mlp
+        logits = cls_[:, :3] @ np.log(fleet.capacity).T.astype(np.float32) + mlp
+        # On a fleet mostly of servers the split never saw (a model carried to another deployment), the
+        # kernel, which reads any server's features, routes every class.
+        if self.split is not None and self.split.known_share(fleet) >= SPLIT_MIN_KNOWN_SHARE:
+            covered = np.flatnonzero(self._split_rows >= 0)
+            logits[covered] = self.split.logits(fleet)[self._split_rows[covered]]
+        return logits
 
     def profile_index(self, units: Units) -> np.ndarray:
         index = self.request_classes.get_indexer(units.request_class)
@@ -119,3 +149,4 @@ class BalancerRuntime(Runtime):
         for d in range(load.shape[1]):
             load[:, d] += np.bincount(choice[pinned], weights=units.demand[pinned, d], minlength=len(fleet))
         return load_peak_to_mean(load, fleet.capacity)
+

@@ -45,6 +45,7 @@ class TransferParams:
     capacity_jitter: float = 0.05
     mix_jitter: float = 0.1
     hot_units: int = 200
+    lp_split: bool = True  # the decoded runtime routes the deployment's request classes by the split LP (_lp)
     finetune_lr: float = 0.003
 
 
@@ -322,7 +323,7 @@ class BalancerTransfer:
         deployment's descriptor (the leakage control) while reading this deployment's telemetry."""
         import torch
 
-        from ._hot import pack_hot_units
+        from ._hot import finish_export
         from ._kernel import class_features
         from ._runtime import BalancerRuntime
 
@@ -347,11 +348,7 @@ class BalancerTransfer:
             "weights": weights,
             "biases": biases,
         })
-        if state.params.hot_units > 0:
-            units, fleet = dm.units, dm.fleet
-            names, servers = pack_hot_units(runtime.fleet_logits(fleet), runtime.profile_index(units), units, fleet,
-                                            state.params.hot_units)
-            runtime.attach_hot_table(names, servers)
+        finish_export(runtime, dm.units, dm.fleet, state.params.hot_units, state.params.lp_split)
         Path(directory).mkdir(parents=True, exist_ok=True)
         runtime.save(Path(directory))
         runtime.decode_seconds = time.perf_counter() - started

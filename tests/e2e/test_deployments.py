@@ -37,7 +37,7 @@ def test_two_deployments_get_independent_champions(project, balancer_tables, cap
     from aiprim import primitives
     from aiprim.primitives._snapshot import write_snapshot
 
-    other = generate({**SMALL_SOURCE, "zipf_exponent": 0.7}, seed=3)
+    other = generate({**SMALL_SOURCE, "zipf_exponent": 1.0}, seed=3)
     eu_dir = write_snapshot("balancer", primitives.get("balancer").schema, other, project / "data" / "snapshots", "tests",
                             extra={"deployment": "eu-west"})
     second = _pipeline(eu_dir, cfg)
