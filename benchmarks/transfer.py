@@ -72,7 +72,8 @@ def main() -> None:
                         "(configs/balancer.yaml: 3840 steps)")
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
     parser.add_argument("--kernel-only", action="store_true",
-                        help="also decode without the hot-unit table, with the true and a shuffled descriptor")
+                        help="also decode the kernel alone (no split LP, no hot-unit table), with the true and a "
+                             "shuffled descriptor")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "transfer"))
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
@@ -125,9 +126,9 @@ def main() -> None:
         other = held_out[(i + 1) % len(held_out)]["descriptor"] if len(held_out) > 1 else population[0]["descriptor"]
         candidates["shuffled"] = bt.decode(state, d["descriptor"], d["train"], Path(tempfile.mkdtemp()), shuffled_from=other)
         if args.kernel_only:
-            # The leakage check on the conditioned kernel alone: no hot-unit table, which reads the deployment's
-            # own telemetry whatever the descriptor says and so can make up for a wrong embedding.
-            bare = replace(state, params=replace(state.params, hot_units=0))
+            # The leakage check on the conditioned kernel alone: no split LP and no hot-unit table, which read
+            # the deployment's own telemetry whatever the descriptor says and so make up for a wrong embedding.
+            bare = replace(state, params=replace(state.params, hot_units=0, lp_split=False))
             candidates["transfer_kernel"] = bt.decode(bare, d["descriptor"], d["train"], Path(tempfile.mkdtemp()))
             candidates["shuffled_kernel"] = bt.decode(bare, d["descriptor"], d["train"], Path(tempfile.mkdtemp()),
                                                       shuffled_from=other)

@@ -43,7 +43,8 @@ class Balancer(Primitive):
         "Replaces consistent / rendezvous hashing in a load balancer: it scores every (request, server) pair "
         "from the request's class and the server's class and capacities, and realises the choice as a weighted "
         "rendezvous hash, so routing stays deterministic and removing a server moves only its keys. Trained on the "
-        "request log and per-server load feedback to minimise the fleet's peak utilisation."
+        "request log and per-server load feedback to minimise the fleet's peak utilisation; the classes the log "
+        "covers route by the optimal fractional split of their demand, and the hottest keys are pinned by a table."
     )
     schema = SCHEMA
     primary_metric = "peak_to_mean"

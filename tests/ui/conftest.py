@@ -29,14 +29,17 @@ PROFILE = "ui-test"
 # Small enough to train in seconds, big enough that both versions and the peers route distinguishably.
 UI_TEST_PROFILE = {
     "balancer": {
-        "source": {"servers": 16, "requests": 12000, "keys": 3000, "zipf_offset": 200},
+        # Skewed keys: the hot-unit table, what the learned balancer adds to the LP-weighted peer, has work to do.
+        "source": {"servers": 16, "requests": 12000, "keys": 3000, "zipf_offset": 200, "zipf_exponent": 1.0},
         "train": {"max_epochs": 2, "scenarios_per_epoch": 4, "hot_units": 100},
         "tune": {"trials": 1, "max_epochs": 1},  # one trial: the dashboard's study has a best trial
         "evaluate": {"disruption_trials": 1},
     },
     "pipeline": {"transfer": {"primitives": []}},  # the branch alone: these tests are about the UIs
 }
-LONGER_PROFILE = "ui-test-longer"  # version 2's: trained one epoch longer, so that it routes differently
+# Version 2's: trained one epoch longer and routed by its kernel alone (no split LP, which would route every
+# class as version 1 does), so that it routes differently.
+LONGER_PROFILE = "ui-test-longer"
 TIMEOUT_S = 600  # per CLI command: a loaded two-core machine is several times slower than an idle one
 
 
@@ -53,7 +56,7 @@ def _configs_with_test_profile(root: Path) -> Path:
     pipeline.setdefault("profiles", {})[PROFILE] = UI_TEST_PROFILE
     balancer = UI_TEST_PROFILE["balancer"]
     pipeline["profiles"][LONGER_PROFILE] = {**UI_TEST_PROFILE, "balancer": {
-        **balancer, "train": {**balancer["train"], "max_epochs": balancer["train"]["max_epochs"] + 1}}}
+        **balancer, "train": {**balancer["train"], "max_epochs": balancer["train"]["max_epochs"] + 1, "lp_split": False}}}
     (configs / "pipeline.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     return configs
 
