@@ -70,7 +70,6 @@ def pack_hot_units(logits: np.ndarray, profile: np.ndarray, units: Units, fleet:
     return units.unit_hash[hot], fleet.server_id[servers]
 
 
-
 def finish_export(runtime, units: Units, fleet: Fleet, hot_units: int, lp_split: bool) -> None:
     """What every balancer export does after the kernel: route the training telemetry's request classes by the
     split LP fitted on it (``BalancerRuntime.attach_split``) where ``lp_split``, then pack the hot-unit table

@@ -130,10 +130,10 @@ class LPWeightedRendezvousRouter(_UnitRouter):
     the lower bound's LP (``_lp.solve_split``), gives the group's weight on
     every server; a unit of the group then lands on server s with that
     probability, by the same hashed draw as every rendezvous router, so
-    removing a server moves only its units. Per unit of capacity, a server
-    the training fleet lacked weighs what its class's servers (else all
-    servers) weighed for the group; a group the training part lacked routes
-    by capacity, as ``weighted_rendezvous`` does. Without a training part,
+    removing a server moves only its units. Weights belong to server types
+    (class and capacity shape), not names (``_lp.SplitWeights``); a group
+    the training part lacked routes by capacity, as ``weighted_rendezvous``
+    does. Without a training part,
     it fits on the first batch it routes, which makes it an oracle of that
     batch's split: a harder peer, never an easier one.
     """

@@ -149,4 +149,3 @@ class BalancerRuntime(Runtime):
         for d in range(load.shape[1]):
             load[:, d] += np.bincount(choice[pinned], weights=units.demand[pinned, d], minlength=len(fleet))
         return load_peak_to_mean(load, fleet.capacity)
-
