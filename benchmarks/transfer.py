@@ -108,7 +108,7 @@ def main() -> None:
     print(f"trained {len(population) + len(held_out) + 1} balancers from scratch, {scratch_seconds:.1f}s each", flush=True)
 
     t = time.perf_counter()
-    transfer_params = TransferParams(epochs=1 if args.quick else args.epochs, hot_units=int(params.get("hot_units", 200)))
+    transfer_params = TransferParams(epochs=1 if args.quick else args.epochs, hot_units=int(params.get("hot_units", 1000)))
     state = bt.fit([(d["train"], d["descriptor"]) for d in population], transfer_params)
     fit_seconds = time.perf_counter() - t
     print(f"fitted the transfer model on {len(population)} deployments in {fit_seconds:.0f}s", flush=True)

@@ -93,10 +93,17 @@ class BalancerRuntime(Runtime):
         logits = cls_[:, :3] @ np.log(fleet.capacity).T.astype(np.float32) + mlp
         # On a fleet mostly of servers the split never saw (a model carried to another deployment), the
         # kernel, which reads any server's features, routes every class.
-        if self.split is not None and self.split.known_share(fleet) >= SPLIT_MIN_KNOWN_SHARE:
+        if self.split is not None and self.fitted_to(fleet):
             covered = np.flatnonzero(self._split_rows >= 0)
             logits[covered] = self.split.logits(fleet)[self._split_rows[covered]]
         return logits
+
+    def fitted_to(self, fleet: Fleet) -> bool:
+        """Whether ``fleet`` is (mostly) the fleet the export fitted the split and packed the hot-unit table for:
+        at least ``SPLIT_MIN_KNOWN_SHARE`` of its capacity on server types the split knows. Elsewhere both stand
+        aside: a table pins keys to server names, which on another deployment name other servers. Without a
+        split there is nothing to check against, and the table applies wherever its servers are."""
+        return self.split is None or self.split.known_share(fleet) >= SPLIT_MIN_KNOWN_SHARE
 
     def profile_index(self, units: Units) -> np.ndarray:
         index = self.request_classes.get_indexer(units.request_class)
@@ -110,7 +117,7 @@ class BalancerRuntime(Runtime):
     def route_units(self, units: Units, fleet: Fleet) -> np.ndarray:
         """Server index per routing unit (for callers that reuse one batch's units)."""
         choice = route_units(units, fleet, self.profile_index(units), self.fleet_logits(fleet))
-        if len(self.hot_units):
+        if len(self.hot_units) and self.fitted_to(fleet):
             self._apply_hot_table(units, fleet, choice)
         return choice
 
@@ -142,7 +149,7 @@ class BalancerRuntime(Runtime):
 
         units, fleet = Units.from_frame(requests), Fleet.from_frame(servers)
         choice = np.full(len(units), -1, dtype=np.int64)
-        if len(self.hot_units):
+        if len(self.hot_units) and self.fitted_to(fleet):
             self._apply_hot_table(units, fleet, choice)
         pinned = choice >= 0
         load = expected_load(self.fleet_logits(fleet), self.profile_index(units), units, fleet, ~pinned)

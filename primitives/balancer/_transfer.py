@@ -44,7 +44,7 @@ class TransferParams:
     drop_fraction: float = 0.1
     capacity_jitter: float = 0.05
     mix_jitter: float = 0.1
-    hot_units: int = 200
+    hot_units: int = 1000  # as the small profile, which the population members train with
     lp_split: bool = True  # the decoded runtime routes the deployment's request classes by the split LP (_lp)
     finetune_lr: float = 0.003
 

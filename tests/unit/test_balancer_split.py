@@ -107,3 +107,28 @@ def test_a_fleet_the_split_never_saw_is_routed_by_the_kernel(trained_balancer, b
     finally:
         runtime.split = split
     np.testing.assert_array_equal(runtime.fleet_logits(other), kernel_only)
+
+
+def test_on_a_fleet_it_was_not_fitted_to_the_hot_unit_table_stands_aside(tmp_path, balancer_tables):
+    from aiprim import primitives
+
+    prim = primitives.get("balancer")
+    train, held_out = prim.split(balancer_tables, 0.2)
+    runtime = prim.train_runtime(train, {"max_epochs": 1, "scenarios_per_epoch": 2, "hot_units": 50}, tmp_path)
+    servers = balancer_tables["servers"]
+    units, fleet = Units.from_frame(held_out["requests"]), Fleet.from_frame(servers)
+    pinned = np.isin(units.unit_hash, runtime.hot_units.to_numpy())
+    assert pinned.any() and runtime.fitted_to(fleet)
+    table = dict(zip(runtime.hot_units, runtime.hot_servers))
+    chosen = fleet.server_id[runtime.route_units(units, fleet)]
+    assert all(chosen[u] == table[units.unit_hash[u]] for u in np.flatnonzero(pinned & (units.anti_group < 0)))
+    # The same names on servers of other sizes: another deployment, where the table would pin keys at random.
+    other = Fleet.from_frame(servers.assign(cap_mem=servers["cap_mem"] * 1.7))
+    assert not runtime.fitted_to(other)
+    split, table_units, table_servers = runtime.split, runtime.hot_units, runtime.hot_servers
+    runtime.split, runtime.hot_units, runtime.hot_servers = None, pd.Index(np.zeros(0, np.uint64)), np.zeros(0, object)
+    try:
+        kernel_only = runtime.route_units(units, other)
+    finally:
+        runtime.split, runtime.hot_units, runtime.hot_servers = split, table_units, table_servers
+    np.testing.assert_array_equal(runtime.route_units(units, other), kernel_only)
