@@ -19,6 +19,8 @@ varies the generator's seed, so each round draws new work.
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -55,17 +57,36 @@ def history(name: str, cfg: dict) -> list[dict]:
 
 
 def record_accepted(name: str, snapshot_dir: Path, stats: dict, cfg: dict) -> None:
-    """Append the snapshot to the history (once) and make it the drift reference of its deployment."""
+    """Append the snapshot to the history (once) and make it the drift reference of its deployment.
+
+    Rounds run at once (a Dask or Ray runner, or several `aiprim run`s) append under one lock, and the file is
+    replaced whole, so a round reading it meanwhile sees the history before or after, never half of it."""
     deployment = _deployment(snapshot_dir)
-    entries = [e for e in history(name, cfg) if e["snapshot"] != str(snapshot_dir)]
-    entries.append({"snapshot": str(snapshot_dir), "accepted_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "deployment": deployment})
     path = history_file(name, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(path.read_text()) if path.exists() else {}
-    by_deployment = {**previous.get("stats_by_deployment", {}), deployment: stats}
-    path.write_text(json.dumps({"snapshot": str(snapshot_dir), "stats": stats, "stats_by_deployment": by_deployment,
-                                "history": entries[-200:]}, indent=2))
+    with _locked(path):
+        entries = [e for e in history(name, cfg) if e["snapshot"] != str(snapshot_dir)]
+        entries.append({"snapshot": str(snapshot_dir), "accepted_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "deployment": deployment})
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        by_deployment = {**previous.get("stats_by_deployment", {}), deployment: stats}
+        staging = path.with_name(f".{path.name}.{os.getpid()}")
+        staging.write_text(json.dumps({"snapshot": str(snapshot_dir), "stats": stats, "stats_by_deployment": by_deployment,
+                                       "history": entries[-200:]}, indent=2))
+        os.replace(staging, path)
+
+
+@contextmanager
+def _locked(path: Path):
+    """Held while one process rewrites ``path`` (a lock file beside it)."""
+    import fcntl
+
+    with open(path.with_name(f".{path.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def drift_reference(name: str, snapshot_dir: Path, cfg: dict) -> dict | None:

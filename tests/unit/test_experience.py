@@ -119,3 +119,28 @@ def test_the_sharder_joins_its_rounds_into_one_trace_of_the_rows_that_are_still_
     reused = set(older["items"]["item_id"]) & set(newest["items"]["item_id"]) - set(same)
     assert reused and not kept & reused
     assert prim.merge_experience([("bbbbbbbb22", newest)]) is newest
+
+
+def _accept_many(args) -> None:
+    cfg, root, worker = args
+    from aiprim.flows import experience
+
+    for i in range(25):
+        experience.record_accepted("query", root / f"w{worker}-{i}", {}, cfg)
+
+
+def test_rounds_accepting_at_once_lose_no_snapshot_and_readers_never_see_half_a_file(cfg, tmp_path):
+    """Rounds that run at once (a Dask or Ray runner, several `aiprim run`s) each append to the history."""
+    import multiprocessing
+
+    from aiprim.flows import experience
+
+    context = multiprocessing.get_context("fork")
+    with context.Pool(3) as pool:
+        pending = pool.map_async(_accept_many, [(cfg, tmp_path, w) for w in range(3)])
+        while not pending.ready():
+            experience.history("query", cfg)  # raised JSONDecodeError on a half-written file
+            experience.drift_reference("query", tmp_path / "elsewhere", cfg)
+        pending.get()
+    recorded = {e["snapshot"] for e in experience.history("query", cfg)}
+    assert recorded == {str(tmp_path / f"w{w}-{i}") for w in range(3) for i in range(25)}
