@@ -188,8 +188,9 @@ class SplitWeights:
         return rows
 
     def known_share(self, fleet) -> float:
-        """The share of ``fleet``'s capacity on servers of types the fit saw."""
-        size = fleet.capacity.sum(axis=1)
+        """The share of ``fleet``'s capacity (each resource counted relative to the fit's fleet) on servers of
+        types the fit saw."""
+        size = (fleet.capacity / self.capacity_total).mean(axis=1)
         return float(size[self._server_types(fleet) >= 0].sum() / size.sum())
 
     def _server_types(self, fleet) -> np.ndarray:
