@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from aiprim._locks import exclusive
 from aiprim.primitives._snapshot import read_manifest, read_tables
 
 from . import config as cfgmod
@@ -64,7 +64,7 @@ def record_accepted(name: str, snapshot_dir: Path, stats: dict, cfg: dict) -> No
     deployment = _deployment(snapshot_dir)
     path = history_file(name, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path):
+    with exclusive(path.with_name(f".{path.name}.lock")):
         entries = [e for e in history(name, cfg) if e["snapshot"] != str(snapshot_dir)]
         entries.append({"snapshot": str(snapshot_dir), "accepted_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                         "deployment": deployment})
@@ -74,19 +74,6 @@ def record_accepted(name: str, snapshot_dir: Path, stats: dict, cfg: dict) -> No
         staging.write_text(json.dumps({"snapshot": str(snapshot_dir), "stats": stats, "stats_by_deployment": by_deployment,
                                        "history": entries[-200:]}, indent=2))
         os.replace(staging, path)
-
-
-@contextmanager
-def _locked(path: Path):
-    """Held while one process rewrites ``path`` (a lock file beside it)."""
-    import fcntl
-
-    with open(path.with_name(f".{path.name}.lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def drift_reference(name: str, snapshot_dir: Path, cfg: dict) -> dict | None:

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from aiprim import primitives
+from aiprim._locks import exclusive
 from aiprim.primitives._base import VALIDATION_LOSS
 from aiprim.primitives._report import CHAMPION_CANDIDATE, LEARNED, EvaluationReport
 from aiprim.primitives._snapshot import SnapshotError, check_snapshot, import_snapshot, read_manifest, read_tables, write_snapshot
@@ -447,18 +448,10 @@ def _this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@contextmanager
 def _same_training(checkpoint_dir: Path):
     """Held while a training of this checkpoint folder runs (a file beside it: Lightning warns of any file in it)."""
-    import fcntl
-
     checkpoint_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(checkpoint_dir.with_name(checkpoint_dir.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive(checkpoint_dir.with_name(checkpoint_dir.name + ".lock"))
 
 
 def train(name: str, snapshot_dir: Path, cfg: dict, tuned: dict | None = None) -> str:

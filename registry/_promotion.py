@@ -10,11 +10,10 @@ champion. Versions are never deleted.
 
 from __future__ import annotations
 
-import fcntl
 import json
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+from .._locks import exclusive
 from ..settings import state_dir
 from ._deployments import DEFAULT_DEPLOYMENT, DEPLOYMENT_TAG, deployment_alias, history_tag
 from ._store import configure, model_name
@@ -43,15 +42,9 @@ class PromotionError(ValueError):
     pass
 
 
-@contextmanager
 def model_lock(primitive: str):
-    path = state_dir() / f"{model_name(primitive)}.lock"
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Held while one process decides on and moves the primitive's aliases."""
+    return exclusive(state_dir() / f"{model_name(primitive)}.lock")
 
 
 def alias_version(client, primitive: str, alias: str, deployment: str | None = None) -> str | None:
