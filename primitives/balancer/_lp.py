@@ -41,11 +41,19 @@ def scaled(demand: np.ndarray, capacity: np.ndarray) -> tuple[np.ndarray, np.nda
     return demand[:, active] / total_demand[active], capacity[:, active] / total_capacity[active], active
 
 
+def capacity_shape(capacity: np.ndarray, decimals: int) -> np.ndarray:
+    """Each server's capacity vector over its sum, rounded: servers with proportional capacities share one."""
+    return np.round(capacity / capacity.sum(axis=1, keepdims=True), decimals)
+
+
+def type_keys(server_class, shape: np.ndarray) -> pd.MultiIndex:
+    """A server's type: its class and the shape of its capacity vector (``capacity_shape``)."""
+    return pd.MultiIndex.from_arrays([pd.Series(server_class, dtype=object), *[shape[:, d] for d in range(shape.shape[1])]])
+
+
 def server_types(c: np.ndarray, server_class) -> tuple[np.ndarray, np.ndarray]:
-    """(type of each server, capacity per type): servers of one class with proportional capacities merged."""
-    shape = np.round(c / c.sum(axis=1, keepdims=True), 12)
-    frame = pd.DataFrame(shape).assign(cls=pd.Series(server_class, dtype=object).to_numpy())
-    server_type = frame.groupby(list(frame.columns), sort=False, dropna=False).ngroup().to_numpy()
+    """(type of each server, numbered in order of first appearance; capacity per type)."""
+    server_type, _ = pd.factorize(type_keys(server_class, capacity_shape(c, 12)))
     capacity = np.zeros((int(server_type.max()) + 1, c.shape[1]))
     np.add.at(capacity, server_type, c)
     return server_type, capacity
@@ -105,6 +113,9 @@ def solve_split(demand: np.ndarray, group_pool: np.ndarray, c: np.ndarray, pools
     return Split(type_share[:, server_type] * within[None, :], price, eligible, demand, capacity)
 
 
+SHAPE_DECIMALS = 9  # a persisted type's shape: to match a server's, whatever fleet it comes in
+
+
 class SplitWeights:
     """Routing weights from the split LP: per request group, a weight per unit of capacity of each server type.
 
@@ -131,20 +142,12 @@ class SplitWeights:
         self.density = np.asarray(density, dtype=np.float64)  # (G, T): share per unit of size
         self.capacity_total = np.asarray(capacity_total, dtype=np.float64)
         self._groups = pd.MultiIndex.from_arrays([self.request_class, self.requires_class])
-        self._types = self._type_keys(self.type_class, self.type_shape)
+        self._types = type_keys(self.type_class, self.type_shape)
 
     @staticmethod
     def _keys(request_class, requires_class) -> pd.MultiIndex:
         requires = pd.Series(requires_class, dtype=object)
         return pd.MultiIndex.from_arrays([pd.Series(request_class, dtype=object), requires.where(requires.notna(), "")])
-
-    @staticmethod
-    def _shape(capacity: np.ndarray) -> np.ndarray:
-        return np.round(capacity / capacity.sum(axis=1, keepdims=True), 9)
-
-    @staticmethod
-    def _type_keys(server_class, shape) -> pd.MultiIndex:
-        return pd.MultiIndex.from_arrays([pd.Series(server_class, dtype=object), *[shape[:, d] for d in range(shape.shape[1])]])
 
     @classmethod
     def fit(cls, units, fleet) -> "SplitWeights":
@@ -163,8 +166,8 @@ class SplitWeights:
         split = solve_split(a, np.asarray(pool_of, dtype=np.int64), c, pools, fleet.server_class)
         capacity_total = fleet.capacity.sum(axis=0)
         size = (fleet.capacity / capacity_total).mean(axis=1)
-        shape = cls._shape(fleet.capacity)
-        server_type, types = pd.factorize(cls._type_keys(fleet.server_class, shape))
+        shape = capacity_shape(fleet.capacity, SHAPE_DECIMALS)
+        server_type, types = pd.factorize(type_keys(fleet.server_class, shape))
         # Servers of one type get one density (the LP splits a type by size); the mean absorbs rounding.
         density = split.share / size[None, :]
         count = np.bincount(server_type, minlength=len(types))
@@ -194,7 +197,7 @@ class SplitWeights:
         return float(size[self._server_types(fleet) >= 0].sum() / size.sum())
 
     def _server_types(self, fleet) -> np.ndarray:
-        return self._types.get_indexer(self._type_keys(fleet.server_class, self._shape(fleet.capacity)))
+        return self._types.get_indexer(type_keys(fleet.server_class, capacity_shape(fleet.capacity, SHAPE_DECIMALS)))
 
     def logits(self, fleet) -> np.ndarray:
         """(groups, servers of ``fleet``) log weights."""
