@@ -63,8 +63,8 @@ def score(prim, runtime, tables, trials: int, realisations: int, training: dict)
     One placement is one draw of the hash: the peak of 300 (server, resource)
     cells moves by several percent from draw to draw. A realisation renames
     every server (``id~k``), which redraws every (unit, server) hash for every
-    router alike; the learned runtime's hot-unit table is renamed with them, and so is the training fleet
-    that the peers that learn (LP-weighted rendezvous) fit on.
+    router alike; the learned runtime's hot-unit table is renamed with them. The peers that learn
+    (LP-weighted rendezvous) fit once on ``training``: their weights follow server types, not names.
     """
     from aiprim.primitives.balancer._metrics import peak_to_mean
     from aiprim.primitives.balancer._peers import PEERS, build_peer
@@ -72,14 +72,13 @@ def score(prim, runtime, tables, trials: int, realisations: int, training: dict)
     report = prim.evaluate(runtime, tables, {"disruption_trials": trials, "training_tables": training})
     rows = {"learned": report["metrics"], **report["baselines"]}
     rows["learned"]["expected_peak_to_mean"] = runtime.expected_peak_to_mean(tables["requests"], tables["servers"])
-    draws = {name: [] for name in ["learned", *PEERS]}
+    routers = {"learned": runtime, **{name: build_peer(name, training) for name in PEERS}}
+    draws = {name: [] for name in routers}
     for k in range(realisations):
-        rename = lambda frame: frame.assign(server_id=frame["server_id"] + f"~{k}")  # noqa: E731
-        servers = rename(tables["servers"])
+        servers = tables["servers"].assign(server_id=tables["servers"]["server_id"] + f"~{k}")
         renamed = copy.copy(runtime)
         renamed.hot_servers = np.asarray([f"{s}~{k}" for s in runtime.hot_servers], dtype=object)
-        renamed_training = {**training, "servers": rename(training["servers"])}
-        routers = {"learned": renamed, **{name: build_peer(name, renamed_training) for name in PEERS}}
+        routers["learned"] = renamed
         for name, router in routers.items():
             draws[name].append(peak_to_mean(tables["requests"], servers, router.route(tables["requests"], servers)))
     for name, values in draws.items():
