@@ -190,23 +190,29 @@ class SplitWeights:
                 rows[i] = candidates[0]  # the fit numbers groups by demand, largest first
         return rows
 
-    def known_share(self, fleet) -> float:
-        """The share of ``fleet``'s capacity (each resource counted relative to the fit's fleet) on servers of
-        types the fit saw."""
-        size = (fleet.capacity / self.capacity_total).mean(axis=1)
-        return float(size[self._server_types(fleet) >= 0].sum() / size.sum())
-
-    def _server_types(self, fleet) -> np.ndarray:
+    def server_types(self, fleet) -> np.ndarray:
+        """Each server's type in the fit (-1: a type it never saw). ``known_share`` and ``logits`` take it, so
+        that a caller that needs both per batch computes it once."""
         return self._types.get_indexer(type_keys(fleet.server_class, capacity_shape(fleet.capacity, SHAPE_DECIMALS)))
 
-    def logits(self, fleet) -> np.ndarray:
+    def known_share(self, fleet, server_type: np.ndarray | None = None) -> float:
+        """The share of ``fleet``'s capacity (each resource counted relative to the fit's fleet) on servers of
+        types the fit saw."""
+        server_type = self.server_types(fleet) if server_type is None else server_type
+        size = (fleet.capacity / self.capacity_total).mean(axis=1)
+        return float(size[server_type >= 0].sum() / size.sum())
+
+    def logits(self, fleet, server_type: np.ndarray | None = None) -> np.ndarray:
         """(groups, servers of ``fleet``) log weights."""
-        server_type = self._server_types(fleet)
+        server_type = self.server_types(fleet) if server_type is None else server_type
         density = np.empty((len(self.density), len(fleet)))
-        density[:, server_type >= 0] = self.density[:, server_type[server_type >= 0]]
-        for s in np.flatnonzero(server_type < 0):  # a server of a type the fit never saw
-            same_class = self.type_class == fleet.server_class[s]
-            density[:, s] = self.density[:, same_class if same_class.any() else slice(None)].mean(axis=1)
+        known = server_type >= 0
+        density[:, known] = self.density[:, server_type[known]]
+        unknown = np.flatnonzero(~known)
+        for name in pd.unique(fleet.server_class[unknown]):  # servers of types the fit never saw, by class
+            same_class = self.type_class == name
+            mean = self.density[:, same_class if same_class.any() else slice(None)].mean(axis=1)
+            density[:, unknown[fleet.server_class[unknown] == name]] = mean[:, None]
         weight = density * (fleet.capacity / self.capacity_total).mean(axis=1)[None, :]
         weight = np.maximum(weight, 1e-9 * weight.max(axis=1, keepdims=True))
         return np.log(np.maximum(weight, 1e-300)).astype(np.float32)

@@ -83,6 +83,16 @@ class BalancerRuntime(Runtime):
 
     def fleet_logits(self, fleet: Fleet) -> np.ndarray:
         """(C+1, S) logits of every request class (and the unseen-class row) on every server."""
+        return self._fleet_logits(fleet, self._split_types(fleet))
+
+    def _split_types(self, fleet: Fleet) -> np.ndarray | None:
+        """The split's type of each server of ``fleet`` where the split routes it (``fitted_to``), else None."""
+        if self.split is None:
+            return None
+        server_type = self.split.server_types(fleet)
+        return server_type if self.split.known_share(fleet, server_type) >= SPLIT_MIN_KNOWN_SHARE else None
+
+    def _fleet_logits(self, fleet: Fleet, split_types: np.ndarray | None) -> np.ndarray:
         class_index = self.server_classes.get_indexer(fleet.server_class)
         srv = server_features(fleet.capacity, class_index, len(self.server_classes), self.log_cap_reference)
         cls_ = self.class_features
@@ -93,9 +103,9 @@ class BalancerRuntime(Runtime):
         logits = cls_[:, :3] @ np.log(fleet.capacity).T.astype(np.float32) + mlp
         # On a fleet mostly of servers the split never saw (a model carried to another deployment), the
         # kernel, which reads any server's features, routes every class.
-        if self.split is not None and self.fitted_to(fleet):
+        if split_types is not None:
             covered = np.flatnonzero(self._split_rows >= 0)
-            logits[covered] = self.split.logits(fleet)[self._split_rows[covered]]
+            logits[covered] = self.split.logits(fleet, split_types)[self._split_rows[covered]]
         return logits
 
     def fitted_to(self, fleet: Fleet) -> bool:
@@ -103,7 +113,10 @@ class BalancerRuntime(Runtime):
         at least ``SPLIT_MIN_KNOWN_SHARE`` of its capacity on server types the split knows. Elsewhere both stand
         aside: a table pins keys to server names, which on another deployment name other servers. Without a
         split there is nothing to check against, and the table applies wherever its servers are."""
-        return self.split is None or self.split.known_share(fleet) >= SPLIT_MIN_KNOWN_SHARE
+        return self._fitted(self._split_types(fleet))
+
+    def _fitted(self, split_types: np.ndarray | None) -> bool:
+        return self.split is None or split_types is not None
 
     def profile_index(self, units: Units) -> np.ndarray:
         index = self.request_classes.get_indexer(units.request_class)
@@ -116,8 +129,9 @@ class BalancerRuntime(Runtime):
 
     def route_units(self, units: Units, fleet: Fleet) -> np.ndarray:
         """Server index per routing unit (for callers that reuse one batch's units)."""
-        choice = route_units(units, fleet, self.profile_index(units), self.fleet_logits(fleet))
-        if len(self.hot_units) and self.fitted_to(fleet):
+        split_types = self._split_types(fleet)  # one lookup of the fleet's server types per batch
+        choice = route_units(units, fleet, self.profile_index(units), self._fleet_logits(fleet, split_types))
+        if len(self.hot_units) and self._fitted(split_types):
             self._apply_hot_table(units, fleet, choice)
         return choice
 
@@ -148,11 +162,12 @@ class BalancerRuntime(Runtime):
         from ._metrics import load_peak_to_mean
 
         units, fleet = Units.from_frame(requests), Fleet.from_frame(servers)
+        split_types = self._split_types(fleet)
         choice = np.full(len(units), -1, dtype=np.int64)
-        if len(self.hot_units) and self.fitted_to(fleet):
+        if len(self.hot_units) and self._fitted(split_types):
             self._apply_hot_table(units, fleet, choice)
         pinned = choice >= 0
-        load = expected_load(self.fleet_logits(fleet), self.profile_index(units), units, fleet, ~pinned)
+        load = expected_load(self._fleet_logits(fleet, split_types), self.profile_index(units), units, fleet, ~pinned)
         for d in range(load.shape[1]):
             load[:, d] += np.bincount(choice[pinned], weights=units.demand[pinned, d], minlength=len(fleet))
         return load_peak_to_mean(load, fleet.capacity)
