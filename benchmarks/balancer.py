@@ -54,7 +54,8 @@ def make_data(source: dict, fleet_seed: int, request_seed: int, population_seed:
 def train(prim, tables, params: dict, seed: int = 0):
     import tempfile
 
-    return prim.train_runtime(tables, params, Path(tempfile.mkdtemp(prefix="aiprim-bench-")), seed)
+    with tempfile.TemporaryDirectory(prefix="aiprim-bench-") as tmp:  # checkpoints only; the runtime lives in memory
+        return prim.train_runtime(tables, params, Path(tmp), seed)
 
 
 def score(prim, runtime, tables, trials: int, realisations: int, training: dict) -> dict:

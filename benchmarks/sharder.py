@@ -42,7 +42,8 @@ def run_one(prim, source: dict, params: dict, evaluate: dict, seed: int) -> tupl
     tables, _ = prim.generate(source, seed=seed)
     generated = time.perf_counter()
     train, held_out = prim.split(tables, 0.2)
-    runtime = prim.train_runtime(train, params, Path(tempfile.mkdtemp(prefix="aiprim-bench-")), seed)
+    with tempfile.TemporaryDirectory(prefix="aiprim-bench-") as tmp:  # checkpoints only; the runtime lives in memory
+        runtime = prim.train_runtime(train, params, Path(tmp), seed)
     trained = time.perf_counter()
     report = prim.evaluate(runtime, held_out, {**evaluate, "training_tables": train})
     done = time.perf_counter()

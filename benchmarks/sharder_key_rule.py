@@ -40,7 +40,8 @@ def rule_before_stop_22(items: pd.DataFrame, scores: dict, shares: np.ndarray, s
 
 def score(prim, tables: dict, params: dict, evaluate: dict) -> dict:
     train, held_out = prim.split(tables, 0.2)
-    runtime = prim.train_runtime(train, params, Path(tempfile.mkdtemp(prefix="aiprim-bench-")), 0)
+    with tempfile.TemporaryDirectory(prefix="aiprim-bench-") as tmp:  # checkpoints only; the runtime lives in memory
+        runtime = prim.train_runtime(train, params, Path(tmp), 0)
     report = prim.evaluate(runtime, held_out, {**evaluate, "training_tables": train, "disruption_trials": 1})
     peers = {k: v["distributed_txn_rate"] for k, v in report.baselines.items() if "distributed_txn_rate" in v}
     best = min(peers, key=peers.get)
