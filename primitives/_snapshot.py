@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -36,7 +37,15 @@ def sha256_file(path: Path) -> str:
 
 
 def snapshot_id(directory: Path) -> str:
-    return Path(directory).name
+    """The snapshot's id: its folder's name in a store, where ``write_snapshot`` and ``import_snapshot`` name
+    it by content; for a snapshot written elsewhere (``--to``, as DVC stages do: ``data/dvc/<primitive>/snapshot``),
+    the id ``write_snapshot`` gives the same tables and deployment."""
+    directory = Path(directory)
+    if re.fullmatch(r"[0-9a-fu][0-9a-f]{15}", directory.name):
+        return directory.name
+    manifest = read_manifest(directory)
+    hashes = {name: entry.get("sha256", "") for name, entry in manifest.get("tables", {}).items()}
+    return _content_id(str(manifest.get("primitive", "")), hashes, manifest.get("deployment"))
 
 
 def _content_id(primitive: str, table_hashes: dict[str, str], deployment: str | None = None) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..settings import source_checkout
 from .._hashing import config_hash
+from ..primitives._snapshot import snapshot_id
 
 
 def git_commit() -> str:
@@ -24,7 +25,7 @@ def snapshot_tags(snapshot_dir: Path) -> dict[str, str]:
     manifest = json.loads((Path(snapshot_dir) / "manifest.json").read_text())
     tables = manifest.get("tables", {})
     return {
-        "aiprim.snapshot_id": Path(snapshot_dir).name,
+        "aiprim.snapshot_id": snapshot_id(snapshot_dir),
         "aiprim.snapshot_hash": config_hash({k: v.get("sha256") for k, v in tables.items()}),
         "aiprim.snapshot_source": str(manifest.get("source", ""))[:250],
         "aiprim.deployment": str(manifest.get("deployment") or "default"),
