@@ -303,27 +303,23 @@ def print_summary(results: dict) -> None:
     from .config import load
 
     status = steps.status(load())
-    print()
-    print(f"{'primitive':<11} {'champion':>8}  {'primary metric':<14} {'champion':>9} {'best classical peer':>30}  this run")
-    print(f"{'':<11} {'version':>8}  {'':<14} {'value':>9} {'(same held-out data)':>30}")
+    rows = [("primitive", "champion", "primary metric", "value", "best classical peer (same held-out data)", "this run")]
     for name, result in results.items():
-        prim = primitives.get(name)
-        metric = prim.primary_metric
+        metric = primitives.get(name).primary_metric
         entry = status.get(name, {})
-        champion = entry.get("version") or "-"
         value = entry.get("metrics", {}).get(metric)
-        peer_text = "-"
         report = result.get("report")
         best = EvaluationReport.from_dict(report).best_baseline() if report else None
-        if best is not None:
-            peer_text = f"{best[0]} {best[1]:.3f}"
         if result.get("error"):
             outcome = "FAILED (see the error below)"
         else:
             d = result["decision"]
             outcome = f"v{d['version']} {'promoted' if d['promoted'] else 'kept challenger'}"
-        value_text = f"{value:.3f}" if value is not None else "-"
-        print(f"{name:<11} {champion:>8}  {metric:<14} {value_text:>9} {peer_text:>30}  {outcome}")
+        rows.append((name, f"v{entry['version']}" if entry.get("version") else "-", metric,
+                     f"{value:.4g}" if value is not None else "-",
+                     f"{best[0]} {best[1]:.4g}" if best is not None else "-", outcome))
+    print()
+    _print_table(rows)
     print()
     print_ui_commands()
 
