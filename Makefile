@@ -13,10 +13,15 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The headline benchmark of each primitive and of the transfer stage (about 1.5 hours on 2 cores);
+# benchmarks/RESULTS.md gives each one's command, machine and numbers, and the narrower benchmarks beside them.
 bench: $(STAMP)
 	$(PY) benchmarks/balancer.py
 	$(PY) benchmarks/query.py
-	$(PY) benchmarks/compiler.py
+	$(PY) benchmarks/compiler.py --tasks-per-family 16 --schedules 40
+	$(PY) benchmarks/sharder.py
+	$(PY) benchmarks/transfer.py --train 16 --held-out 20 --servers 8,120 --max-requests 60000 --kernel-only
+	$(PY) benchmarks/sharder_transfer.py --train 8 --held-out 20
 
 setup: $(STAMP)
 
