@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from aiprim._locks import exclusive
-from aiprim.primitives._snapshot import read_manifest, read_tables
+from aiprim.primitives._snapshot import read_manifest, read_tables, snapshot_id
 
 from . import config as cfgmod
 
@@ -37,7 +37,7 @@ class Window:
 
     @property
     def ids(self) -> list[str]:
-        return [Path(s).name for s in self.snapshots]
+        return [snapshot_id(s) for s in self.snapshots]
 
 
 def history_file(name: str, cfg: dict) -> Path:
@@ -156,7 +156,7 @@ def training_tables(prim, snapshot_dir: Path, cfg: dict) -> tuple[dict, dict, Wi
     parts, held_out = [], None
     for path in win.snapshots:
         train, held = prim.split(read_tables(path, prim.schema), fraction)
-        parts.append((Path(path).name, train))
+        parts.append((snapshot_id(path), train))
         held_out = held
     return prim.merge_experience(parts), held_out, win
 

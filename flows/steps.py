@@ -23,7 +23,7 @@ from aiprim import primitives
 from aiprim._locks import exclusive
 from aiprim.primitives._base import VALIDATION_LOSS
 from aiprim.primitives._report import CHAMPION_CANDIDATE, LEARNED, EvaluationReport
-from aiprim.primitives._snapshot import SnapshotError, check_snapshot, import_snapshot, read_manifest, read_tables, write_snapshot
+from aiprim.primitives._snapshot import SnapshotError, check_snapshot, import_snapshot, read_manifest, read_tables, snapshot_id, write_snapshot
 from aiprim.settings import optuna_storage
 
 from . import config as cfgmod
@@ -319,7 +319,7 @@ def study_name(name: str, snapshot_dir: Path, cfg: dict, base: dict | None = Non
     if window is None:
         window = _split(name, snapshot_dir, cfg)[2]
     base = base if base is not None else training_params(cfg, name)
-    return f"{name}-{Path(snapshot_dir).name}-{cfgmod.config_hash({**base, 'experience': window.ids})}"
+    return f"{name}-{snapshot_id(snapshot_dir)}-{cfgmod.config_hash({**base, 'experience': window.ids})}"
 
 
 def tune(name: str, snapshot_dir: Path, cfg: dict, trials: int | None = None, *, new_trials: int | None = None,
@@ -388,7 +388,7 @@ def tune(name: str, snapshot_dir: Path, cfg: dict, trials: int | None = None, *,
         return {}
     configure()
     experiment(name)
-    with mlflow.start_run(run_name=f"tune-{name}-{Path(snapshot_dir).name}", tags=lineage_tags(name, snapshot_dir, base, "tune")):
+    with mlflow.start_run(run_name=f"tune-{name}-{snapshot_id(snapshot_dir)}", tags=lineage_tags(name, snapshot_dir, base, "tune")):
         mlflow.log_params({f"best.{k}": v for k, v in study.best_params.items()})
         mlflow.log_metric("tune/best_val_loss", study.best_value)
         for t in study.trials:
@@ -470,7 +470,9 @@ def train(name: str, snapshot_dir: Path, cfg: dict, tuned: dict | None = None) -
     prim, (train_tables, held_out), window = _split(name, snapshot_dir, cfg)
     params = training_params(cfg, name, tuned)
     typed = prim.params(params)
-    key = f"{Path(snapshot_dir).name}-{cfgmod.config_hash({**params, 'experience': window.ids})}"
+    # By content, not folder: a DVC stage's snapshot folder holds another snapshot after every `dvc exp run -S
+    # ...source...`, and a key by folder resumed the last one's finished checkpoint instead of training.
+    key = f"{snapshot_id(snapshot_dir)}-{cfgmod.config_hash({**params, 'experience': window.ids})}"
     # The same training (snapshot, params, window) twice at once, as concurrent rounds of one project do:
     # one at a time, the later one resuming from the earlier one's last checkpoint, instead of both writing
     # that checkpoint and each marking the other's RUNNING run FAILED as a stale one.
@@ -484,7 +486,7 @@ def train(name: str, snapshot_dir: Path, cfg: dict, tuned: dict | None = None) -
         tags = {**lineage_tags(name, snapshot_dir, params, "train"), "aiprim.train_key": key,
                 "aiprim.experience": json.dumps(window.ids), PROCESS_TAG: _this_process()}
         started = time.perf_counter()
-        with _terminate_as_failure(), mlflow.start_run(run_name=f"train-{name}-{Path(snapshot_dir).name}", tags=tags) as run:
+        with _terminate_as_failure(), mlflow.start_run(run_name=f"train-{name}-{snapshot_id(snapshot_dir)}", tags=tags) as run:
             mlflow.log_params(dataclasses.asdict(typed))  # defaults included: the run says what it trained with
             mlflow.log_params({"experience.snapshots": len(window.snapshots), "experience.rows": window.rows})
             import lightning as L
@@ -603,7 +605,7 @@ def evaluate(name: str, snapshot_dir: Path, cfg: dict, model: str | None = "cham
     if log_run:
         _log_evaluation(prim, snapshot_dir, report)
     scored = " and ".join(f"{k} {v}" for k, v in models.items()) or "the peers"
-    log(f"{name}: evaluated {scored} on {Path(snapshot_dir).name}/{part} in {time.perf_counter() - started:.1f}s")
+    log(f"{name}: evaluated {scored} on {snapshot_id(snapshot_dir)}/{part} in {time.perf_counter() - started:.1f}s")
     return report
 
 

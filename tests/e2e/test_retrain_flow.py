@@ -174,3 +174,30 @@ def test_rounds_draw_new_work_and_train_on_the_window(prefect_harness, project, 
     assert sources == ["aiprim embedded generator (seed 0)", "aiprim embedded generator (seed 1)"], "each round draws new work"
     history = json.loads((project / "data" / "accepted" / "admission.json").read_text())["history"]
     assert [Path(h["snapshot"]).name for h in history] == [p["snapshot"] for p in curve["points"]]
+
+
+def test_a_dvc_stage_folder_holding_another_snapshot_tunes_and_trains_anew(project, monkeypatch, capsys):
+    """DVC stages keep their snapshot at one path (``data/dvc/<primitive>/snapshot``), refilled with another
+    snapshot by every `dvc exp run -S ...source...` or forced snapshot stage. The tuning study and the training
+    checkpoint follow the snapshot's content: keyed by the folder, the second training resumed the first one's
+    finished checkpoint and logged the first snapshot's model as the second's."""
+    import mlflow
+
+    from aiprim.flows.cli import main
+    from aiprim.primitives._snapshot import snapshot_id
+    from tests.conftest import THIRD_PARTY
+
+    monkeypatch.syspath_prepend(str(THIRD_PARTY))
+    folder = project / "data" / "dvc" / "admission"
+    snapshots, run_ids = [], []
+    for _ in range(2):  # the second snapshot is the next round's: another seed, the same folder
+        for step in ("snapshot", "validate", "tune", "train"):
+            assert main(["step", step, "admission", "--dir", str(folder), "--profile", "small"]) == 0
+        snapshots.append(snapshot_id(folder / "snapshot"))
+        run_ids.append(json.loads((folder / "train.json").read_text())["run_id"])
+    assert snapshots[0] != snapshots[1]
+    assert "resuming from" not in capsys.readouterr().err
+    runs = [mlflow.get_run(r) for r in run_ids]
+    assert [r.data.tags["aiprim.snapshot_id"] for r in runs] == snapshots
+    assert runs[0].data.tags["aiprim.train_key"] != runs[1].data.tags["aiprim.train_key"]
+    assert all(r.data.tags["aiprim.train_key"].startswith(s) for r, s in zip(runs, snapshots))
