@@ -589,12 +589,12 @@ def evaluate(name: str, snapshot_dir: Path, cfg: dict, model: str | None = "cham
         # Resolved once each: a run id is what runtime_dir takes without asking the registry again.
         run_id, _ = registry.resolve_model(name, model)
         models[LEARNED] = model
-        candidates[LEARNED] = prim.load_runtime(registry.runtime_dir(name, run_id))
+        candidates[LEARNED] = registry.load_runtime(name, run_id)
         champion = _champion_version(name, _snapshot_deployment(snapshot_dir)) if against_champion else None
         champion_run = registry.resolve_model(name, champion)[0] if champion is not None else None
         if champion_run is not None and champion_run != run_id:
             models[CHAMPION_CANDIDATE] = champion
-            candidates[CHAMPION_CANDIDATE] = prim.load_runtime(registry.runtime_dir(name, champion_run))
+            candidates[CHAMPION_CANDIDATE] = registry.load_runtime(name, champion_run)
     eval_cfg = cfgmod.primitive_config(cfg, name).get("evaluate", {})
     started = time.perf_counter()
     # Peers that learn (the compiler's XGBoost) fit on the training part, never on what they are scored on.

@@ -25,6 +25,7 @@ __all__ = [
     "DeploymentError",
     "ModelNotFoundError",
     "PromotionError",
+    "RuntimeDamaged",
     "load_runtime",
     "model_name",
     "promote_version",
@@ -37,6 +38,10 @@ RUNTIME_ARTIFACT = "runtime"
 
 class ModelNotFoundError(LookupError):
     pass
+
+
+class RuntimeDamaged(ValueError):
+    """A model's runtime files do not load (damaged in the artifact store, or written by something else)."""
 
 
 def resolve_model(primitive: str, ref: str = CHAMPION, deployment: str | None = None) -> tuple[str, str | None]:
@@ -101,7 +106,27 @@ def runtime_dir(primitive: str, ref: str = CHAMPION, deployment: str | None = No
 
 def load_runtime(name: str, alias: str = CHAMPION, deployment: str | None = None):
     """The runtime of a primitive's model by alias (or version number, or run id); ``champion`` and
-    ``challenger`` are those of ``deployment`` (``default`` when None)."""
+    ``challenger`` are those of ``deployment`` (``default`` when None).
+
+    A local copy that does not load is fetched again once (the registry's may be whole); if that copy does
+    not load either, RuntimeDamaged names the model and the file's error in one line."""
+    import shutil
+
     from aiprim import primitives
 
-    return primitives.get(name).load_runtime(runtime_dir(name, alias, deployment))
+    prim = primitives.get(name)
+    for attempt in (1, 2):
+        directory = runtime_dir(name, alias, deployment)
+        try:
+            return prim.load_runtime(directory)
+        except Exception as error:  # noqa: BLE001  (whatever a damaged file raises: numpy, zipfile, json, KeyError)
+            if attempt == 2:
+                run_id, version = resolve_model(name, alias, deployment)
+                which = f"version {version}" if version else f"run {run_id}"
+                if alias not in (version, run_id):
+                    which = f"{alias} ({which})"
+                reason = (str(error).strip().splitlines() or [""])[0]
+                raise RuntimeDamaged(f"{model_name(name)} {which}: its runtime files do not load "
+                                     f"({type(error).__name__}: {reason}); the artifact store's copy is damaged, "
+                                     f"retrain or promote another version") from None
+            shutil.rmtree(directory.parent, ignore_errors=True)  # the cached copy, fetched again below

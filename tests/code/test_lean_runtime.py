@@ -79,9 +79,12 @@ LOAD_AND_PREDICT = textwrap.dedent(
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A real MLflow store: SQLite and an artifact folder in a temporary directory."""
+    return new_store(tmp_path_factory.mktemp("mlflow"))
+
+
+def new_store(root: Path):
     from mlflow import MlflowClient
 
-    root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlruns.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment_id = client.create_experiment("lean-runtime", artifact_location=(root / "artifacts").as_uri())
@@ -192,3 +195,29 @@ def test_registered_runtime_loads_lean_and_predicts_the_same(name, store, tmp_pa
     assert not Path(report["runtime_dir"]).is_relative_to(tmp_path / "runtime"), "must come from the MLflow artifacts"
     assert len(got) == len(frame)
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-6, atol=0.0)
+
+
+def test_a_damaged_runtime_is_fetched_again_and_else_named_in_one_line(tmp_path, monkeypatch, balancer_tables):
+    """A cached copy that does not load is replaced by the artifact store's; a damaged copy in the store is
+    one line naming the model, never a bare zipfile error."""
+    from aiprim.registry import RuntimeDamaged, load_runtime
+
+    uri, client, experiment_id = new_store(tmp_path)
+    prim = primitives.get("balancer")
+    prim.train_runtime(balancer_tables, tiny_params(prim), tmp_path / "runtime")
+    run_id, version = register_champion(client, experiment_id, "balancer", tmp_path / "runtime")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("AIPRIM_CACHE_DIR", str(tmp_path / "cache"))
+
+    assert type(load_runtime("balancer")).__name__ == "BalancerRuntime"
+    cached = tmp_path / "cache" / run_id / "runtime" / "balancer_kernel.npz"
+    cached.write_bytes(cached.read_bytes()[:1000])  # damaged after download
+    assert type(load_runtime("balancer")).__name__ == "BalancerRuntime"
+
+    stored = next(Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://")).rglob("balancer_kernel.npz"))
+    stored.write_bytes(stored.read_bytes()[:1000])
+    shutil.rmtree(tmp_path / "cache")
+    with pytest.raises(RuntimeDamaged, match=rf"^aiprim-balancer champion \(version {version}\): its runtime files do not "
+                                             r"load \(BadZipFile: .*\); the artifact store's copy is damaged") as raised:
+        load_runtime("balancer")
+    assert "\n" not in str(raised.value)
