@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from aiprim.primitives import Primitive
 from aiprim.primitives._expectations import (
@@ -29,6 +30,7 @@ from aiprim.primitives._snapshot import (
     SnapshotError,
     arrow_to_pandas,
     arrow_type_matches,
+    conform,
     read_manifest,
     read_table,
     sha256_file,
@@ -101,12 +103,19 @@ def check_structure(primitive: Primitive, directory: Path) -> tuple[dict[str, pd
                     failures.append(f"table {table.name}, column {col.name}: missing")
                     typed_ok = False
             elif not arrow_type_matches(fields[col.name], col.dtype):
-                failures.append(f"table {table.name}, column {col.name}: type {fields[col.name].type}, expected {col.dtype}")
+                found = fields[col.name].type
+                hint = ""
+                if col.dtype.startswith("int") and pa.types.is_floating(found):
+                    hint = f" (pandas reads a nullable integer column as floats: write it back as {col.dtype.capitalize()})"
+                failures.append(f"table {table.name}, column {col.name}: type {found}, expected {col.dtype}{hint}")
                 typed_ok = False
         if "rows" in (entry or {}) and entry["rows"] != arrow.num_rows:
             failures.append(f"table {table.name}: {arrow.num_rows} rows, manifest.json says {entry['rows']}")
         if typed_ok:
-            frames[table.name] = arrow_to_pandas(arrow)
+            try:
+                frames[table.name] = arrow_to_pandas(conform(arrow, table))
+            except SnapshotError as error:  # a value the contract's type cannot hold exactly
+                failures.append(str(error))
     return frames, failures
 
 

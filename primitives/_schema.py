@@ -17,6 +17,14 @@ ARROW_TYPES = {
     "bool": ("bool",),
 }
 NUMERIC_TYPES = ("float64", "int32", "int64")
+# Narrower numeric types that a reader widens to the contract's type without changing a value (Arrow's safe
+# cast refuses an integer a double cannot hold exactly): integer costs in a float column, int32 ids in an
+# int64 one, as telemetry written by other tools often has them.
+WIDENED_FROM = {
+    "float64": ("float", "halffloat", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"),
+    "int64": ("int8", "int16", "int32", "uint8", "uint16", "uint32"),
+    "int32": ("int8", "int16", "uint8", "uint16"),
+}
 
 # How a column is watched by the drift check against the last accepted snapshot
 # (``Column.drift``). Drift is about the workload's shape, so only columns that

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._schema import ARROW_TYPES, Schema
+from ._schema import ARROW_TYPES, WIDENED_FROM, Schema
 
 MANIFEST = "manifest.json"
 _ARROW = {"string": pa.string(), "float64": pa.float64(), "int32": pa.int32(), "int64": pa.int64(), "bool": pa.bool_()}
@@ -174,8 +174,22 @@ def read_tables(directory: Path, schema: Schema) -> dict:
     for table in schema.tables:
         if not table.required and not (Path(directory) / f"{table.name}.parquet").exists():
             continue
-        frames[table.name] = arrow_to_pandas(read_table(directory, table.name))
+        frames[table.name] = arrow_to_pandas(conform(read_table(directory, table.name), table))
     return frames
+
+
+def conform(arrow: pa.Table, table_schema) -> pa.Table:
+    """``arrow`` with every column of a narrower numeric type (``WIDENED_FROM``) cast to the contract's type."""
+    for col in table_schema.columns:
+        if col.name in arrow.column_names:
+            index = arrow.column_names.index(col.name)
+            if str(arrow.schema.field(index).type) in WIDENED_FROM.get(col.dtype, ()):
+                try:
+                    column = arrow.column(index).cast(_ARROW[col.dtype], safe=True)
+                except pa.ArrowInvalid as error:
+                    raise SnapshotError(f"table {table_schema.name}, column {col.name}: {error}") from None
+                arrow = arrow.set_column(index, pa.field(col.name, _ARROW[col.dtype]), column)
+    return arrow
 
 
 def arrow_to_pandas(table: pa.Table):
@@ -191,4 +205,6 @@ def arrow_to_pandas(table: pa.Table):
 
 
 def arrow_type_matches(field: pa.Field, dtype: str) -> bool:
-    return str(field.type) in ARROW_TYPES[dtype]
+    """Whether a column of ``field``'s type holds the contract's ``dtype``: exactly, or a narrower numeric type
+    that ``conform`` widens."""
+    return str(field.type) in ARROW_TYPES[dtype] + WIDENED_FROM.get(dtype, ())

@@ -65,6 +65,16 @@ def _break_file(directory: Path, how: str) -> None:
         servers["cap_cpu"] = servers["cap_cpu"].astype(str)
         pq.write_table(pa.Table.from_pandas(servers, preserve_index=False), directory / "servers.parquet")
         _rehash(directory, "servers")
+    elif how == "nullable ints read back as floats":  # what a pandas round trip does to replica
+        requests = pq.read_table(path).to_pandas()
+        pq.write_table(pa.Table.from_pandas(requests, preserve_index=False), path)
+        _rehash(directory, "requests")
+    elif how == "integer too large for a float":
+        table = pq.read_table(directory / "servers.parquet")
+        caps = pa.array([2**53 + 1] * table.num_rows, pa.int64())
+        table = table.set_column(table.column_names.index("cap_cpu"), "cap_cpu", caps)
+        pq.write_table(table, directory / "servers.parquet")
+        _rehash(directory, "servers")
     elif how == "sha mismatch":
         table = pq.read_table(path)
         pq.write_table(table.slice(0, table.num_rows - 1), path)
@@ -83,6 +93,9 @@ FILE_CASES = {
     "missing table": "table requests: missing (requests.parquet not found)",
     "truncated parquet": "table requests: unreadable Parquet file",
     "sha mismatch": "table requests: sha256 does not match manifest.json",
+    "nullable ints read back as floats": "table requests, column replica: type double, expected int32 (pandas reads a "
+                                         "nullable integer column as floats: write it back as Int32)",
+    "integer too large for a float": "table servers, column cap_cpu: Integer value 9007199254740993 not in range",
 }
 
 
@@ -145,6 +158,34 @@ def test_valid_snapshot_is_accepted(balancer_snapshot, project, capsys):
     assert balancer_snapshot.exists()
     accepted = json.loads((project / "data" / "accepted" / "balancer.json").read_text())
     assert accepted["snapshot"] == str(balancer_snapshot)
+
+
+def test_narrower_numbers_are_widened_to_the_contract_types(project, balancer_tables, capsys):
+    """Integer costs and capacities (int64, uint16), int8 replicas: values the contract's types hold exactly,
+    accepted and read as those types."""
+    from aiprim import primitives
+    from aiprim.primitives._snapshot import read_tables
+
+    directory = write_balancer_snapshot(project / "data" / "snapshots", balancer_tables)
+    requests = pq.read_table(directory / "requests.parquet")
+    for name, type_ in (("cost_cpu", pa.int64()), ("replica", pa.int8())):
+        index = requests.column_names.index(name)
+        values = pa.compute.round(requests.column(name)) if name == "cost_cpu" else requests.column(name)
+        requests = requests.set_column(index, pa.field(name, type_), values.cast(type_))
+    pq.write_table(requests, directory / "requests.parquet")
+    servers = pq.read_table(directory / "servers.parquet")
+    index = servers.column_names.index("cap_mem")
+    servers = servers.set_column(index, pa.field("cap_mem", pa.uint16()), pa.compute.round(servers.column("cap_mem")).cast(pa.uint16()))
+    pq.write_table(servers, directory / "servers.parquet")
+    _rehash(directory, "requests")
+    _rehash(directory, "servers")
+    code, err = _validate(directory, capsys)
+    assert code == 0, err
+    frames = read_tables(directory, primitives.get("balancer").schema)
+    assert str(frames["requests"]["cost_cpu"].dtype) == "float64" and str(frames["servers"]["cap_mem"].dtype) == "float64"
+    assert str(frames["requests"]["replica"].dtype) == "Int32"
+    expected = balancer_tables["requests"]["cost_cpu"].round().to_numpy()
+    assert (frames["requests"]["cost_cpu"].to_numpy() == expected).all()
 
 
 def test_snapshot_outside_the_store_is_copied_not_moved(tmp_path_factory, project, balancer_tables, capsys):
