@@ -15,7 +15,6 @@ markdown table on stdout (pasted into RESULTS.md).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -70,16 +69,15 @@ def score(prim, runtime, tables, trials: int, realisations: int, training: dict)
     from aiprim.primitives.balancer._metrics import peak_to_mean
     from aiprim.primitives.balancer._peers import PEERS, build_peer
 
-    report = prim.evaluate(runtime, tables, {"disruption_trials": trials, "training_tables": training})
+    # One draw here (the servers' own names): the realisations below are this table's draws.
+    report = prim.evaluate(runtime, tables, {"disruption_trials": trials, "training_tables": training, "hash_draws": 1})
     rows = {"learned": report["metrics"], **report["baselines"]}
     rows["learned"]["expected_peak_to_mean"] = runtime.expected_peak_to_mean(tables["requests"], tables["servers"])
     routers = {"learned": runtime, **{name: build_peer(name, training) for name in PEERS}}
     draws = {name: [] for name in routers}
     for k in range(realisations):
         servers = tables["servers"].assign(server_id=tables["servers"]["server_id"] + f"~{k}")
-        renamed = copy.copy(runtime)
-        renamed.hot_servers = np.asarray([f"{s}~{k}" for s in runtime.hot_servers], dtype=object)
-        routers["learned"] = renamed
+        routers["learned"] = runtime.renamed_servers(f"~{k}")
         for name, router in routers.items():
             draws[name].append(peak_to_mean(tables["requests"], servers, router.route(tables["requests"], servers)))
     for name, values in draws.items():

@@ -93,7 +93,8 @@ class Balancer(Primitive):
         training = config.get("training_tables")
         peers = {p.name: build_peer(p.name, training) for p in self.peers} if config["baselines"] else {}
         results = evaluate_routers({**candidates, **peers}, tables["requests"], tables["servers"],
-                                   disruption_trials=int(config.get("disruption_trials", 5)))
+                                   disruption_trials=int(config.get("disruption_trials", 5)),
+                                   hash_draws=int(config.get("hash_draws", 5)))
         bound = next((r["peak_to_mean_lower_bound"] for r in results.values()), None)
         return Scores(candidates={n: results[n] for n in candidates}, peers={n: results[n] for n in peers},
                       lower_bounds={"peak_to_mean": bound} if bound is not None else {})
@@ -101,7 +102,7 @@ class Balancer(Primitive):
         from ._source import DEFAULTS
 
         keys = {"source": set(DEFAULTS) | {"seed", "population_seed"},
-                "evaluate": {"disruption_trials", "max_disruption_ratio"}}
+                "evaluate": {"disruption_trials", "max_disruption_ratio", "hash_draws"}}
         return frozenset(keys[section]) if section in keys else None
 
     def guardrails(self, config):

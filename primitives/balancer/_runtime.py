@@ -10,6 +10,7 @@ are imported; the kernel persists as npz + JSON.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,13 @@ class BalancerRuntime(Runtime):
         required = units.requires_class[pinned]
         allowed = pd.isna(required) | (required == fleet.server_class[server])
         choice[pinned[allowed]] = server[allowed]
+
+    def renamed_servers(self, suffix: str) -> "BalancerRuntime":
+        """A copy that routes a fleet whose server ids all end in ``suffix`` as this one routes the fleet without
+        it: the hot-unit table's servers renamed along (what an evaluation's hash draws need)."""
+        renamed = copy.copy(self)
+        renamed.hot_servers = np.asarray([f"{s}{suffix}" for s in self.hot_servers], dtype=object)
+        return renamed
 
     def attach_hot_table(self, unit_hashes, server_ids) -> None:
         hashes = np.asarray(unit_hashes, dtype=np.uint64)

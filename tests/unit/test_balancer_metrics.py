@@ -19,10 +19,12 @@ from aiprim.primitives.balancer._metrics import (
     violation_rates,
 )
 from aiprim.primitives.balancer._peers import PEERS, JumpHashRouter, RendezvousRouter, WeightedRendezvousRouter
+from aiprim.primitives.balancer._fleet import Fleet, Units
 from tests.unit.frames import make_requests, make_servers, mixed_batch
 
 METRIC_KEYS = {
     "peak_to_mean",
+    "peak_to_mean_worst",
     "peak_to_mean_lower_bound",
     "affinity_violation_rate",
     "anti_affinity_violation_rate",
@@ -185,6 +187,34 @@ def test_evaluate_routers_reports_every_key_with_a_shared_bound():
     single = evaluate_router(RendezvousRouter(), requests, servers, disruption_trials=2)
     assert single["peak_to_mean"] == report["rendezvous"]["peak_to_mean"]
     assert lookups_per_s(RendezvousRouter(), requests, servers, repeats=1) > 0
+
+
+def test_peak_to_mean_is_the_median_over_draws_of_the_hash(tmp_path, balancer_tables):
+    """Draw 0 is the servers' own names; each later draw renames every server, the learned runtime's
+    hot-unit table along (else its pinned units would hash as unpinned and the draws would judge another policy)."""
+    from aiprim.primitives.balancer._metrics import peak_to_mean_draws
+
+    requests, servers = mixed_batch()
+    router = RendezvousRouter()
+    draws = peak_to_mean_draws(router, requests, servers, 5)
+    assert draws[0] == peak_to_mean(requests, servers, router.route(requests, servers))
+    assert len(set(draws)) > 1, "renaming redraws the hash"
+    report = evaluate_router(router, requests, servers, disruption_trials=1, hash_draws=5)
+    assert report["peak_to_mean"] == float(np.median(draws)) and report["peak_to_mean_worst"] == max(draws)
+
+    from aiprim import primitives
+
+    prim = primitives.get("balancer")
+    train, held_out = prim.split(balancer_tables, 0.2)
+    runtime = prim.train_runtime(train, {"max_epochs": 1, "scenarios_per_epoch": 2, "hot_units": 200}, tmp_path)
+    servers = balancer_tables["servers"]
+    units = Units.from_frame(held_out["requests"])
+    pinned = np.isin(units.unit_hash, runtime.hot_units.to_numpy()) & (units.anti_group < 0)
+    assert pinned.any()
+    own = runtime.route_units(units, Fleet.from_frame(servers))
+    renamed = Fleet.from_frame(servers.assign(server_id=servers["server_id"] + "~1"))
+    np.testing.assert_array_equal(runtime.renamed_servers("~1").route_units(units, renamed)[pinned], own[pinned])
+    assert (runtime.route_units(units, renamed)[pinned] != own[pinned]).any(), "the table alone keeps them in place"
 
 
 def test_metrics_ignore_unknown_columns_and_accept_pandas_strings():
