@@ -121,6 +121,33 @@ def test_the_sharder_joins_its_rounds_into_one_trace_of_the_rows_that_are_still_
     assert prim.merge_experience([("bbbbbbbb22", newest)]) is newest
 
 
+def test_the_balancer_joins_its_rounds_into_one_trace_with_a_hot_unit_table_per_round():
+    from aiprim.primitives.balancer import WINDOW_PART
+    from aiprim.primitives.balancer._source import DEFAULTS, generate
+
+    prim = primitives.get("balancer")
+    source = {**DEFAULTS, "servers": 12, "requests": 3000, "keys": 600, "zipf_offset": 50, "population_seed": 4,
+              "anti_affinity_share": 0.1}
+    older, newest = generate(source, seed=1), generate(source, seed=2)
+    gone = newest["servers"]["server_class"].iloc[0]  # a class the newest fleet no longer has
+    newest = {**newest, "servers": newest["servers"][newest["servers"]["server_class"] != gone]}
+    newest["requests"] = newest["requests"][newest["requests"]["requires_class"].fillna("") != gone]
+    merged = prim.merge_experience([("aaaaaaaa11", older), ("bbbbbbbb22", newest)])
+    assert merged["servers"] is newest["servers"]
+    requests = merged["requests"]
+    from_older = requests[WINDOW_PART] == 0
+    assert from_older.any() and (requests.loc[~from_older, "key"].to_numpy() == newest["requests"]["key"].to_numpy()).all()
+    assert requests.loc[from_older, "ts"].max() < requests.loc[~from_older, "ts"].min(), "older requests come first"
+    assert (requests.loc[~from_older, "ts"].to_numpy() == newest["requests"]["ts"].to_numpy()).all()
+    groups = requests.loc[from_older, "anti_affinity_group"].dropna()
+    assert len(groups) and groups.str.startswith("aaaaaaaa/").all(), "a replica set's id is its round's"
+    assert gone not in set(requests.loc[from_older, "requires_class"].dropna())
+    assert set(requests.loc[from_older, "key"]) & set(newest["requests"]["key"]), "keys keep their names"
+    datamodule = prim.build_datamodule(merged, prim.params({"hot_units": 50}), 0)
+    assert datamodule.hot_units == 100
+    assert prim.merge_experience([("bbbbbbbb22", newest)]) is newest
+
+
 def _accept_many(args) -> None:
     cfg, root, worker = args
     from aiprim.flows import experience
