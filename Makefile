@@ -13,7 +13,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# The headline benchmark of each primitive and of the transfer stage (about 1.5 hours on 2 cores);
+# The headline benchmark of each primitive and of both transfer stages (about an hour on 2 cores);
 # benchmarks/RESULTS.md gives each one's command, machine and numbers, and the narrower benchmarks beside them.
 bench: $(STAMP)
 	$(PY) benchmarks/balancer.py
