@@ -80,6 +80,9 @@ class Recorder:
 
 
 def main() -> int:
+    # Every folder this run makes (trained and decoded runtimes) lands in one that is removed at exit.
+    scratch = tempfile.TemporaryDirectory(prefix="aiprim-sharder-packing-")
+    tempfile.tempdir = scratch.name
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", default=BEFORE, help="git revision of the packing to compare against")
     parser.add_argument("--quick", action="store_true", help=f"{len(QUICK)} cases instead of {len(CASES)}")

@@ -65,6 +65,9 @@ def workload_of(d: dict) -> str:
 
 
 def main() -> int:
+    # Every folder this run makes (trained and decoded runtimes) lands in one that is removed at exit.
+    scratch = tempfile.TemporaryDirectory(prefix="aiprim-sharder-transfer-")
+    tempfile.tempdir = scratch.name
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=int, default=6, help="population size")
     parser.add_argument("--held-out", type=int, default=6)

@@ -57,6 +57,9 @@ def gain(peer: float, method: float, scratch: float) -> float | None:
 
 
 def main() -> None:
+    # Every folder this run makes (trained and decoded runtimes) lands in one that is removed at exit.
+    scratch = tempfile.TemporaryDirectory(prefix="aiprim-transfer-")
+    tempfile.tempdir = scratch.name
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=10, help="population size")
     parser.add_argument("--held-out", type=int, default=8)
