@@ -472,7 +472,8 @@ def train(name: str, snapshot_dir: Path, cfg: dict, tuned: dict | None = None) -
     typed = prim.params(params)
     # By content, not folder: a DVC stage's snapshot folder holds another snapshot after every `dvc exp run -S
     # ...source...`, and a key by folder resumed the last one's finished checkpoint instead of training.
-    key = f"{snapshot_id(snapshot_dir)}-{cfgmod.config_hash({**params, 'experience': window.ids})}"
+    content_id = snapshot_id(snapshot_dir)
+    key = f"{content_id}-{cfgmod.config_hash({**params, 'experience': window.ids})}"
     # The same training (snapshot, params, window) twice at once, as concurrent rounds of one project do:
     # one at a time, the later one resuming from the earlier one's last checkpoint, instead of both writing
     # that checkpoint and each marking the other's RUNNING run FAILED as a stale one.
@@ -486,7 +487,7 @@ def train(name: str, snapshot_dir: Path, cfg: dict, tuned: dict | None = None) -
         tags = {**lineage_tags(name, snapshot_dir, params, "train"), "aiprim.train_key": key,
                 "aiprim.experience": json.dumps(window.ids), PROCESS_TAG: _this_process()}
         started = time.perf_counter()
-        with _terminate_as_failure(), mlflow.start_run(run_name=f"train-{name}-{snapshot_id(snapshot_dir)}", tags=tags) as run:
+        with _terminate_as_failure(), mlflow.start_run(run_name=f"train-{name}-{content_id}", tags=tags) as run:
             mlflow.log_params(dataclasses.asdict(typed))  # defaults included: the run says what it trained with
             mlflow.log_params({"experience.snapshots": len(window.snapshots), "experience.rows": window.rows})
             import lightning as L

@@ -80,6 +80,11 @@ def resolve_model(primitive: str, ref: str = CHAMPION, deployment: str | None = 
 
 def runtime_dir(primitive: str, ref: str = CHAMPION, deployment: str | None = None) -> Path:
     """Local directory with the runtime files of a model (downloaded once per run, atomically)."""
+    return _downloaded(resolve_model(primitive, ref, deployment)[0])
+
+
+def _downloaded(run_id: str) -> Path:
+    """The run's runtime files in the local cache, downloaded there first if missing."""
     import shutil
     import tempfile
 
@@ -87,7 +92,6 @@ def runtime_dir(primitive: str, ref: str = CHAMPION, deployment: str | None = No
 
     from ..settings import cache_dir
 
-    run_id, _ = resolve_model(primitive, ref, deployment)
     target = cache_dir() / run_id
     if not (target / RUNTIME_ARTIFACT).exists():
         target.mkdir(parents=True, exist_ok=True)
@@ -115,13 +119,13 @@ def load_runtime(name: str, alias: str = CHAMPION, deployment: str | None = None
     from aiprim import primitives
 
     prim = primitives.get(name)
+    run_id, version = resolve_model(name, alias, deployment)
     for attempt in (1, 2):
-        directory = runtime_dir(name, alias, deployment)
+        directory = _downloaded(run_id)
         try:
             return prim.load_runtime(directory)
         except Exception as error:  # noqa: BLE001  (whatever a damaged file raises: numpy, zipfile, json, KeyError)
             if attempt == 2:
-                run_id, version = resolve_model(name, alias, deployment)
                 which = f"version {version}" if version else f"run {run_id}"
                 if alias not in (version, run_id):
                     which = f"{alias} ({which})"

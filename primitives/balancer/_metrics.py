@@ -351,10 +351,10 @@ def peak_to_mean_draws(router, requests: pd.DataFrame, servers: pd.DataFrame, dr
     router that pins units to server names (the learned runtime's hot-unit table) is renamed along
     (``renamed_servers``)."""
     values = [peak_to_mean(requests, servers, router.route(requests, servers)) if first is None else first]
+    rename = getattr(router, "renamed_servers", None)
     for k in range(1, max(1, int(draws))):
         suffix = f"~{k}"
         renamed = servers.assign(server_id=servers["server_id"].astype(str) + suffix)
-        rename = getattr(router, "renamed_servers", None)
         drawn = rename(suffix) if rename is not None else router
         values.append(peak_to_mean(requests, renamed, drawn.route(requests, renamed)))
     return values
