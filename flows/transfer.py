@@ -173,10 +173,12 @@ def _transfer_model(prim, cfg: dict, members: list[dict]):
     if found:
         from mlflow.artifacts import download_artifacts
 
-        local = download_artifacts(run_id=found[0].info.run_id, artifact_path=TRANSFER_ARTIFACT,
-                                   dst_path=tempfile.mkdtemp(prefix="aiprim-transfer-"))
         run_id = found[0].info.run_id
-        return model.state_class.load(Path(local)), run_id, _registered_version(client, prim.name, run_id, key)
+        # The state is read into memory, so the downloaded copy goes with the folder.
+        with tempfile.TemporaryDirectory(prefix="aiprim-transfer-") as tmp:
+            state = model.state_class.load(Path(download_artifacts(run_id=run_id, artifact_path=TRANSFER_ARTIFACT,
+                                                                   dst_path=tmp)))
+        return state, run_id, _registered_version(client, prim.name, run_id, key)
     if len(members) < 2:
         raise AiprimError(f"{prim.name}: the registry holds {len(members)} deployment(s) with a descriptor; "
                           f"grow a population first (`aiprim population {prim.name} --deployments 3`)")

@@ -18,7 +18,9 @@ def _user_snapshot(root, tables):
     return write_snapshot("balancer", primitives.get("balancer").schema, tables, root, "a user's telemetry")
 
 
-def test_population_then_transfer_serves_a_new_deployment(project, capsys):
+def test_population_then_transfer_serves_a_new_deployment(project, capsys, monkeypatch, tmp_path):
+    import tempfile
+
     import numpy as np
 
     from aiprim import load_runtime, primitives
@@ -70,11 +72,16 @@ def test_population_then_transfer_serves_a_new_deployment(project, capsys):
     assert not again["decision"]["promoted"] and "vs champion" in again["decision"]["reason"], again["decision"]
     assert alias_version(client, "balancer", CHAMPION, "eu-west") == result["version"]
 
-    # A second deployment reuses the transfer model fitted for this population, and can fine-tune.
+    # A second deployment reuses the transfer model fitted for this population, and can fine-tune; the
+    # downloaded copy of that model does not outlive the call.
     other = prim.transfer_model().draw_deployment(778, servers=(12, 24), requests_per_server=1200, max_requests=30000)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # restored at the test's end
     assert main(["transfer", "balancer", "--snapshot", str(_user_snapshot(project / "incoming2", other)),
                  "--deployment", "us-east", "--steps", "4", "--profile", "small"]) == 0
     assert "balancer [us-east]: version" in capsys.readouterr().out
+    assert list(scratch.iterdir()) == []
     experiment = client.get_experiment_by_name("aiprim-balancer-transfer")
     fits = client.search_runs([experiment.experiment_id])
     assert len(fits) == 1
