@@ -296,29 +296,34 @@ def cmd_run(args) -> int:
 
 
 def print_summary(results: dict) -> None:
+    """One row per primitive, every number from this run's evaluation: the challenger, the champion it met and
+    the best classical peer, all scored on the same held-out part of this run's snapshot."""
     from aiprim import primitives
     from aiprim.primitives import EvaluationReport
+    from aiprim.primitives._report import CHAMPION_CANDIDATE
 
-    from . import steps
-    from .config import load
-
-    status = steps.status(load())
-    rows = [("primitive", "champion", "primary metric", "value", "best classical peer (same held-out data)", "this run")]
+    rows = [("primitive", "primary metric", "challenger", "champion before", "best classical peer", "this run")]
     for name, result in results.items():
-        metric = primitives.get(name).primary_metric
-        entry = status.get(name, {})
-        value = entry.get("metrics", {}).get(metric)
-        report = result.get("report")
-        best = EvaluationReport.from_dict(report).best_baseline() if report else None
+        prim = primitives.get(name)
+        direction = "higher is better" if prim.higher_is_better else "lower is better"
+        challenger = champion = best = "-"
+        if result.get("report"):
+            report = EvaluationReport.from_dict(result["report"])
+            version = (result.get("decision") or {}).get("version")
+            if report.primary() is not None:
+                challenger = f"{f'v{version} ' if version else ''}{report.primary():.4g}"
+            if report.primary(CHAMPION_CANDIDATE) is not None:
+                champion = f"v{report.models.get(CHAMPION_CANDIDATE)} {report.primary(CHAMPION_CANDIDATE):.4g}"
+            if (peer := report.best_baseline()) is not None:
+                best = f"{peer[0]} {peer[1]:.4g}"
         if result.get("error"):
             outcome = "FAILED (see the error below)"
         else:
             d = result["decision"]
             outcome = f"v{d['version']} {'promoted' if d['promoted'] else 'kept challenger'}"
-        rows.append((name, f"v{entry['version']}" if entry.get("version") else "-", metric,
-                     f"{value:.4g}" if value is not None else "-",
-                     f"{best[0]} {best[1]:.4g}" if best is not None else "-", outcome))
+        rows.append((name, f"{prim.primary_metric} ({direction})", challenger, champion, best, outcome))
     print()
+    print("Scored side by side on each snapshot's held-out part (`aiprim status` lists every champion):")
     _print_table(rows)
     print()
     print_ui_commands()
