@@ -111,12 +111,22 @@ def decide(primitive_obj, report, guardrails, margin: float, version: str, has_c
         decision.reference_metric = peer_value
         decision.promoted = report.better(value, peer_value)
         decision.reason = f"no champion yet; {metric} {value:.4g} vs best classical peer {peer} {peer_value:.4g}"
+        if not decision.promoted and (excused := _bounds_broken(guardrails, report.baselines[peer])):
+            # The bar stays the best peer whatever it breaks (a partitioner that re-shuffles on a new shard is
+            # still what a DBA runs today), but a refusal by a peer outside the challenger's own bounds says so.
+            decision.reason += f" (the peer itself breaks {'; '.join(excused)})"
         return decision
     reference = champion.get(metric)
     decision.reference_metric = reference
     decision.promoted = report.better(value, reference, margin)
     decision.reason = f"{metric} {value:.4g} vs champion {reference:.4g}, scored side by side (margin {margin:.0%})"
     return decision
+
+
+def _bounds_broken(guardrails, metrics: dict) -> list[str]:
+    """The fixed bounds (``max``/``min``) that ``metrics`` breaks, among the metrics it has."""
+    return [broken for g in guardrails
+            if (g.max is not None or g.min is not None) and g.metric in metrics and (broken := g.broken_by(metrics))]
 
 
 def apply(decision: Decision) -> Decision:

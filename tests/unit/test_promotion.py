@@ -42,6 +42,15 @@ def test_first_challenger_must_beat_the_best_peer(balancer):
     assert not refused.promoted and "rendezvous" in refused.reason
 
 
+def test_a_refusal_by_a_peer_outside_the_guardrails_says_so_and_stands(balancer):
+    rep = report(1.45)
+    rep.baselines["rendezvous"].update(anti_affinity_violation_rate=0.1, disruption_ratio_add=1.1)
+    refused = policy(balancer, rep)
+    assert not refused.promoted
+    assert refused.reason.endswith("(the peer itself breaks anti_affinity_violation_rate=0.1 > 0)"), refused.reason
+    assert "breaks" not in policy(balancer, report(1.45)).reason
+
+
 def test_reference_only_peers_are_never_the_bar(balancer):
     decision = policy(balancer, report(1.2, oracle=1.0))
     assert decision.promoted and "oracle" not in decision.reason
