@@ -111,6 +111,13 @@ class Schema:
 
 # --- rules every schema writes the same way ----------------------------------------
 
+def require_columns(frame, what: str, needed, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` in one line naming every column of ``needed`` that ``frame`` lacks."""
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise error(f"{what}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+
+
 def _present(series):
     """Set: not null, and for a boolean flag, true."""
     return series.fillna(False).astype(bool) if series.dtype == bool or str(series.dtype) == "boolean" else series.notna()

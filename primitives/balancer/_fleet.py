@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .._schema import require_columns
 from ._hashing import hash_strings, splitmix64
 
 RESOURCES = ("cpu", "mem", "io")
@@ -36,6 +37,7 @@ class Fleet:
     def from_frame(cls, servers: pd.DataFrame) -> "Fleet":
         if len(servers) == 0:
             raise RoutingError("servers: the fleet is empty")
+        require_columns(servers, "servers", ("server_id", "server_class", "zone", *CAPACITY_COLUMNS), RoutingError)
         ids = servers["server_id"].astype(object).to_numpy()
         return cls(
             server_id=ids,
@@ -83,6 +85,12 @@ class Units:
     def from_frame(cls, requests: pd.DataFrame) -> "Units":
         if len(requests) == 0:
             raise RoutingError("requests: the batch is empty")
+        # Routing reads keys and classes only; a request's cost is known after it ran, so a batch to route
+        # may come without one (its units then carry no demand, which only evaluation and training read).
+        require_columns(requests, "requests", ("key", "request_class"), RoutingError)
+        has_costs = any(c in requests for c in COST_COLUMNS)
+        if has_costs:
+            require_columns(requests, "requests", COST_COLUMNS, RoutingError)
         n = len(requests)
         key = requests["key"].to_numpy(dtype=object)
         aff = optional_column(requests, "affinity_group")
@@ -122,7 +130,7 @@ class Units:
         replicas.append(pair_replica)
 
         n_units = offset + len(pair_uniques)
-        costs = requests[list(COST_COLUMNS)].to_numpy(dtype=np.float64)
+        costs = requests[list(COST_COLUMNS)].to_numpy(dtype=np.float64) if has_costs else np.zeros((n, len(COST_COLUMNS)))
         demand = np.stack([np.bincount(request_unit, weights=costs[:, d], minlength=n_units) for d in range(costs.shape[1])], axis=1)
         requires = optional_column(requests, "requires_class")
         first = first_rows(request_unit, n_units)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .._base import Runtime, load_weights, mlp_forward, save_weights
+from .._schema import require_columns
 from ._features import FeatureSpec, placement_keys
 from ._hashing import gumbel_argmax, item_keys, shard_hashes, splitmix64
 from ._trace import PlacementError, Shards
@@ -181,6 +182,7 @@ class SharderRuntime(Runtime):
         """Position in ``fleet`` of every row's shard."""
         if len(items) == 0:
             return np.zeros(0, dtype=np.int64)
+        require_columns(items, "items", ("item_id", "table", "size_bytes"), PlacementError)
         keys = placement_keys(items, self.key_column)
         row = self.lookup(keys)
         position, adjust = self._columns(fleet)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .._schema import require_columns
+
 
 class PlacementError(ValueError):
     """Input a placement cannot be computed for (one readable line)."""
@@ -29,7 +31,13 @@ class Shards:
     def from_frame(cls, shards: pd.DataFrame) -> "Shards":
         if len(shards) == 0:
             raise PlacementError("shards: no shard to place on")
-        ids = pd.to_numeric(shards["shard_id"]).to_numpy(dtype=np.int64)
+        require_columns(shards, "shards", ("shard_id",), PlacementError)
+        ids = pd.to_numeric(shards["shard_id"], errors="coerce")
+        if (wrong := np.flatnonzero((ids.isna() | (ids != ids.round())).to_numpy())).size:
+            given = shards["shard_id"].astype(object).iloc[int(wrong[0])]
+            what = "is missing" if pd.isna(given) else f"{given!r} is not an integer (shards are numbered)"
+            raise PlacementError(f"shards: shard_id of row {int(wrong[0])} {what}")
+        ids = ids.to_numpy(dtype=np.int64)
         capacity = pd.to_numeric(shards["capacity"]).to_numpy(dtype=np.float64) if "capacity" in shards else np.ones(len(ids))
         if len(np.unique(ids)) != len(ids):
             raise PlacementError(f"shards: shard_id {pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]} appears twice")

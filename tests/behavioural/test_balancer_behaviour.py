@@ -112,6 +112,21 @@ def test_a_required_class_missing_from_the_fleet_is_a_clear_error(setup):
         runtime.route(requests, servers[servers["server_class"] != "gpu"])
 
 
+def test_a_batch_routes_without_costs_and_a_missing_column_is_named(setup):
+    from aiprim.primitives.balancer._fleet import COST_COLUMNS, RoutingError
+
+    runtime, requests, servers = setup
+    # A request's cost is known after it ran: routing reads keys and classes only.
+    np.testing.assert_array_equal(runtime.route(requests.drop(columns=list(COST_COLUMNS)), servers),
+                                  runtime.route(requests, servers))
+    with pytest.raises(RoutingError, match="^requests: missing column request_class$"):
+        runtime.route(requests.drop(columns=["request_class"]), servers)
+    with pytest.raises(RoutingError, match="^requests: missing columns cost_mem, cost_io$"):
+        runtime.route(requests.drop(columns=["cost_mem", "cost_io"]), servers)
+    with pytest.raises(RoutingError, match="^servers: missing columns zone, cap_cpu$"):
+        runtime.route(requests, servers.drop(columns=["cap_cpu", "zone"]))
+
+
 def test_hot_unit_table_pins_hot_keys_and_stays_consistent(balancer_tables):
     """The exported table pins the hottest keys; removing a pinned server moves only its keys."""
     import tempfile

@@ -53,6 +53,21 @@ def test_a_saved_runtime_places_as_the_trained_one(built, tmp_path):
     assert again.predict_frame(tables["items"].head(7), {"shards": tables["shards"]}).name == "shard_id"
 
 
+def test_input_a_placement_cannot_read_is_one_line_naming_it(built):
+    from aiprim.primitives.sharder._trace import PlacementError
+
+    prim, tables, _, _, runtime = built
+    items, shards = tables["items"].head(20), tables["shards"]
+    with pytest.raises(PlacementError, match="^items: missing columns table, size_bytes$"):
+        runtime.place(items.drop(columns=["table", "size_bytes"]), shards)
+    with pytest.raises(PlacementError, match="^shards: missing column shard_id$"):
+        runtime.place(items, shards.rename(columns={"shard_id": "shard"}))
+    with pytest.raises(PlacementError, match=r"^shards: shard_id of row 1 's1' is not an integer \(shards are numbered\)$"):
+        runtime.place(items, pd.DataFrame({"shard_id": ["0", "s1"]}))
+    with pytest.raises(PlacementError, match="^shards: shard_id of row 0 is missing$"):
+        runtime.place(items, pd.DataFrame({"shard_id": [None, 1]}))
+
+
 def test_hashed_gumbel_max_samples_the_softmax():
     from aiprim.primitives.sharder._hashing import gumbel_argmax, item_keys, shard_hashes
 
