@@ -19,7 +19,7 @@ from .._base import Runtime, load_weights, mlp_forward, save_weights
 from ._features import featurize_task, log_flops
 from ._forest import KEYS as FOREST_KEYS, forest_predict
 from ._machine import machine_caches
-from ._space import FAMILIES, TaskError, parse_shape
+from ._space import FAMILIES, TaskError, parse_shape, plural, task_label
 
 WEIGHTS, META = "cost_model.npz", "cost_model.json"
 
@@ -27,17 +27,19 @@ WEIGHTS, META = "cost_model.npz", "cost_model.json"
 def task_parts(task) -> tuple[str, dict, str]:
     """(kernel, shape, name) of a task given as a dict, a (kernel, shape) pair or a row with kernel/shape."""
     if isinstance(task, dict):
-        kernel, shape, name = task.get("kernel"), task.get("shape"), task.get("task_id", "task")
+        kernel, shape, name = task.get("kernel"), task.get("shape"), task.get("task_id")
     elif isinstance(task, (tuple, list)) and len(task) == 2:
-        (kernel, shape), name = task, "task"
+        (kernel, shape), name = task, None
     else:
-        kernel, shape, name = getattr(task, "kernel", None), getattr(task, "shape", None), getattr(task, "task_id", "task")
+        kernel, shape, name = getattr(task, "kernel", None), getattr(task, "shape", None), getattr(task, "task_id", None)
+    if isinstance(task, str):
+        raise TaskError(f"task {task!r}: give a dict {{'kernel': ..., 'shape': {{...}}}} or a (kernel, shape) pair")
     if not isinstance(kernel, str):
-        raise TaskError(f"task {name}: needs a kernel family name")
+        raise TaskError(f"{task_label(name)}: needs a kernel family name")
     return kernel, parse_shape(kernel, shape, name), name
 
 
-def knob_frame(kernel: str, schedules, name: str = "task"):
+def knob_frame(kernel: str, schedules, name: str | None = None):
     """Schedules as a DataFrame of the family's knobs, checked column by column."""
     import pandas as pd
 
@@ -45,15 +47,15 @@ def knob_frame(kernel: str, schedules, name: str = "task"):
     knobs = FAMILIES[kernel].knobs
     unknown = sorted(set(frame.columns) - set(knobs))
     if unknown:
-        raise TaskError(f"task {name}: unknown knob {', '.join(unknown)} for {kernel} (knobs: {', '.join(knobs)})")
+        raise TaskError(f"{task_label(name)}: unknown {plural('knob', unknown)} for {kernel} (knobs: {', '.join(knobs)})")
     missing = [k for k in knobs if k not in frame.columns]
     if missing:
-        raise TaskError(f"task {name}: schedules miss knob {', '.join(missing)}")
+        raise TaskError(f"{task_label(name)}: schedules miss {plural('knob', missing)}")
     for knob, allowed in knobs.items():
         bad = ~frame[knob].isin(allowed).to_numpy()
         if bad.any():
             value = frame[knob].iloc[int(bad.argmax())]
-            raise TaskError(f"task {name}: knob {knob}={getattr(value, 'item', lambda: value)()!r} is not one of {list(allowed)}")
+            raise TaskError(f"{task_label(name)}: knob {knob}={getattr(value, 'item', lambda: value)()!r} is not one of {list(allowed)}")
     return frame[list(knobs)]
 
 

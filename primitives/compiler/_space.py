@@ -177,12 +177,15 @@ CPU_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.target == "cpu")
 TARGETS = tuple(dict.fromkeys(f.target for f in FAMILIES.values()))
 
 
-def _where(task_id: str) -> str:
-    """How an error names the task: a row of a tasks table by its id, a command-line option by itself."""
+def task_label(task_id: str | None) -> str:
+    """How an error names the task: a row of a tasks table by its id, a command-line option by itself, a task
+    given without an id (the runtime's API) as "task"."""
+    if task_id is None:
+        return "task"
     return task_id if str(task_id).startswith("--") else f"task {task_id}"
 
 
-def _plural(word: str, items: list) -> str:
+def plural(word: str, items: list) -> str:
     return f"{word}{'s' if len(items) > 1 else ''} {', '.join(items)}"
 
 
@@ -190,7 +193,7 @@ def family_of(kernel: str, task_id: str = "?") -> Family:
     try:
         return FAMILIES[kernel]
     except KeyError:
-        raise TaskError(f"{_where(task_id)}: unknown kernel family {kernel!r} (known: {', '.join(FAMILIES)})") from None
+        raise TaskError(f"{task_label(task_id)}: unknown kernel family {kernel!r} (known: {', '.join(FAMILIES)})") from None
 
 
 def _json_object(value, what: str, task_id: str, expected: str) -> dict:
@@ -199,9 +202,9 @@ def _json_object(value, what: str, task_id: str, expected: str) -> dict:
         try:
             value = json.loads(value)
         except ValueError:
-            raise TaskError(f"{_where(task_id)}: {what} is not JSON: {value[:80]!r}") from None
+            raise TaskError(f"{task_label(task_id)}: {what} is not JSON: {value[:80]!r}") from None
     if not isinstance(value, dict):
-        raise TaskError(f"{_where(task_id)}: {expected}")
+        raise TaskError(f"{task_label(task_id)}: {expected}")
     return value
 
 
@@ -211,19 +214,19 @@ def parse_shape(kernel: str, shape, task_id: str = "?") -> dict:
     shape = _json_object(shape, "shape", task_id, f"shape must be a JSON object of {', '.join(family.dims)}")
     missing = [d for d in family.dims if d not in shape]
     if missing:
-        raise TaskError(f"{_where(task_id)}: {kernel} shape misses {_plural('dimension', missing)}")
+        raise TaskError(f"{task_label(task_id)}: {kernel} shape misses {plural('dimension', missing)}")
     unknown = sorted(set(shape) - set(family.dims))
     if unknown:
-        raise TaskError(f"{_where(task_id)}: {kernel} has no {_plural('dimension', unknown)} (dimensions: {', '.join(family.dims)})")
+        raise TaskError(f"{task_label(task_id)}: {kernel} has no {plural('dimension', unknown)} (dimensions: {', '.join(family.dims)})")
     parsed = {}
     for d in family.dims:
         value = shape[d]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value <= 0:
-            raise TaskError(f"{_where(task_id)}: dimension {d}={value!r} must be a positive integer")
+            raise TaskError(f"{task_label(task_id)}: dimension {d}={value!r} must be a positive integer")
         parsed[d] = int(value)
     for name, value in derived_dims(kernel, parsed).items():
         if value <= 0:
-            raise TaskError(f"{_where(task_id)}: {kernel} shape {parsed} leaves no output ({name}={value})")
+            raise TaskError(f"{task_label(task_id)}: {kernel} shape {parsed} leaves no output ({name}={value})")
     return parsed
 
 
@@ -233,13 +236,13 @@ def parse_schedule(kernel: str, schedule, task_id: str = "?") -> dict:
     schedule = _json_object(schedule, "schedule", task_id, "a schedule must be a JSON object of knobs")
     unknown = sorted(set(schedule) - set(family.knobs))
     if unknown:
-        raise TaskError(f"{_where(task_id)}: unknown {_plural('knob', unknown)} for {kernel} (knobs: {', '.join(family.knobs)})")
+        raise TaskError(f"{task_label(task_id)}: unknown {plural('knob', unknown)} for {kernel} (knobs: {', '.join(family.knobs)})")
     missing = [k for k in family.knobs if k not in schedule]
     if missing:
-        raise TaskError(f"{_where(task_id)}: schedule misses {_plural('knob', missing)}")
+        raise TaskError(f"{task_label(task_id)}: schedule misses {plural('knob', missing)}")
     for knob, allowed in family.knobs.items():
         if schedule[knob] not in allowed or isinstance(schedule[knob], bool):
-            raise TaskError(f"{_where(task_id)}: knob {knob}={schedule[knob]!r} is not one of {list(allowed)}")
+            raise TaskError(f"{task_label(task_id)}: knob {knob}={schedule[knob]!r} is not one of {list(allowed)}")
     return {k: schedule[k] for k in family.knobs}
 
 

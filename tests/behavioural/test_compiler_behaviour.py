@@ -69,8 +69,12 @@ def test_ranks_training_tasks_better_than_chance(cost_model):
 
 def test_bad_schedules_are_named(cost_model):
     runtime, _ = cost_model
-    with pytest.raises(TaskError, match="task task: unknown knob prefetch"):
+    with pytest.raises(TaskError, match="^task: unknown knob prefetch for matmul"):
         runtime.predict({"kernel": "matmul", "shape": UNSEEN}, [{**GOOD, "prefetch": 1}])
+    with pytest.raises(TaskError, match="^task t9: schedules miss knobs tile_n, "):
+        runtime.predict({"task_id": "t9", "kernel": "matmul", "shape": UNSEEN}, [{"tile_m": GOOD["tile_m"]}])
+    with pytest.raises(TaskError, match="^task 'matmul:M=8': give a dict"):
+        runtime.predict("matmul:M=8", [GOOD])
     with pytest.raises(TaskError, match="knob tile_m=3 is not one of"):
         runtime.predict({"kernel": "matmul", "shape": UNSEEN}, [{**GOOD, "tile_m": 3}])
     with pytest.raises(TaskError, match="unknown kernel family 'gemv'"):
