@@ -146,12 +146,18 @@ def run_stage(step_name: str, primitive: str, cfg: dict, folder: Path, **options
     value = run_step(step, primitive, cfg, values, **options)
     write_value(step, folder, value)
     if step.name == "evaluate":
-        from ..primitives._report import EvaluationReport
+        from ..primitives._report import CHAMPION_CANDIDATE, EvaluationReport
         from .steps import comparison_plot
 
+        # What experiments are compared by: the challenger's numbers, and the primary metric of what it must
+        # beat. Every peer's numbers stay in evaluation.json (their hundreds of columns buried the challenger's
+        # in `dvc metrics show`).
         report = EvaluationReport.from_dict(value)
-        numbers = {name: {k: v for k, v in m.items() if isinstance(v, (int, float))}
-                   for name, m in {**report.candidates, **report.baselines}.items()}
+        numbers = {"learned": {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}}
+        if (champion := report.primary(CHAMPION_CANDIDATE)) is not None:
+            numbers["champion"] = {report.primary_metric: champion}
+        if (best := report.best_baseline()) is not None:
+            numbers["best_peer"] = {report.primary_metric: best[1]}
         (folder / METRICS_FILE).write_text(json.dumps(numbers, indent=2) + "\n")
         figure = comparison_plot(report)
         if figure is not None:

@@ -201,3 +201,11 @@ def test_a_dvc_stage_folder_holding_another_snapshot_tunes_and_trains_anew(proje
     assert [r.data.tags["aiprim.snapshot_id"] for r in runs] == snapshots
     assert runs[0].data.tags["aiprim.train_key"] != runs[1].data.tags["aiprim.train_key"]
     assert all(r.data.tags["aiprim.train_key"].startswith(s) for r, s in zip(runs, snapshots))
+
+    # The evaluate stage's DVC metrics: the challenger's numbers and the primary metric of the best peer.
+    assert main(["step", "evaluate", "admission", "--dir", str(folder), "--profile", "small"]) == 0
+    metrics = json.loads((folder / "metrics.json").read_text())
+    report = json.loads((folder / "evaluation.json").read_text())["evaluation"]
+    assert set(metrics) == {"learned", "best_peer"}, metrics  # no champion yet
+    assert metrics["learned"]["error_rate"] == report["metrics"]["error_rate"]
+    assert metrics["best_peer"] == {"error_rate": min(m["error_rate"] for m in report["baselines"].values())}
