@@ -11,6 +11,8 @@ never Prefect or Lightning.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 from ._deployments import DEFAULT_DEPLOYMENT, DeploymentError, check_deployment, deployment_alias, known_deployments
@@ -83,6 +85,21 @@ def runtime_dir(primitive: str, ref: str = CHAMPION, deployment: str | None = No
     return _downloaded(resolve_model(primitive, ref, deployment)[0])
 
 
+@contextlib.contextmanager
+def _quiet_download():
+    """MLflow draws a progress bar on stderr for every download; a runtime is a few small files, fetched by
+    a library call inside the user's own program, where a bar is noise. Unless the user set MLflow's switch."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+
+
 def _downloaded(run_id: str) -> Path:
     """The run's runtime files in the local cache, downloaded there first if missing."""
     import shutil
@@ -98,7 +115,9 @@ def _downloaded(run_id: str) -> Path:
         # Downloaded beside, then renamed into place: an interrupted download never looks complete.
         staging = Path(tempfile.mkdtemp(dir=target))
         try:
-            download_artifacts(run_id=run_id, artifact_path=RUNTIME_ARTIFACT, dst_path=str(staging), tracking_uri=tracking_uri())
+            with _quiet_download():
+                download_artifacts(run_id=run_id, artifact_path=RUNTIME_ARTIFACT, dst_path=str(staging),
+                                   tracking_uri=tracking_uri())
             try:
                 (staging / RUNTIME_ARTIFACT).rename(target / RUNTIME_ARTIFACT)
             except OSError:  # another process got there first, with the same files

@@ -199,7 +199,7 @@ def test_registered_runtime_loads_lean_and_predicts_the_same(name, store, tmp_pa
 
 def test_a_damaged_runtime_is_fetched_again_and_else_named_in_one_line(tmp_path, monkeypatch, balancer_tables):
     """A cached copy that does not load is replaced by the artifact store's; a damaged copy in the store is
-    one line naming the model, never a bare zipfile error."""
+    one line naming the model, never a bare zipfile error. Downloads draw no progress bar in the user's program."""
     from aiprim.registry import RuntimeDamaged, load_runtime
 
     uri, client, experiment_id = new_store(tmp_path)
@@ -209,6 +209,13 @@ def test_a_damaged_runtime_is_fetched_again_and_else_named_in_one_line(tmp_path,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("AIPRIM_CACHE_DIR", str(tmp_path / "cache"))
 
+    # In a user's program, where tqdm draws (the tests turn it off at import): no bar, the environment as it was.
+    env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")}
+    program = ("import os; from aiprim.registry import load_runtime; load_runtime('balancer'); "
+               "print('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR' in os.environ)")
+    done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False" and "Downloading artifacts" not in done.stderr, done.stderr[-2000:]
     assert type(load_runtime("balancer")).__name__ == "BalancerRuntime"
     cached = tmp_path / "cache" / run_id / "runtime" / "balancer_kernel.npz"
     cached.write_bytes(cached.read_bytes()[:1000])  # damaged after download
