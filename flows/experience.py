@@ -67,7 +67,7 @@ def record_accepted(name: str, snapshot_dir: Path, stats: dict, cfg: dict) -> No
     with exclusive(path.with_name(f".{path.name}.lock")):
         entries = [e for e in history(name, cfg) if e["snapshot"] != str(snapshot_dir)]
         entries.append({"snapshot": str(snapshot_dir), "accepted_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        "deployment": deployment})
+                        "deployment": deployment, "id": _content(snapshot_dir)})
         previous = json.loads(path.read_text()) if path.exists() else {}
         by_deployment = {**previous.get("stats_by_deployment", {}), deployment: stats}
         staging = path.with_name(f".{path.name}.{os.getpid()}")
@@ -97,6 +97,13 @@ def round_number(name: str, cfg: dict, deployment: str = "default") -> int:
     return sum(1 for e in history(name, cfg) if e.get("deployment", "default") == deployment)
 
 
+def _content(snapshot_dir: Path) -> str | None:
+    try:
+        return snapshot_id(Path(snapshot_dir))
+    except Exception:  # noqa: BLE001  (an unreadable manifest fails validation elsewhere, with its own message)
+        return None
+
+
 def _deployment(snapshot_dir: Path) -> str:
     try:
         return read_manifest(Path(snapshot_dir)).get("deployment") or "default"
@@ -120,7 +127,7 @@ def window(prim, snapshot_dir: Path, cfg: dict) -> Window:
     oldest = None
     if limits["max_age_days"] is not None:
         oldest = datetime.now(timezone.utc) - timedelta(days=float(limits["max_age_days"]))
-    chosen = [str(snapshot_dir)]
+    chosen, contents = [str(snapshot_dir)], {_content(snapshot_dir)}
     entries = history(prim.name, cfg)
     position = next((i for i, e in enumerate(entries) if e["snapshot"] == str(snapshot_dir)), len(entries))
     for entry in reversed(entries[:position]):  # only what was accepted before this snapshot
@@ -129,12 +136,20 @@ def window(prim, snapshot_dir: Path, cfg: dict) -> Window:
         path = Path(entry["snapshot"])
         if path == snapshot_dir or str(path) in chosen or not (path / "manifest.json").exists():
             continue
+        content = _content(path)
+        if entry.get("id") and content != entry["id"]:
+            # A folder refilled since it was accepted (a DVC stage's `snapshot`): what it holds now was not
+            # accepted there, and may have failed validation.
+            continue
+        if content in contents:  # the same tables accepted at two paths (the store's and a stage's) count once
+            continue
         if oldest is not None and entry.get("accepted_at") and _parse(entry["accepted_at"]) < oldest:
             continue
         other = read_manifest(path)
         if {k: other.get(k) for k in prim.manifest_keys} | {"deployment": other.get("deployment", "default")} != same:
             continue
         chosen.append(str(path))
+        contents.add(content)
     chosen.reverse()
     rows = [_rows(Path(p)) for p in chosen]
     if limits["max_rows"] is not None:

@@ -59,6 +59,36 @@ def test_the_window_holds_the_newest_rounds_of_the_same_deployment(cfg, tmp_path
     assert experience.window(prim, second, cfg).snapshots == (first, second)
 
 
+def test_a_folder_refilled_since_it_was_accepted_leaves_the_window(cfg, tmp_path):
+    """A DVC stage keeps its snapshot at one path; once refilled (another source, a snapshot that then fails
+    validation), the history's entry for that path no longer describes what the folder holds."""
+    import shutil
+
+    from aiprim.flows import experience
+
+    prim = primitives.get("query")
+
+    def written(seed):
+        return write_snapshot("query", prim.schema, _query_tables(seed), tmp_path / "elsewhere", "tests",
+                              {"engine": "duckdb", "database_uri": "db-a"})
+
+    stage = tmp_path / "dvc" / "snapshot"
+    shutil.copytree(written(1), stage)
+    experience.record_accepted("query", stage, {}, cfg)
+    newest = _accept(cfg, tmp_path, 2)
+    assert experience.window(prim, newest, cfg).snapshots == (str(stage), newest)
+    shutil.rmtree(stage)
+    shutil.copytree(written(3), stage)  # the next experiment's snapshot, not accepted
+    assert experience.window(prim, newest, cfg).snapshots == (newest,)
+
+    # The same tables accepted at two paths (a stage's folder and the store) count once.
+    shutil.rmtree(stage)
+    shutil.copytree(_accept(cfg, tmp_path, 4), stage)
+    experience.record_accepted("query", stage, {}, cfg)
+    latest = _accept(cfg, tmp_path, 5)
+    assert experience.window(prim, latest, cfg).snapshots == (newest, str(stage), latest)
+
+
 def test_training_merges_training_parts_and_keeps_the_newest_held_out_part(cfg, tmp_path):
     from aiprim.flows import experience
 
