@@ -65,7 +65,7 @@ def snapshot(name: str, cfg: dict, source: str | None = None, out: Path | None =
     if source:
         location = _source_for(name, source)
         stored_before = {p.name for p in (root / name).iterdir()} if (root / name).is_dir() else set()
-        directory = import_snapshot(location, name, root)
+        directory = import_snapshot(location, name, root, schema_version=prim.schema.version)
         log(f"{name}: imported snapshot {location} as {directory}")
         try:
             if deployment is not None:
@@ -165,7 +165,16 @@ def primitives_in_source(source: str) -> list[str] | None:
     if not fs.isdir(path):
         return None
     held = [name for name in primitives.names() if fs.exists(f"{path}/{name}/manifest.json")]
+    if not held and len(tabled := _primitives_of_tables(fs, path)) == 1:
+        return tabled
     return held or None
+
+
+def _primitives_of_tables(fs, path: str) -> list[str]:
+    """The primitives whose required tables a folder without ``manifest.json`` holds as Parquet files."""
+    files = {entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)}
+    return [name for name in primitives.names()
+            if all(f"{t.name}.parquet" in files for t in primitives.get(name).schema.tables if t.required)]
 
 
 def _manifest_primitive(fs, path: str) -> str | None:
@@ -190,7 +199,10 @@ def _source_for(name: str, source: str) -> str:
         return f"{source.rstrip('/')}/{name}"
     if not fs.exists(path):
         raise SnapshotError(f"source {source}: not found")
-    raise SnapshotError(f"source {source}: no manifest.json, and no {name}/ folder with one")
+    if fs.isdir(path) and name in _primitives_of_tables(fs, path):
+        return source  # the tables without a manifest: the import writes one
+    wanted = ", ".join(f"{t.name}.parquet" for t in primitives.get(name).schema.tables if t.required)
+    raise SnapshotError(f"source {source}: no manifest.json, no {name}/ folder, and not the {name}'s tables ({wanted})")
 
 
 # --- validate -------------------------------------------------------------

@@ -103,11 +103,13 @@ def _settle(staging: Path, final: Path) -> Path:
     return final
 
 
-def import_snapshot(uri: str, primitive: str, root: Path) -> Path:
+def import_snapshot(uri: str, primitive: str, root: Path, schema_version: int | None = None) -> Path:
     """Copy a snapshot from a path or fsspec URI into the project's store, unvalidated.
 
     The copy is what gets validated (and quarantined if bad): the user's own
-    files are never moved or changed.
+    files are never moved or changed. Given ``schema_version``, a folder of
+    tables without ``manifest.json`` gets one in the copy, hashing the tables
+    as they arrived (a user's export need not compute hashes).
     """
     import fsspec
 
@@ -127,6 +129,13 @@ def import_snapshot(uri: str, primitive: str, root: Path) -> Path:
             hashes[name] = sha256_file(staging / name)
         if not hashes:
             raise SnapshotError(f"snapshot {uri}: the directory is empty")
+        if MANIFEST not in hashes and schema_version is not None:
+            tables = {name[: -len(".parquet")]: {"rows": pq.read_metadata(staging / name).num_rows, "sha256": digest}
+                      for name, digest in hashes.items() if name.endswith(".parquet")}
+            manifest = {"primitive": primitive, "schema_version": schema_version,
+                        "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "source": f"{uri} (its folder had no manifest: aiprim wrote this one)", "tables": tables}
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         return _settle(staging, root / ("u" + _content_id(primitive, hashes)[1:]))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -136,7 +145,8 @@ def import_snapshot(uri: str, primitive: str, root: Path) -> Path:
 def read_manifest(directory: Path) -> dict:
     path = Path(directory) / MANIFEST
     if not path.exists():
-        raise SnapshotError(f"{MANIFEST}: missing in {directory}")
+        raise SnapshotError(f"{MANIFEST}: missing in {directory} (`aiprim snapshot PRIMITIVE --source DIR` imports a "
+                            f"folder of tables alone and writes one)")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

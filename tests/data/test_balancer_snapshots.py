@@ -242,3 +242,29 @@ def test_a_source_names_the_primitives_it_holds(tmp_path_factory, project, balan
     with pytest.raises(SnapshotError, match="a balancer snapshot, not one of query"):
         steps.snapshot("query", config.load(), source=str(folder / "per-primitive" / "balancer"))
     assert not (project / "data" / "snapshots" / "query").exists(), "nothing imported"
+
+
+def test_a_folder_of_tables_without_a_manifest_imports_with_one_written(tmp_path_factory, project, balancer_tables, capsys):
+    """A user's export need not hash its tables: the import writes the manifest into the copy, and validation
+    then checks the tables as for any snapshot."""
+    import shutil
+
+    from aiprim.flows import config, steps
+    from aiprim.primitives._snapshot import SnapshotError
+
+    written = write_balancer_snapshot(tmp_path_factory.mktemp("written"), balancer_tables)
+    folder = tmp_path_factory.mktemp("export")
+    for table in ("servers", "requests"):
+        shutil.copy(written / f"{table}.parquet", folder)
+    assert steps.primitives_in_source(str(folder)) == ["balancer"]
+    assert main(["snapshot", "balancer", "--source", str(folder)]) == 0
+    imported = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sorted(p.name for p in folder.iterdir()) == ["requests.parquet", "servers.parquet"], "the user's folder as it was"
+    manifest = json.loads((imported / "manifest.json").read_text())
+    assert manifest["primitive"] == "balancer" and "aiprim wrote this one" in manifest["source"]
+    assert manifest["tables"]["requests"]["rows"] == len(balancer_tables["requests"])
+    code, err = _validate(imported, capsys)
+    assert code == 0, err
+
+    with pytest.raises(SnapshotError, match=r"not the sharder's tables \(shards.parquet, items.parquet"):
+        steps.snapshot("sharder", config.load(), source=str(folder))
