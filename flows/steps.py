@@ -171,10 +171,14 @@ def primitives_in_source(source: str) -> list[str] | None:
 
 
 def _primitives_of_tables(fs, path: str) -> list[str]:
-    """The primitives whose required tables a folder without ``manifest.json`` holds as Parquet files."""
+    """The primitives whose required tables a folder without ``manifest.json`` holds as Parquet files; where
+    one's tables are a part of another's (a primitive of requests alone beside the balancer's servers and
+    requests), the one that explains more of the folder."""
     files = {entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)}
-    return [name for name in primitives.names()
-            if all(f"{t.name}.parquet" in files for t in primitives.get(name).schema.tables if t.required)]
+    required = {name: {f"{t.name}.parquet" for t in primitives.get(name).schema.tables if t.required}
+                for name in primitives.names()}
+    held = {name: tables for name, tables in required.items() if tables <= files}
+    return [name for name, tables in held.items() if not any(tables < other for other in held.values())]
 
 
 def _manifest_primitive(fs, path: str) -> str | None:

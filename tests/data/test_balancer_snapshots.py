@@ -244,7 +244,8 @@ def test_a_source_names_the_primitives_it_holds(tmp_path_factory, project, balan
     assert not (project / "data" / "snapshots" / "query").exists(), "nothing imported"
 
 
-def test_a_folder_of_tables_without_a_manifest_imports_with_one_written(tmp_path_factory, project, balancer_tables, capsys):
+def test_a_folder_of_tables_without_a_manifest_imports_with_one_written(tmp_path_factory, project, balancer_tables, capsys,
+                                                                        monkeypatch):
     """A user's export need not hash its tables: the import writes the manifest into the copy, and validation
     then checks the tables as for any snapshot."""
     import shutil
@@ -252,6 +253,11 @@ def test_a_folder_of_tables_without_a_manifest_imports_with_one_written(tmp_path
     from aiprim.flows import config, steps
     from aiprim.primitives._snapshot import SnapshotError
 
+    from tests.conftest import THIRD_PARTY
+
+    # Beside a primitive of another distribution whose one table (requests) the balancer's folder also holds.
+    monkeypatch.syspath_prepend(str(THIRD_PARTY))
+    assert "admission" in __import__("aiprim").primitives.names()
     written = write_balancer_snapshot(tmp_path_factory.mktemp("written"), balancer_tables)
     folder = tmp_path_factory.mktemp("export")
     for table in ("servers", "requests"):
