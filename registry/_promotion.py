@@ -111,10 +111,10 @@ def decide(primitive_obj, report, guardrails, margin: float, version: str, has_c
         decision.reference_metric = peer_value
         decision.promoted = report.better(value, peer_value)
         decision.reason = f"no champion yet; {metric} {value:.4g} vs best classical peer {peer} {peer_value:.4g}"
-        if not decision.promoted and (excused := _bounds_broken(guardrails, report.baselines[peer])):
+        if not decision.promoted and (peer_breaks := _bounds_broken(guardrails, report.baselines[peer])):
             # The bar stays the best peer whatever it breaks (a partitioner that re-shuffles on a new shard is
             # still what a DBA runs today), but a refusal by a peer outside the challenger's own bounds says so.
-            decision.reason += f" (the peer itself breaks {'; '.join(excused)})"
+            decision.reason += f" (the peer itself breaks {'; '.join(peer_breaks)})"
         return decision
     reference = champion.get(metric)
     decision.reference_metric = reference
