@@ -379,6 +379,12 @@ def cmd_step(args) -> int:
     from . import config
     from .pipeline import run_stage
 
+    chosen = os.environ.get("AIPRIM_PROFILE")
+    if chosen and not args.profile and chosen != config.file_profile():
+        # DVC decides what to rerun from dvc.yaml's params; an environment variable is invisible to it, so
+        # dvc.lock would record the file's settings for outputs made with another profile's.
+        raise ValueError(f"AIPRIM_PROFILE={chosen}: a DVC stage runs with the profile in configs/pipeline.yaml, which "
+                         f"dvc.lock records; run `dvc exp run -S configs/pipeline.yaml:profile={chosen}` instead")
     run_stage(args.step, args.primitive, config.load(args.profile), Path(args.dir))
     return 0
 

@@ -16,7 +16,7 @@ import yaml
 from .._hashing import config_hash
 from ..settings import config_dir, home, resolve_path, resolve_uri
 
-__all__ = ["ConfigError", "config_dir", "config_hash", "home", "load", "merge", "path", "primitive_config",
+__all__ = ["ConfigError", "config_dir", "config_hash", "file_profile", "home", "load", "merge", "path", "primitive_config",
            "resolve_path", "resolve_uri"]
 
 
@@ -40,13 +40,18 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
+def file_profile() -> str | None:
+    """The profile configs/pipeline.yaml names (its ``profile`` key), which DVC stages track as a param."""
+    return _read(config_dir() / "pipeline.yaml").get("profile") or None
+
+
 def load(profile: str | None = None) -> dict:
     """The pipeline config, with every primitive's config under ``primitive_configs``.
 
-    The profile defaults to ``AIPRIM_PROFILE`` (so `AIPRIM_PROFILE=small dvc repro` runs small).
+    The profile defaults to ``AIPRIM_PROFILE``, then to the file's own ``profile`` key (what DVC stages track).
     """
-    profile = profile or os.environ.get("AIPRIM_PROFILE") or None
     pipeline = _read(config_dir() / "pipeline.yaml")
+    profile = profile or os.environ.get("AIPRIM_PROFILE") or pipeline.get("profile") or None
     profiles = pipeline.pop("profiles", {}) or {}
     if profile and profile not in profiles:
         raise ConfigError(f"unknown profile {profile!r} (known: {', '.join(sorted(profiles)) or 'none'})")

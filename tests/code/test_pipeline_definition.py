@@ -44,6 +44,41 @@ def test_train_runs_on_train_params_only_so_changing_one_retrains_without_retuni
     assert all("train" not in entry.get("configs/${item}.yaml", []) for entry in stages["tune"]["do"]["params"])
 
 
+def test_every_stage_that_reads_settings_tracks_the_profile():
+    """A profile changes every primitive's settings; DVC must see which one the outputs were made with."""
+    for name, stage in dvc_stages().items():
+        if name == "register":  # registers what train and evaluate wrote; it reads no setting
+            assert "params" not in stage["do"]
+            continue
+        tracked = [key for entry in stage["do"]["params"] for key in entry.get("configs/pipeline.yaml", [])]
+        assert {"profile", "profiles"} <= set(tracked), name
+
+
+def test_a_stage_refuses_a_profile_dvc_cannot_see_and_runs_the_one_it_tracks(project, monkeypatch, capsys):
+    from aiprim.flows import config
+    from aiprim.flows.cli import main
+    from aiprim.settings import packaged_configs
+
+    monkeypatch.setenv("AIPRIM_PROFILE", "small")
+    assert main(["step", "snapshot", "balancer", "--dir", str(project / "data" / "dvc" / "balancer")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err == ("aiprim: error: AIPRIM_PROFILE=small: a DVC stage runs with the profile in configs/pipeline.yaml, "
+                   "which dvc.lock records; run `dvc exp run -S configs/pipeline.yaml:profile=small` instead"), err
+    assert not (project / "data" / "dvc").exists(), "nothing written"
+
+    configs = project / "configs"
+    configs.mkdir()
+    for path in packaged_configs().glob("*.yaml"):
+        (configs / path.name).write_text(path.read_text())
+    pipeline_yaml = configs / "pipeline.yaml"
+    pipeline_yaml.write_text(pipeline_yaml.read_text().replace("\nprofile: null", "\nprofile: small", 1))
+    monkeypatch.setenv("AIPRIM_CONFIG_DIR", str(configs))
+    assert config.file_profile() == "small"
+    assert config.load()["primitive_configs"]["balancer"]["source"]["servers"] == 24  # the small profile's fleet
+    monkeypatch.delenv("AIPRIM_PROFILE")
+    assert config.load()["profile"] == "small"
+
+
 def test_steps_refuse_to_run_without_what_they_need(tmp_path):
     import pytest
 
