@@ -80,19 +80,22 @@ def write_snapshot(primitive: str, schema: Schema, tables: dict, root: Path, sou
             table = to_arrow(frame, schema.table(name)) if not isinstance(frame, pa.Table) else frame
             pq.write_table(table, path)
             hashes[name], rows[name] = sha256_file(path), table.num_rows
-        manifest = {
-            "primitive": primitive,
-            "schema_version": schema.version,
-            "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "source": source,
-            "tables": {name: {"rows": rows[name], "sha256": hashes[name]} for name in tables},
-            **(extra or {}),
-        }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest = _write_manifest(staging, primitive, schema.version, source,
+                                   {name: {"rows": rows[name], "sha256": hashes[name]} for name in tables}, extra)
         return _settle(staging, root / _content_id(primitive, hashes, manifest.get("deployment")))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _write_manifest(directory: Path, primitive: str, schema_version: int, source: str, tables: dict,
+                    extra: dict | None = None) -> dict:
+    """Write (and return) ``manifest.json``; ``tables`` maps each table to its ``rows`` and ``sha256``."""
+    manifest = {"primitive": primitive, "schema_version": schema_version,
+                "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "source": source,
+                "tables": tables, **(extra or {})}
+    (Path(directory) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
 
 
 def _settle(staging: Path, final: Path) -> Path:
@@ -132,10 +135,8 @@ def import_snapshot(uri: str, primitive: str, root: Path, schema_version: int | 
         if MANIFEST not in hashes and schema_version is not None:
             tables = {name[: -len(".parquet")]: {"rows": pq.read_metadata(staging / name).num_rows, "sha256": digest}
                       for name, digest in hashes.items() if name.endswith(".parquet")}
-            manifest = {"primitive": primitive, "schema_version": schema_version,
-                        "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        "source": f"{uri} (its folder had no manifest: aiprim wrote this one)", "tables": tables}
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            _write_manifest(staging, primitive, schema_version, f"{uri} (its folder had no manifest: aiprim wrote this one)",
+                            tables)
         return _settle(staging, root / ("u" + _content_id(primitive, hashes)[1:]))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

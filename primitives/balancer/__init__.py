@@ -77,8 +77,8 @@ class Balancer(Primitive):
         the newest round alone on 5 of 8 rounds and lost on 2 by 2-3% (geometric mean 0.967x;
         benchmarks/balancer_rounds.py). Keys and affinity groups keep their names; an anti-affinity group is
         renamed per snapshot (a replica set's id may name another set in another round); older requests that
-        require a server class the fleet no longer has are dropped. Each older round ends one second before the next one starts, so the newest
-        requests stay the newest. ``WINDOW_PART`` numbers the rounds (oldest 0): the hot-unit table grows with
+        require a server class the fleet no longer has are dropped. Each older round ends one second before the
+        next one starts, so the newest requests stay the newest. ``WINDOW_PART`` numbers the rounds (oldest 0): the hot-unit table grows with
         them (``hot_units`` is per round of telemetry)."""
         import pandas as pd
 
