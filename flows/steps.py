@@ -154,8 +154,9 @@ def _champion_runtime(name: str) -> str | None:
 
 
 def primitives_in_source(source: str) -> list[str] | None:
-    """The primitives a ``--source`` holds snapshots of: the one its manifest names (one snapshot), or those
-    with a folder in it (one snapshot per primitive); None where it says neither (each branch then says why)."""
+    """The primitives a ``--source`` holds snapshots of: the one its manifest names (one snapshot), those with a
+    folder in it (a snapshot, or the ``<primitive>/<id>/`` folders ``aiprim snapshot --out`` writes), or those
+    its subfolders' manifests name; None where it says neither (each branch then says why)."""
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(source)
@@ -164,10 +165,26 @@ def primitives_in_source(source: str) -> list[str] | None:
         return [named] if named in primitives.names() else None
     if not fs.isdir(path):
         return None
-    held = [name for name in primitives.names() if fs.exists(f"{path}/{name}/manifest.json")]
+    held = [name for name in primitives.names()
+            if fs.exists(f"{path}/{name}/manifest.json") or _snapshots_in(fs, f"{path}/{name}")]
+    if not held:
+        held = sorted({named for named in _snapshots_in(fs, path).values() if named in primitives.names()})
     if not held and len(tabled := _primitives_of_tables(fs, path)) == 1:
         return tabled
     return held or None
+
+
+def _snapshots_in(fs, path: str) -> dict[str, str | None]:
+    """The subfolders of ``path`` that hold a ``manifest.json``, each with the primitive it names (the layout of
+    the store and of ``aiprim snapshot --out``: ``<primitive>/<content id>/``)."""
+    if not fs.isdir(path):
+        return {}
+    found = {}
+    for entry in sorted(fs.ls(path, detail=False)):
+        entry = entry.rstrip("/")
+        if fs.isdir(entry) and fs.exists(f"{entry}/manifest.json"):
+            found[entry] = _manifest_primitive(fs, entry)
+    return found
 
 
 def _primitives_of_tables(fs, path: str) -> list[str]:
@@ -190,7 +207,8 @@ def _manifest_primitive(fs, path: str) -> str | None:
 
 
 def _source_for(name: str, source: str) -> str:
-    """``source`` is one snapshot, or a folder with one snapshot per primitive."""
+    """``source`` is one snapshot, a folder with one snapshot per primitive, or a folder of snapshot folders
+    (``<primitive>/<id>/``, as ``aiprim snapshot --out`` writes them) holding one of this primitive."""
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(source)
@@ -200,13 +218,27 @@ def _source_for(name: str, source: str) -> str:
             raise SnapshotError(f"source {source}: a {named} snapshot, not one of {name}")
         return source
     if fs.isdir(f"{path}/{name}"):
-        return f"{source.rstrip('/')}/{name}"
+        inner = f"{source.rstrip('/')}/{name}"
+        if fs.exists(f"{path}/{name}/manifest.json") or not _snapshots_in(fs, f"{path}/{name}"):
+            return inner
+        return _the_one_snapshot(name, inner, _snapshots_in(fs, f"{path}/{name}"))
     if not fs.exists(path):
         raise SnapshotError(f"source {source}: not found")
     if fs.isdir(path) and name in _primitives_of_tables(fs, path):
         return source  # the tables without a manifest: the import writes one
+    if own := {entry: named for entry, named in _snapshots_in(fs, path).items() if named == name}:
+        return _the_one_snapshot(name, source, own)
     wanted = ", ".join(f"{t.name}.parquet" for t in primitives.get(name).schema.tables if t.required)
     raise SnapshotError(f"source {source}: no manifest.json, no {name}/ folder, and not the {name}'s tables ({wanted})")
+
+
+def _the_one_snapshot(name: str, folder: str, found: dict[str, str | None]) -> str:
+    """The one snapshot folder of ``found``; several are ambiguous (which one is a user's choice, not ours)."""
+    if len(found) == 1:
+        [entry] = found
+        return f"{folder.rstrip('/')}/{entry.rsplit('/', 1)[-1]}"
+    ids = ", ".join(entry.rsplit("/", 1)[-1] for entry in found)
+    raise SnapshotError(f"source {folder}: {len(found)} snapshots of {name} ({ids}); give one of them as --source")
 
 
 # --- validate -------------------------------------------------------------
@@ -217,6 +249,7 @@ def validate(name: str, snapshot_dir: Path, cfg: dict) -> ValidationReport:
     snapshot_dir = Path(snapshot_dir)
     if not snapshot_dir.is_dir():
         raise SnapshotError(f"snapshot {snapshot_dir}: not a directory")
+    _require_snapshot_files(snapshot_dir)
     reference = experience.drift_reference(name, snapshot_dir, cfg)
     started = time.perf_counter()
     report = run_validation(prim, snapshot_dir, reference, float(cfg["validation"]["drift_threshold"]), cfgmod.path(cfg, "data_docs"))
@@ -225,6 +258,17 @@ def validate(name: str, snapshot_dir: Path, cfg: dict) -> ValidationReport:
     experience.record_accepted(name, snapshot_dir, report.stats, cfg)
     log(f"{name}: snapshot {snapshot_dir.name} valid in {time.perf_counter() - started:.1f}s (Data Docs: {report.docs})")
     return report
+
+
+def _require_snapshot_files(directory: Path) -> None:
+    """A folder holding nothing a snapshot consists of is not bad data to quarantine but the wrong folder: say
+    which snapshots lie inside it (``aiprim snapshot --out DIR`` writes ``DIR/<primitive>/<id>/``)."""
+    if any(path.is_file() and (path.name == "manifest.json" or path.suffix == ".parquet") for path in directory.iterdir()):
+        return
+    inside = sorted(str(manifest.parent.relative_to(directory))
+                    for pattern in ("*/manifest.json", "*/*/manifest.json") for manifest in directory.glob(pattern))
+    hint = f"; the snapshots in it: {', '.join(inside)}" if inside else ""
+    raise SnapshotError(f"snapshot {directory}: not a snapshot (no manifest.json, no Parquet tables){hint}")
 
 
 def quarantine(name: str, snapshot_dir: Path, cfg: dict) -> Path:

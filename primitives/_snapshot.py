@@ -123,15 +123,19 @@ def import_snapshot(uri: str, primitive: str, root: Path, schema_version: int | 
         raise SnapshotError(f"snapshot {uri}: not a directory")
     staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
     try:
-        hashes = {}
+        hashes, folders = {}, []
         for entry in sorted(fs.ls(path, detail=False)):
             name = entry.rstrip("/").rsplit("/", 1)[-1]
-            if fs.isdir(entry) or name.startswith("."):
+            if name.startswith("."):
+                continue
+            if fs.isdir(entry):
+                folders.append(name)
                 continue
             fs.get(entry, str(staging / name))
             hashes[name] = sha256_file(staging / name)
         if not hashes:
-            raise SnapshotError(f"snapshot {uri}: the directory is empty")
+            held = f"no files, only folders ({', '.join(folders)})" if folders else "the directory is empty"
+            raise SnapshotError(f"snapshot {uri}: {held}")
         if MANIFEST not in hashes and schema_version is not None:
             tables = {name[: -len(".parquet")]: {"rows": pq.read_metadata(staging / name).num_rows, "sha256": digest}
                       for name, digest in hashes.items() if name.endswith(".parquet")}

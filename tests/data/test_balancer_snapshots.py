@@ -235,13 +235,41 @@ def test_a_source_names_the_primitives_it_holds(tmp_path_factory, project, balan
     folder = tmp_path_factory.mktemp("telemetry")
     one = write_balancer_snapshot(folder, balancer_tables)  # folder/balancer/<id>
     assert steps.primitives_in_source(str(one)) == ["balancer"]
-    assert steps.primitives_in_source(str(one.parent.parent)) is None  # balancer/ holds ids, not a manifest
+    assert steps.primitives_in_source(str(folder / "nothing-here")) is None
     (folder / "per-primitive").mkdir()
     one.rename(folder / "per-primitive" / "balancer")
     assert steps.primitives_in_source(str(folder / "per-primitive")) == ["balancer"]
     with pytest.raises(SnapshotError, match="a balancer snapshot, not one of query"):
         steps.snapshot("query", config.load(), source=str(folder / "per-primitive" / "balancer"))
     assert not (project / "data" / "snapshots" / "query").exists(), "nothing imported"
+
+
+def test_what_aiprim_snapshot_out_wrote_is_a_source(tmp_path_factory, project, balancer_tables, capsys):
+    """``aiprim snapshot --out DIR`` writes ``DIR/balancer/<id>/``; ``run --source DIR`` (or ``DIR/balancer``) reads
+    that snapshot, several of them are one line naming them, and validating ``DIR`` itself names what lies inside
+    instead of quarantining a folder that holds no snapshot."""
+    from aiprim.flows import config, steps
+    from aiprim.primitives._snapshot import SnapshotError
+
+    out = tmp_path_factory.mktemp("out")
+    one = write_balancer_snapshot(out, balancer_tables)  # out/balancer/<id>
+    assert steps.primitives_in_source(str(out)) == ["balancer"]
+    assert steps.primitives_in_source(str(out / "balancer")) == ["balancer"]
+    cfg = config.load()
+    for source in (out, out / "balancer"):
+        imported = steps.snapshot("balancer", cfg, source=str(source))
+        assert imported.parent == project / "data" / "snapshots" / "balancer"
+        assert (imported / "manifest.json").read_bytes() == (one / "manifest.json").read_bytes()
+
+    assert main(["validate", "balancer", str(out)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"aiprim: error: snapshot {out}: not a snapshot (no manifest.json, no Parquet tables); the snapshots in it: balancer/{one.name}", err
+    assert not (project / "data" / "quarantine").exists(), "a folder that holds no snapshot is not quarantined"
+
+    tables = {**balancer_tables, "requests": balancer_tables["requests"].iloc[:-5]}
+    other = write_balancer_snapshot(out, tables)
+    with pytest.raises(SnapshotError, match=rf"2 snapshots of balancer \(.*{other.name}.*\); give one of them as --source"):
+        steps.snapshot("balancer", cfg, source=str(out))
 
 
 def test_a_folder_of_tables_without_a_manifest_imports_with_one_written(tmp_path_factory, project, balancer_tables, capsys,
