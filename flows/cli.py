@@ -301,6 +301,7 @@ def print_summary(results: dict) -> None:
     from aiprim import primitives
     from aiprim.primitives import EvaluationReport
     from aiprim.primitives._report import CHAMPION_CANDIDATE
+    from aiprim.registry import DEFAULT_DEPLOYMENT
 
     rows = [("primitive", "primary metric", "challenger", "champion before", "best classical peer", "this run")]
     for name, result in results.items():
@@ -321,6 +322,8 @@ def print_summary(results: dict) -> None:
         else:
             d = result["decision"]
             outcome = f"v{d['version']} {'promoted' if d['promoted'] else 'kept challenger'}"
+            if d.get("deployment", DEFAULT_DEPLOYMENT) != DEFAULT_DEPLOYMENT:
+                outcome += f" (deployment {d['deployment']})"
         rows.append((name, f"{prim.primary_metric} ({direction})", challenger, champion, best, outcome))
     print()
     print("Scored side by side on each snapshot's held-out part (`aiprim status` lists every champion):")

@@ -34,3 +34,12 @@ def test_a_first_version_and_a_failed_branch_leave_their_cells_empty(capsys):
     assert "v1 1.2" in out and "v1 promoted" in out
     sharder = next(line for line in out.splitlines() if line.startswith("sharder"))
     assert sharder.endswith("FAILED (see the error below)") and sharder.split()[5:8] == ["-", "-", "-"], sharder
+
+
+def test_a_version_for_another_deployment_says_which(capsys):
+    """A version trained with ``--deployment eu`` became eu's champion, not the default one's."""
+    eu = _result("2", 1.352, None, True)
+    eu["decision"]["deployment"] = "eu"
+    print_summary({"balancer": eu})
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("balancer"))
+    assert row.endswith("v2 promoted (deployment eu)"), row
