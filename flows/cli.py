@@ -210,14 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["AIPRIM_VERBOSITY"] = str(-1 if args.quiet else args.verbose)
     os.environ["AIPRIM_DEBUG"] = "1" if args.debug else ""
     _prepare_environment()
-    try:
-        if args.command in COMMANDS:
-            return COMMANDS[args.command](args) or 0
-        from .config import load
+    from ._interrupt import interrupts_stop_branches
 
-        return EXTRA_COMMANDS[args.command](args, load(getattr(args, "profile", None))) or 0
+    try:
+        with interrupts_stop_branches():
+            if args.command in COMMANDS:
+                return COMMANDS[args.command](args) or 0
+            from .config import load
+
+            return EXTRA_COMMANDS[args.command](args, load(getattr(args, "profile", None))) or 0
     except KeyboardInterrupt:
-        print("aiprim: interrupted", file=sys.stderr)
+        print("aiprim: interrupted (each branch stopped before its next step; nothing after it was registered or "
+              "promoted)", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader of stdout left (`aiprim status | head -3`): the rest of the output has nowhere to go, and

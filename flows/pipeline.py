@@ -68,8 +68,10 @@ def run_step(step: Step, primitive: str, cfg: dict, values: dict[str, Any], sour
              trials: int | None = None, snapshot_to: Path | None = None, deployment: str | None = None) -> Any:
     """Run one step on the values it needs; returns the value it gives (JSON-able)."""
     from ..primitives import get
+    from ._interrupt import raise_if_interrupted
     from ._machine import machine_lock
 
+    raise_if_interrupted(f"{primitive}'s {step.name} step")
     with machine_lock(exclusive=step.name in get(primitive).timed_steps):
         return _run_step(step, primitive, cfg, values, source, trials, snapshot_to, deployment)
 

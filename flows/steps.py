@@ -28,6 +28,7 @@ from aiprim.settings import optuna_storage
 
 from . import config as cfgmod
 from . import experience
+from ._interrupt import Interrupted, raise_if_interrupted, stop_training_callback
 from .errors import AiprimError, TrainingFailed, ValidationFailed
 from .validation import ValidationReport, validate as run_validation
 
@@ -335,8 +336,8 @@ def _trainer(cfg: dict, max_epochs: int, callbacks: list, checkpoint_dir: Path |
     if cfg["lightning"].get("cpu_threads"):
         torch.set_num_threads(int(cfg["lightning"]["cpu_threads"]))
     devices, strategy = _distribution(cfg, distributed)
-    if strategy == "auto":  # the epoch bar's callback cannot be pickled into spawned DDP processes
-        callbacks = callbacks + [_console.epoch_progress()]
+    if strategy == "auto":  # these callbacks cannot be pickled into spawned DDP processes
+        callbacks = callbacks + [_console.epoch_progress(), stop_training_callback()]
     if checkpoint_dir is not None:
         from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -382,6 +383,18 @@ def study_name(name: str, snapshot_dir: Path, cfg: dict, base: dict | None = Non
     return f"{name}-{snapshot_id(snapshot_dir)}-{cfgmod.config_hash({**base, 'experience': window.ids})}"
 
 
+INTERRUPTED_TRIAL = "aiprim.interrupted"
+
+
+def _counted_trials(study, waiting: bool = False) -> list:
+    """The trials a rerun of the study counts as done (``waiting``: and those queued to run): an interrupted
+    or failed one is run again."""
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED) + ((TrialState.WAITING, TrialState.RUNNING) if waiting else ())
+    return [t for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get(INTERRUPTED_TRIAL)]
+
+
 def tune(name: str, snapshot_dir: Path, cfg: dict, trials: int | None = None, *, new_trials: int | None = None,
          worker: int = 0) -> dict:
     """Optuna study per primitive and snapshot over the declared space; returns the tuned values only.
@@ -421,10 +434,13 @@ def tune(name: str, snapshot_dir: Path, cfg: dict, trials: int | None = None, *,
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
     )
 
-    if worker == 0 and not study.trials:
+    if worker == 0:
         # The configuration first: a handful of random draws scored on a short schedule can lose to it, and
         # then the training step would ship the draw (a compiler run: tau 0.604 tuned, 0.634 as configured).
-        study.enqueue_trial(configured_point(tune_cfg.space, prim.params(base)), skip_if_exists=True)
+        # Again where its trial was interrupted: a rerun continues this study.
+        point = configured_point(tune_cfg.space, prim.params(base))
+        if not any(t.params == point or t.system_attrs.get("fixed_params") == point for t in _counted_trials(study, waiting=True)):
+            study.enqueue_trial(point)
 
     def objective(trial):
         params = prim.params({**base, **suggest(trial, tune_cfg.space)})
@@ -432,10 +448,16 @@ def tune(name: str, snapshot_dir: Path, cfg: dict, trials: int | None = None, *,
         module = prim.build_module(datamodule, params)
         trainer = _trainer(cfg, max_epochs, [PyTorchLightningPruningCallback(trial, monitor=VALIDATION_LOSS)],
                            distributed=False)
-        trainer.fit(module, datamodule)
+        try:
+            trainer.fit(module, datamodule)
+        except Interrupted:
+            # Ended quietly (a failed trial is a logged traceback) and left out of what a rerun counts as done.
+            trial.set_user_attr(INTERRUPTED_TRIAL, True)
+            trial.study.stop()
+            raise optuna.TrialPruned("interrupted") from None
         return float(trainer.callback_metrics[VALIDATION_LOSS])
 
-    done = sum(t.state.is_finished() for t in study.trials)
+    done = len(_counted_trials(study))
     remaining = new_trials if new_trials is not None else max(0, n_trials - done)
     started = time.perf_counter()
     if remaining:
@@ -444,6 +466,7 @@ def tune(name: str, snapshot_dir: Path, cfg: dict, trials: int | None = None, *,
         with progress_bar(name, "tuning", remaining, unit="trial") as trials:
             study.optimize(objective, n_trials=remaining, callbacks=[lambda s, t: trials.advance(
                 f"trial {t.number} {t.state.name.lower()}" + (f", val/loss {t.value:.4g}" if t.value is not None else ""))])
+    raise_if_interrupted(f"{name}'s tuning study ended")
     if new_trials is not None:
         return {}
     configure()

@@ -36,3 +36,33 @@ def test_the_first_trial_of_a_new_study_is_the_configuration(project, balancer_s
     # A rerun continues the study: the configuration is not tried again.
     steps.tune("balancer", balancer_snapshot, cfg, trials=3)
     assert [t.params == configured for t in study.get_trials(deepcopy=False)] == [True, False, False]
+
+
+def test_an_interrupted_configured_trial_is_run_again(project, balancer_snapshot):
+    """Ctrl-C during the configured trial ends tuning at once, without a failed trial's traceback; the rerun
+    of the study (same snapshot and config) tries the configuration again and counts only finished trials."""
+    import optuna
+    import pytest
+
+    from aiprim import primitives
+    from aiprim.flows import config as cfgmod
+    from aiprim.flows import steps
+    from aiprim.flows._interrupt import Interrupted, interrupts_stop_branches, request_stop
+    from aiprim.settings import optuna_storage
+
+    cfg = cfgmod.load("small")
+    with interrupts_stop_branches():
+        request_stop()
+        with pytest.raises(Interrupted):
+            steps.tune("balancer", balancer_snapshot, cfg, trials=2)
+    study = optuna.load_study(study_name=steps.study_name("balancer", balancer_snapshot, cfg),
+                              storage=optuna_storage(cfg["optuna"]["storage"]))
+    [interrupted] = study.get_trials(deepcopy=False)
+    assert interrupted.state == optuna.trial.TrialState.PRUNED and interrupted.user_attrs == {steps.INTERRUPTED_TRIAL: True}
+
+    steps.tune("balancer", balancer_snapshot, cfg, trials=2)  # the flag was cleared with the command
+    space = cfgmod.tune_params(cfg, "balancer").space
+    configured = configured_point(space, primitives.get("balancer").params(steps.training_params(cfg, "balancer")))
+    after = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)[1:]
+    assert [t.state.name for t in after] == ["COMPLETE", "COMPLETE"]
+    assert after[0].params == configured and after[1].params != configured
