@@ -1,11 +1,12 @@
-"""Ctrl-C stops the flow's branches too, not only the thread that receives it.
+"""An interrupted flow stops its branches too, not only the thread that the interrupt reaches.
 
-Prefect runs the branches of ``retrain`` in worker threads. SIGINT raises KeyboardInterrupt in the main
-thread only, and Prefect's thread pool then waits for every branch to finish: seen, a version trained,
-registered and promoted as champion 25 s after the user pressed Ctrl-C. So SIGINT also sets a flag that
-every step checks before it starts and that training checks after every batch; a branch that sees it
-raises ``Interrupted``, and nothing after that point is registered or promoted. A step already moving an
-alias finishes that move (it takes well under a second).
+Prefect runs the branches of ``retrain`` in worker threads. Ctrl-C raises KeyboardInterrupt, and SIGTERM
+(Prefect's handler) TerminationSignal, in the main thread only, which waits for the branches; Prefect's
+thread pool then joins every branch: seen, a version trained, registered and promoted as champion 25 s
+after Ctrl-C. So whatever ends that wait early sets a flag that every step checks before it starts and
+that training checks after every batch; a branch that sees it raises ``Interrupted``, and nothing after
+that point is registered or promoted. A step already moving an alias finishes that move (well under a
+second).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ _stop = threading.Event()
 
 
 class Interrupted(AiprimError):
-    """The run was interrupted (Ctrl-C); raised by a branch at its next check."""
+    """The flow was interrupted (Ctrl-C, SIGTERM); raised by a branch at its next check."""
 
 
 def raise_if_interrupted(where: str) -> None:
@@ -32,29 +33,50 @@ def request_stop() -> None:
     _stop.set()
 
 
+def reset() -> None:
+    _stop.clear()
+
+
 @contextmanager
-def interrupts_stop_branches():
-    """While a command runs: SIGINT sets the flag, then raises KeyboardInterrupt in the main thread as before."""
-    # Only over Python's own handler: a SIGINT the caller ignores (a background job) or handles stays theirs.
-    install = (threading.current_thread() is threading.main_thread()
-               and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+def branches_stop_with_the_wait():
+    """Around the main thread's wait for the branches: an interrupt raised there stops them too."""
+    reset()  # a new run of branches (an earlier interrupted run in this process has been joined)
+    try:
+        yield
+    except BaseException:
+        request_stop()
+        raise
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread as KeyboardInterrupt is for Ctrl-C."""
+
+
+@contextmanager
+def sigterm_raises():
+    """While a command runs, SIGTERM raises ``Terminated`` instead of ending the process where it stands.
+
+    Python's default for SIGTERM skips every ``finally`` and ``atexit``: each `aiprim run` stopped so (by
+    ``timeout``, a supervisor, a container's stop) left its temporary Prefect API server running, orphaned.
+    Prefect's own SIGTERM bridge, installed while a flow runs, ends by re-sending the signal to the handler it
+    found, this one. A handler someone else installed stays theirs.
+    """
+    install = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
     def handler(signum, frame):
-        _stop.set()
-        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
+        raise Terminated
 
     if install:
-        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
         if install:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        _stop.clear()  # the branches have been joined: a later command in this process starts afresh
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def stop_training_callback():
-    """A Lightning callback that ends ``fit`` with ``Interrupted`` after the batch during which SIGINT came."""
+    """A Lightning callback that ends ``fit`` with ``Interrupted`` after the batch during which the flag was set."""
     from lightning.pytorch.callbacks import Callback
 
     class _StopOnInterrupt(Callback):

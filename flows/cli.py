@@ -210,19 +210,20 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["AIPRIM_VERBOSITY"] = str(-1 if args.quiet else args.verbose)
     os.environ["AIPRIM_DEBUG"] = "1" if args.debug else ""
     _prepare_environment()
-    from ._interrupt import interrupts_stop_branches
+    from ._interrupt import Terminated, sigterm_raises
 
     try:
-        with interrupts_stop_branches():
+        with sigterm_raises():
             if args.command in COMMANDS:
                 return COMMANDS[args.command](args) or 0
             from .config import load
 
             return EXTRA_COMMANDS[args.command](args, load(getattr(args, "profile", None))) or 0
-    except KeyboardInterrupt:
-        print("aiprim: interrupted (each branch stopped before its next step; nothing after it was registered or "
-              "promoted)", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as stop:
+        how, code = ("interrupted", 130) if isinstance(stop, KeyboardInterrupt) else ("terminated", 143)
+        print(f"aiprim: {how} (each branch stopped before its next step; nothing after it was registered or promoted)",
+              file=sys.stderr)
+        return code
     except BrokenPipeError:
         # The reader of stdout left (`aiprim status | head -3`): the rest of the output has nowhere to go, and
         # Python's own flush at exit would fail again on the closed pipe.

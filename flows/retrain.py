@@ -161,16 +161,19 @@ def transfer_deployments(name: str, profile: str | None) -> dict:
 def _run_branches(runner, names: list[str], source: str | None, profile: str | None, deployment: str | None,
                   logger) -> dict:
     # What `run_branch.submit(...)` does, on a runner given here rather than the flow run's own.
-    futures = {name: runner.submit(run_branch, {"name": name, "source": source, "profile": profile,
-                                                "deployment": deployment}) for name in names}
+    from ._interrupt import branches_stop_with_the_wait
+
     results = {}
-    for name, future in futures.items():
-        try:
-            results[name] = future.result()
-        except Exception as error:  # reported per branch; the flow still summarises the rest
-            reason = describe_failure(error)
-            logger.error("%s branch failed: %s", name, reason)
-            results[name] = {"primitive": name, "error": reason}
+    with branches_stop_with_the_wait():
+        futures = {name: runner.submit(run_branch, {"name": name, "source": source, "profile": profile,
+                                                    "deployment": deployment}) for name in names}
+        for name, future in futures.items():
+            try:
+                results[name] = future.result()
+            except Exception as error:  # reported per branch; the flow still summarises the rest
+                reason = describe_failure(error)
+                logger.error("%s branch failed: %s", name, reason)
+                results[name] = {"primitive": name, "error": reason}
     return results
 
 

@@ -47,20 +47,22 @@ def test_an_interrupted_configured_trial_is_run_again(project, balancer_snapshot
     from aiprim import primitives
     from aiprim.flows import config as cfgmod
     from aiprim.flows import steps
-    from aiprim.flows._interrupt import Interrupted, interrupts_stop_branches, request_stop
+    from aiprim.flows._interrupt import Interrupted, request_stop, reset
     from aiprim.settings import optuna_storage
 
     cfg = cfgmod.load("small")
-    with interrupts_stop_branches():
-        request_stop()
+    request_stop()
+    try:
         with pytest.raises(Interrupted):
             steps.tune("balancer", balancer_snapshot, cfg, trials=2)
+    finally:
+        reset()
     study = optuna.load_study(study_name=steps.study_name("balancer", balancer_snapshot, cfg),
                               storage=optuna_storage(cfg["optuna"]["storage"]))
     [interrupted] = study.get_trials(deepcopy=False)
     assert interrupted.state == optuna.trial.TrialState.PRUNED and interrupted.user_attrs == {steps.INTERRUPTED_TRIAL: True}
 
-    steps.tune("balancer", balancer_snapshot, cfg, trials=2)  # the flag was cleared with the command
+    steps.tune("balancer", balancer_snapshot, cfg, trials=2)
     space = cfgmod.tune_params(cfg, "balancer").space
     configured = configured_point(space, primitives.get("balancer").params(steps.training_params(cfg, "balancer")))
     after = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)[1:]
