@@ -92,3 +92,13 @@ def artifact_root(configured: str | None = None) -> str:
 def optuna_storage(configured: str | None = None) -> str:
     """``AIPRIM_OPTUNA_STORAGE``, else the configured URL, else SQLite in the project folder."""
     return os.environ.get("AIPRIM_OPTUNA_STORAGE") or resolve_uri(configured or "sqlite:///optuna.db")
+
+
+def shown_url(url: str) -> str:
+    """A URL fit for a terminal or a log: any user and password in it replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))

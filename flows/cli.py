@@ -243,7 +243,7 @@ def _describe(error: BaseException) -> str:
     described = describe_failure(error)
     if described != text:  # a cause we can name (an MLflow server that does not answer)
         return described
-    known = (AiprimError, ValueError, LookupError, FileNotFoundError)
+    known = (AiprimError, ValueError, LookupError, FileNotFoundError, ConnectionError)
     return text if isinstance(error, known) else f"{type(error).__name__}: {text}"
 
 

@@ -21,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiprim.settings import shown_url
+
 from .errors import AiprimError
 
 DEFAULT_PORTS = {"mlflow": 5000, "prefect": 4200, "optuna": 8080}
@@ -79,7 +81,7 @@ class Server:
                 return
             time.sleep(0.5)
         where = f" (see {self.log_path})" if self.log_path else ""
-        raise ServerFailed(f"the {self.name} server did not answer at {shown(self.url)} within {STARTUP_TIMEOUT_S:.0f} s{where}")
+        raise ServerFailed(f"the {self.name} server did not answer at {shown_url(self.url)} within {STARTUP_TIMEOUT_S:.0f} s{where}")
 
     def terminate(self) -> None:
         """SIGTERM to the server's process group (its session's leader group)."""
@@ -144,16 +146,6 @@ def session_members(session_id: int) -> list[int]:
         if len(fields) > 3 and int(fields[3]) == session_id and fields[0] not in ("Z", "X"):
             members.append(int(entry.name))
     return members
-
-
-def shown(url: str) -> str:
-    """A URL fit for a terminal or a log: any user and password in it replaced by ``***``."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def console_script(name: str) -> str:
@@ -271,7 +263,7 @@ class RunningServers:
                 if not server.external or server.answers():
                     server.wait_until_answering(deadline)
                 else:
-                    raise ServerFailed(f"the {server.name} server at {shown(server.url)} does not answer")
+                    raise ServerFailed(f"the {server.name} server at {shown_url(server.url)} does not answer")
         except BaseException:
             self.stop()
             raise
@@ -308,7 +300,7 @@ def serve(servers: list[Server]) -> int:
         with RunningServers(servers):
             for server in servers:
                 note = " (already running, not ours)" if server.external else ""
-                print(f"{server.name + ':':<8} {shown(server.url)}{note}", flush=True)
+                print(f"{server.name + ':':<8} {shown_url(server.url)}{note}", flush=True)
             print("(Ctrl-C stops them)", flush=True)
             while True:
                 for server in servers:
@@ -332,6 +324,6 @@ def print_commands(host: str = "127.0.0.1") -> None:
         return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
     print("Open the UIs:")
-    print(f"  MLflow:  {script('mlflow')} server --backend-store-uri {shown(tracking_uri())} --host {host} --port {DEFAULT_PORTS['mlflow']}")
+    print(f"  MLflow:  {script('mlflow')} server --backend-store-uri {shown_url(tracking_uri())} --host {host} --port {DEFAULT_PORTS['mlflow']}")
     print(f"  Prefect: {script('prefect')} server start --host {host} --port {DEFAULT_PORTS['prefect']}")
     print("  (or `aiprim ui --launch` for these and optuna-dashboard)")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ._deployments import DEFAULT_DEPLOYMENT, DeploymentError, check_deployment, deployment_alias, known_deployments
 from ._promotion import CHALLENGER, CHAMPION, Decision, PromotionError, promote_version, rollback
-from ._store import configure, model_name, tracking_uri
+from ._store import StoreUnavailable, configure, model_name, tracking_uri
 
 __all__ = [
     "CHALLENGER",
@@ -28,6 +28,7 @@ __all__ = [
     "ModelNotFoundError",
     "PromotionError",
     "RuntimeDamaged",
+    "StoreUnavailable",
     "load_runtime",
     "model_name",
     "promote_version",

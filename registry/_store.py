@@ -57,10 +57,49 @@ def configure():
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     with _store_lock:
         if uri not in _stores_ready:
+            if uri.startswith(("http://", "https://")):
+                require_answer(uri)
             client.search_experiments(max_results=1)
             client.search_registered_models(max_results=1)
             _stores_ready.add(uri)
     return client
+
+
+class StoreUnavailable(ConnectionError):
+    """The tracking server does not accept connections."""
+
+
+# How long a tracking server that refuses connections gets to come up (a restart) before that is an error.
+ANSWER_WAIT_S = 10.0
+
+
+def require_answer(uri: str) -> None:
+    """Return once ``uri``'s host accepts a connection; else ``StoreUnavailable`` within ``ANSWER_WAIT_S``.
+
+    MLflow's client retries a refused connection seven times with exponential backoff: a server that is not
+    there cost `aiprim.load_runtime` and `aiprim status` four silent minutes before any error. Behind an HTTP
+    proxy the host is not ours to reach, so the client's own handling applies.
+    """
+    import socket
+    import time
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if not parts.hostname or (urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname)):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    deadline = time.monotonic() + ANSWER_WAIT_S
+    while True:
+        try:
+            with socket.create_connection((parts.hostname, port), timeout=3):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise StoreUnavailable(
+                    f"the MLflow tracking server {settings.shown_url(uri)} does not answer ({error.strerror or error}); "
+                    "start it, or point MLFLOW_TRACKING_URI at one that runs") from None
+            time.sleep(1.0)
 
 
 def experiment(primitive: str) -> str:
