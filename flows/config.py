@@ -30,7 +30,14 @@ def _read(path: Path) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path.name}: not valid YAML ({error})") from None
+        # PyYAML's message spans lines ("while parsing ...", "  in <file>, line 16", ...): one line of it, and where.
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        context, started = getattr(error, "context", None), getattr(error, "context_mark", None)
+        if context and started is not None:
+            context += f" from line {started.line + 1}, column {started.column + 1}"
+        what = ": ".join(part for part in (context, getattr(error, "problem", None)) if part)
+        raise ConfigError(f"{path}{where}: not valid YAML ({what or str(error).splitlines()[0]})") from None
 
 
 def merge(base: dict, override: dict) -> dict:

@@ -46,6 +46,10 @@ def _edit(folder, name, old, new):
     ("pipeline", "  primitives: [balancer, sharder]  # the primitives whose stage", "  primitives: [query]  # the primitives whose stage",
      "configs/pipeline.yaml: transfer.primitives: query does not opt in to transfer"),
     ("pipeline", "  member_profile: small ", "  member_profile: smal ", "transfer.member_profile: unknown profile 'smal'"),
+    # PyYAML's message spans five lines: one, with the place.
+    ("balancer", "  lr: 0.01\n", "  lr: [0.01\n",
+     "balancer.yaml line 18, column 9: not valid YAML (while parsing a flow sequence from line 17, column 7: expected "
+     "',' or ']', but got ':')"),
 ])
 def test_a_bad_config_is_refused_before_anything_runs(config_dir, project, capsys, config, old, new, message):
     _edit(config_dir, config, old, new)
