@@ -75,10 +75,24 @@ def resolve_model(primitive: str, ref: str = CHAMPION, deployment: str | None = 
             raise ModelNotFoundError(f"{name} has no deployment {deployment!r} (known: {', '.join(known) or 'none'})") from None
         if ref.isdigit():
             raise ModelNotFoundError(f"{name} has no version {ref}") from None
+        aliases = _aliases(client, name)
+        if aliases and ref not in (deployment_alias(CHAMPION, deployment), deployment_alias(CHALLENGER, deployment)):
+            raise ModelNotFoundError(f"{name} has no alias {ref!r} (its aliases: {', '.join(sorted(aliases))}; or give a "
+                                     f"version number or a run id)") from None
         others = [d for d in known if d != deployment]
         hint = f"; other deployments have models: {', '.join(others)} (name one with --deployment)" if others else ""
         raise ModelNotFoundError(f"{name} has no model {ref!r} (train one with `aiprim run` or `aiprim train`){hint}") from None
     return mv.run_id, str(mv.version)
+
+
+def _aliases(client, name: str) -> dict:
+    """The registered model's aliases (alias -> version); none where the model itself is missing."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(client.get_registered_model(name).aliases or {})
+    except MlflowException:
+        return {}
 
 
 def runtime_dir(primitive: str, ref: str = CHAMPION, deployment: str | None = None) -> Path:

@@ -84,6 +84,8 @@ def test_two_deployments_get_independent_champions(project, balancer_tables, cap
         load_runtime("balancer", "challenger")  # promoted, so the default deployment's challenger alias is gone
     with pytest.raises(LookupError, match="has no version 99$"):
         load_runtime("balancer", "99")
+    with pytest.raises(LookupError, match=r"has no alias 'champoin' \(its aliases: champion, champion-eu-west"):
+        load_runtime("balancer", "champoin")  # not "has no model", with a hint to other deployments
     assert main(["evaluate", "balancer", "--snapshot", str(eu_dir), "--deployment", "mars", "--json"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no deployment 'mars'" in err[0], err
