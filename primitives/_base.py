@@ -58,6 +58,10 @@ def load_weights(directory: Path, weights_name: str, meta_name: str) -> tuple[di
     import numpy as np
 
     directory = Path(directory)
+    missing = [name for name in (weights_name, meta_name) if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"runtime {directory}: {', '.join(missing)} missing (not a folder that "
+                                f"export_runtime wrote)")
     with np.load(directory / weights_name, allow_pickle=False) as data:
         weights = {k: data[k] for k in data.files}
     return weights, json.loads((directory / meta_name).read_text())
