@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXTRA_COMMANDS[args.command](args, load(getattr(args, "profile", None))) or 0
     except (KeyboardInterrupt, Terminated) as stop:
         how, code = ("interrupted", 130) if isinstance(stop, KeyboardInterrupt) else ("terminated", 143)
-        print(f"aiprim: {how} (each branch stopped before its next step; nothing after it was registered or promoted)",
-              file=sys.stderr)
+        branches = " (each branch stopped before its next step; nothing after it was registered or promoted)"
+        print(f"aiprim: {how}{branches if args.command == 'run' else ''}", file=sys.stderr)
         return code
     except BrokenPipeError:
         # The reader of stdout left (`aiprim status | head -3`): the rest of the output has nowhere to go, and
