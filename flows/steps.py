@@ -66,8 +66,10 @@ def snapshot(name: str, cfg: dict, source: str | None = None, out: Path | None =
     if source:
         location = _source_for(name, source)
         stored_before = {p.name for p in (root / name).iterdir()} if (root / name).is_dir() else set()
-        directory = import_snapshot(location, name, root, schema_version=prim.schema.version)
-        log(f"{name}: imported snapshot {location} as {directory}")
+        directory = _in_store(location, root / name)
+        if directory is None:
+            directory = import_snapshot(location, name, root, schema_version=prim.schema.version)
+            log(f"{name}: imported snapshot {location} as {directory}")
         try:
             if deployment is not None:
                 try:
@@ -103,6 +105,15 @@ def snapshot(name: str, cfg: dict, source: str | None = None, out: Path | None =
     rows = ", ".join(f"{k}={len(v):,}" for k, v in tables.items())
     log(f"{name}: snapshot {directory.name} ({rows}) in {time.perf_counter() - started:.1f}s")
     return directory
+
+
+def _in_store(location: str, store: Path) -> Path | None:
+    """``location`` where it is a snapshot of the store already (a path from ``aiprim status`` or a log line):
+    imported again, it would be stored twice, under a second id."""
+    if "://" in location:
+        return None
+    path = Path(location).resolve()
+    return path if path.parent == store.resolve() and (path / "manifest.json").is_file() else None
 
 
 def _with_deployment(prim, directory: Path, deployment: str, root: Path) -> Path:

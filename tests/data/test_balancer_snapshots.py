@@ -244,6 +244,13 @@ def test_a_source_names_the_primitives_it_holds(tmp_path_factory, project, balan
     assert not (project / "data" / "snapshots" / "query").exists(), "nothing imported"
 
 
+def test_a_snapshot_of_the_store_given_as_a_source_is_not_stored_again(project, balancer_snapshot):
+    from aiprim.flows import config, steps
+
+    assert steps.snapshot("balancer", config.load(), source=str(balancer_snapshot) + "/") == balancer_snapshot
+    assert [p.name for p in balancer_snapshot.parent.iterdir()] == [balancer_snapshot.name]
+
+
 def test_what_aiprim_snapshot_out_wrote_is_a_source(tmp_path_factory, project, balancer_tables, capsys):
     """``aiprim snapshot --out DIR`` writes ``DIR/balancer/<id>/``; ``run --source DIR`` (or ``DIR/balancer``) reads
     that snapshot, several of them are one line naming them, and validating ``DIR`` itself names what lies inside
