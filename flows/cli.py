@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from aiprim import __version__
+
+    p.add_argument("--version", action="version", version=f"aiprim {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="show more: libraries' INFO messages and per-epoch lines (-vv: also the messages known as noise)")
@@ -108,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     stp.add_argument("--profile")
 
     st = sub.add_parser("status", help="champions, their metrics and lineage")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print every deployment's champion, challenger, metrics and "
+                                                     "lineage as one JSON object")
     st.add_argument("--details", action="store_true", help="every metric and the lineage of each champion")
 
     sc = sub.add_parser("schedule", help="serve the retrain deployment on a cron schedule (Ctrl-C stops)")

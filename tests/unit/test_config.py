@@ -152,3 +152,11 @@ def test_train_with_negative_trials_is_one_line(project, capsys):
     assert main(["train", "balancer", str(project / "any-snapshot"), "--trials", "-1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["aiprim: error: --trials: 0 or more, not -1"], err
+
+
+def test_the_command_line_says_its_version(capsys):
+    import aiprim
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"aiprim {aiprim.__version__}"
