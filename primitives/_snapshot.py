@@ -177,9 +177,20 @@ def check_snapshot(directory: Path, primitive: str) -> Path:
     directory = Path(directory)
     if not directory.is_dir():
         raise SnapshotError(f"snapshot {directory}: not a directory")
-    named = read_manifest(directory).get("primitive")
+    manifest = read_manifest(directory)
+    named = manifest.get("primitive")
     if named not in (None, primitive):
         raise SnapshotError(f"snapshot {directory}: a {named} snapshot, not one of {primitive}")
+    # Scored as it lies (evaluate, replay: no validation), a table edited since its manifest was written would be
+    # reported under the snapshot's id as if it were what was validated.
+    listed = manifest.get("tables") if isinstance(manifest.get("tables"), dict) else {}
+    changed = [name for name, entry in sorted(listed.items())
+               if isinstance(entry, dict) and "sha256" in entry and (directory / f"{name}.parquet").is_file()
+               and sha256_file(directory / f"{name}.parquet") != entry["sha256"]]
+    if changed:
+        raise SnapshotError(f"snapshot {directory}: {', '.join(changed)}.parquet changed since manifest.json was written "
+                            f"(sha256 differs); to use the tables as they are, remove manifest.json and import them with "
+                            f"`aiprim snapshot {primitive} --source DIR`, which writes a new one")
     return directory
 
 

@@ -244,6 +244,17 @@ def test_a_source_names_the_primitives_it_holds(tmp_path_factory, project, balan
     assert not (project / "data" / "snapshots" / "query").exists(), "nothing imported"
 
 
+def test_evaluate_refuses_a_table_changed_since_its_manifest(tmp_path_factory, balancer_tables, project, capsys):
+    folder = write_balancer_snapshot(tmp_path_factory.mktemp("edited"), balancer_tables)
+    requests = pd.read_parquet(folder / "requests.parquet")
+    requests.loc[5, "cost_io"] = -1.0  # a value validation would refuse, in a file the manifest no longer describes
+    requests.to_parquet(folder / "requests.parquet")
+    assert main(["evaluate", "balancer", "--snapshot", str(folder), "--model", "none", "--part", "all"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"aiprim: error: snapshot {folder}: requests.parquet changed since "
+                                               "manifest.json was written (sha256 differs)"), err
+
+
 def test_a_snapshot_of_the_store_given_as_a_source_is_not_stored_again(project, balancer_snapshot):
     from aiprim.flows import config, steps
 
