@@ -23,7 +23,7 @@ from aiprim import primitives
 from aiprim._locks import exclusive
 from aiprim.primitives._base import VALIDATION_LOSS
 from aiprim.primitives._report import CHAMPION_CANDIDATE, LEARNED, EvaluationReport
-from aiprim.primitives._snapshot import SnapshotError, check_snapshot, import_snapshot, read_manifest, read_tables, snapshot_id, write_snapshot
+from aiprim.primitives._snapshot import MANIFEST, SnapshotError, check_snapshot, import_snapshot, read_manifest, read_tables, snapshot_id, write_snapshot
 from aiprim.settings import optuna_storage
 
 from . import config as cfgmod
@@ -113,7 +113,7 @@ def _in_store(location: str, store: Path) -> Path | None:
     if "://" in location:
         return None
     path = Path(location).resolve()
-    return path if path.parent == store.resolve() and (path / "manifest.json").is_file() else None
+    return path if path.parent == store.resolve() and (path / MANIFEST).is_file() else None
 
 
 def _with_deployment(prim, directory: Path, deployment: str, root: Path) -> Path:
@@ -231,9 +231,9 @@ def _source_for(name: str, source: str) -> str:
         return source
     if fs.isdir(f"{path}/{name}"):
         inner = f"{source.rstrip('/')}/{name}"
-        if fs.exists(f"{path}/{name}/manifest.json") or not _snapshots_in(fs, f"{path}/{name}"):
+        if fs.exists(f"{path}/{name}/manifest.json") or not (found := _snapshots_in(fs, f"{path}/{name}")):
             return inner
-        return _the_one_snapshot(name, inner, _snapshots_in(fs, f"{path}/{name}"))
+        return _the_one_snapshot(name, inner, found)
     if not fs.exists(path):
         raise SnapshotError(f"source {source}: not found")
     if fs.isdir(path) and name in _primitives_of_tables(fs, path):
@@ -275,10 +275,10 @@ def validate(name: str, snapshot_dir: Path, cfg: dict) -> ValidationReport:
 def _require_snapshot_files(directory: Path) -> None:
     """A folder holding nothing a snapshot consists of is not bad data to quarantine but the wrong folder: say
     which snapshots lie inside it (``aiprim snapshot --out DIR`` writes ``DIR/<primitive>/<id>/``)."""
-    if any(path.is_file() and (path.name == "manifest.json" or path.suffix == ".parquet") for path in directory.iterdir()):
+    if any(path.is_file() and (path.name == MANIFEST or path.suffix == ".parquet") for path in directory.iterdir()):
         return
     inside = sorted(str(manifest.parent.relative_to(directory))
-                    for pattern in ("*/manifest.json", "*/*/manifest.json") for manifest in directory.glob(pattern))
+                    for pattern in (f"*/{MANIFEST}", f"*/*/{MANIFEST}") for manifest in directory.glob(pattern))
     hint = f"; the snapshots in it: {', '.join(inside)}" if inside else ""
     raise SnapshotError(f"snapshot {directory}: not a snapshot (no manifest.json, no Parquet tables){hint}")
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from aiprim.settings import shown_url
 
+from ._interrupt import Terminated, sigterm_raises
 from .errors import AiprimError
 
 DEFAULT_PORTS = {"mlflow": 5000, "prefect": 4200, "optuna": 8080}
@@ -285,19 +286,10 @@ class RunningServers:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-class _Terminated(Exception):
-    """SIGTERM arrived: leave the serving loop the way Ctrl-C does."""
-
-
 def serve(servers: list[Server]) -> int:
     """Start the UIs, print their URLs, serve until Ctrl-C or SIGTERM, stop everything; 0 on a requested stop."""
-
-    def on_sigterm(signum, frame):
-        raise _Terminated
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        with RunningServers(servers):
+        with sigterm_raises(), RunningServers(servers):
             for server in servers:
                 note = " (already running, not ours)" if server.external else ""
                 print(f"{server.name + ':':<8} {shown_url(server.url)}{note}", flush=True)
@@ -308,11 +300,9 @@ def serve(servers: list[Server]) -> int:
                         raise ServerFailed(f"the {server.name} server exited with status {server.process.returncode} "
                                            f"(see {server.log_path}); stopped the others")
                 time.sleep(0.5)
-    except (KeyboardInterrupt, _Terminated):
+    except (KeyboardInterrupt, Terminated):
         print("stopped the UIs", flush=True)
         return 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def print_commands(host: str = "127.0.0.1") -> None:

@@ -188,7 +188,8 @@ def check_snapshot(directory: Path, primitive: str) -> Path:
                if isinstance(entry, dict) and "sha256" in entry and (directory / f"{name}.parquet").is_file()
                and sha256_file(directory / f"{name}.parquet") != entry["sha256"]]
     if changed:
-        raise SnapshotError(f"snapshot {directory}: {', '.join(changed)}.parquet changed since manifest.json was written "
+        raise SnapshotError(f"snapshot {directory}: {', '.join(f'{name}.parquet' for name in changed)} changed since "
+                            f"manifest.json was written "
                             f"(sha256 differs); to use the tables as they are, remove manifest.json and import them with "
                             f"`aiprim snapshot {primitive} --source DIR`, which writes a new one")
     return directory
