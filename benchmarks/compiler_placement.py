@@ -85,6 +85,17 @@ def shape_key(shape: dict) -> str:
     return f"{shape['M']}x{shape['N']}x{shape['K']}"
 
 
+def cpu_caches_of(tasks) -> tuple[int, int] | None:
+    """The ``(l1_bytes, l2_bytes)`` the snapshot recorded for its CPU matmul tasks (one machine measured them)."""
+    cpu = tasks[tasks["kernel"] == "matmul"]
+    if not {"l1_bytes", "l2_bytes"} <= set(cpu.columns) or cpu[["l1_bytes", "l2_bytes"]].isna().any().any():
+        return None
+    recorded = cpu[["l1_bytes", "l2_bytes"]].drop_duplicates()
+    if len(recorded) != 1:
+        raise SystemExit(f"compiler_placement: the CPU tasks record {len(recorded)} different cache sizes; one machine's expected")
+    return int(recorded.iloc[0]["l1_bytes"]), int(recorded.iloc[0]["l2_bytes"])
+
+
 def xgboost_predictor(peer):
     """predict(task, schedules) in seconds from the XGBoost peer, as the runtime's ``predict``."""
     from aiprim.primitives.compiler._features import featurize_task, log_flops
@@ -94,9 +105,9 @@ def xgboost_predictor(peer):
     class Peer:
         kernels = None
 
-        def predict(self, task, schedules):
+        def predict(self, task, schedules, caches=None):
             frame = knob_frame(task["kernel"], schedules)
-            x = featurize_task(task["kernel"], task["shape"], frame, machine_caches(task["kernel"]))
+            x = featurize_task(task["kernel"], task["shape"], frame, caches if caches is not None else machine_caches(task["kernel"]))
             return np.exp(peer.predict(x) + log_flops(task["kernel"], task["shape"]))
 
     return Peer()
@@ -211,6 +222,10 @@ def main() -> int:
         draw_shapes(args.shapes, args.seed, [int(d) for d in args.dims.split(",")]), args, out)
     summary["seconds"]["telemetry"] = time.perf_counter() - started
     summary["targets"] = sorted(tables["tasks"]["target"].dropna().unique().tolist())
+    # The CPU side is predicted for the caches of the machine that measured it, which with --snapshot need not
+    # be this one (before stop 34, offline decisions used this machine's).
+    cpu_caches = cpu_caches_of(tables["tasks"])
+    summary["cpu_caches"] = cpu_caches
     best = best_measured(tables)
     shapes = [json.loads(s) for s in tables["tasks"].loc[tables["tasks"]["kernel"] == "matmul", "shape"]]
     truth = {}
@@ -262,7 +277,8 @@ def main() -> int:
     rows = []
     for n, s in enumerate(held, start=1):
         task = {"kernel": "matmul", "shape": s}
-        decisions = {name: place(task, model, ["cpu", "cuda"], args.candidates, args.seed) for name, model in predictors.items()}
+        decisions = {name: place(task, model, ["cpu", "cuda"], args.candidates, args.seed, {"cpu": cpu_caches})
+                     for name, model in predictors.items()}
         row = {"shape": shape_key(s), "flops": 2.0 * s["M"] * s["N"] * s["K"], "random_best": dict(truth[shape_key(s)]),
                "best": dict(truth[shape_key(s)])}
         for name, d in decisions.items():

@@ -45,12 +45,13 @@ def parse_task_spec(spec: str) -> dict:
     return {"task_id": task.get("task_id", "--task"), "kernel": task["kernel"], "shape": task["shape"]}
 
 
-def rank_candidates(task, runtime, candidates: int = 1000, seed: int = 0) -> tuple[list[dict], np.ndarray, np.ndarray]:
+def rank_candidates(task, runtime, candidates: int = 1000, seed: int = 0,
+                    caches: tuple[int, int] | None = None) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """``candidates`` distinct schedules drawn from the task's space, their predicted seconds, and their order
-    (predicted fastest first)."""
+    (predicted fastest first). ``caches``: as ``Runtime.predict``'s, for a machine other than this one."""
     kernel, shape, _ = task_parts(task)
     pool = sample_schedules(kernel, candidates, np.random.default_rng(seed))
-    predicted = runtime.predict({"kernel": kernel, "shape": shape}, pool)
+    predicted = runtime.predict({"kernel": kernel, "shape": shape}, pool, caches)
     return pool, predicted, np.argsort(predicted, kind="stable")
 
 

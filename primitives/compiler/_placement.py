@@ -48,8 +48,12 @@ def check_trained_on(runtime, kernel: str, target: str) -> None:
                         f"(its kernels: {', '.join(known)}); train it on a snapshot measured on that target")
 
 
-def place(task: dict, runtime, targets: list[str], candidates: int = 2000, seed: int = 0) -> dict:
+def place(task: dict, runtime, targets: list[str], candidates: int = 2000, seed: int = 0,
+          caches: dict[str, tuple[int, int]] | None = None) -> dict:
     """The model's choice of target for ``task`` (``{"kernel", "shape"}``), with each target's predicted best.
+
+    The CPU's times are predicted for this machine's caches, or for ``caches["cpu"]`` (``(l1_bytes, l2_bytes)``)
+    when deciding for another machine, such as the one a snapshot was measured on.
 
     Returns ``{"choice": target, "targets": {target: {"kernel", "predicted_s", "schedule", "pool", "predicted",
     "order"}}}``; ``pool``/``predicted``/``order`` are the scored candidates (for measuring the top ones).
@@ -58,7 +62,8 @@ def place(task: dict, runtime, targets: list[str], candidates: int = 2000, seed:
     for target in targets:
         kernel = counterpart(task["kernel"], target)
         check_trained_on(runtime, kernel, target)
-        pool, predicted, order = rank_candidates({"kernel": kernel, "shape": task["shape"]}, runtime, candidates, seed)
+        pool, predicted, order = rank_candidates({"kernel": kernel, "shape": task["shape"]}, runtime, candidates, seed,
+                                                 (caches or {}).get(target))
         best = int(order[0])
         per_target[target] = {"kernel": kernel, "predicted_s": float(predicted[best]), "schedule": pool[best],
                               "pool": pool, "predicted": predicted, "order": order}

@@ -105,13 +105,14 @@ class CompilerRuntime(Runtime):
             h = (1.0 - self.tree_weight) * h + self.tree_weight * scores[n_mlp]
         return h * self.meta["target_std"] + self.meta["target_mean"]
 
-    def predict(self, task, schedules) -> np.ndarray:
-        """Predicted runtime in seconds of each schedule, on the machine this runs on (its caches, for CPU families)."""
+    def predict(self, task, schedules, caches: tuple[int, int] | None = None) -> np.ndarray:
+        """Predicted runtime in seconds of each schedule on the machine it runs on: this one, unless ``caches``
+        gives that machine's ``(l1_bytes, l2_bytes)`` (a snapshot records them for its CPU tasks)."""
         kernel, shape, name = task_parts(task)
         frame = knob_frame(kernel, schedules, name)
         if frame.empty:
             return np.zeros(0)
-        x = featurize_task(kernel, shape, frame, machine_caches(kernel))
+        x = featurize_task(kernel, shape, frame, caches if caches is not None else machine_caches(kernel))
         return np.exp(self.score_features(x) + log_flops(kernel, shape))
 
     def rank(self, task, schedules) -> np.ndarray:

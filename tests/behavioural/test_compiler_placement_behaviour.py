@@ -38,9 +38,30 @@ def placed(tmp_path_factory):
     train = {name: t[~t["task_id"].isin(held_ids)] for name, t in tables.items()}
     params = {**yaml.safe_load((ROOT / "configs" / "compiler.yaml").read_text())["train"], "max_epochs": 20}
     runtime = primitives.get("compiler").train_runtime(train, params, tmp_path_factory.mktemp("placement"), seed=0)
-    decisions = {s: place({"kernel": "matmul", "shape": json.loads(s)}, runtime, ["cpu", "cuda"], candidates=500)
+    # Decided for the machine that measured the CPU side (its caches, recorded per task), not for this one.
+    decisions = {s: place({"kernel": "matmul", "shape": json.loads(s)}, runtime, ["cpu", "cuda"], candidates=500,
+                          caches={"cpu": _recorded_caches(tables)})
                  for s in held}
     return runtime, decisions, {s: truth[s] for s in held}
+
+
+def _recorded_caches(tables) -> tuple[int, int]:
+    cpu = tables["tasks"].loc[tables["tasks"]["kernel"] == "matmul", ["l1_bytes", "l2_bytes"]].drop_duplicates()
+    assert len(cpu) == 1, cpu
+    return int(cpu.iloc[0]["l1_bytes"]), int(cpu.iloc[0]["l2_bytes"])
+
+
+def test_cpu_times_are_predicted_for_the_caches_of_the_machine_decided_for(placed):
+    """A decision for another machine (a snapshot's) reads that machine's caches: a matmul whose working set
+    fits the recorded 2 MiB L2 is predicted differently for a machine whose L2 it overflows."""
+    runtime, _, _ = placed
+    task = {"kernel": "matmul", "shape": {"M": 256, "N": 256, "K": 256}}
+    schedules = place(task, runtime, ["cpu"], candidates=200)["targets"]["cpu"]["pool"][:50]
+    recorded = runtime.predict(task, schedules, (49152, 2097152))
+    tiny = runtime.predict(task, schedules, (4096, 16384))
+    assert not np.allclose(recorded, tiny)
+    chosen = place(task, runtime, ["cpu"], candidates=200, caches={"cpu": (4096, 16384)})["targets"]["cpu"]
+    assert chosen["predicted_s"] == pytest.approx(float(runtime.predict(task, [chosen["schedule"]], (4096, 16384))[0]))
 
 
 def test_the_runtime_knows_both_targets(placed):
