@@ -477,6 +477,12 @@ def _print_decision(decision, as_json: bool) -> None:
     print(f"{decision.primitive} [{decision.deployment}]: v{decision.version} {outcome}{was}: {decision.reason}")
 
 
+def _trained_elsewhere(entry: dict) -> str:
+    """' (trained for NAME)' where the deployment's champion was trained for another deployment, else ''."""
+    trained_for = entry.get("trained_for")
+    return f" (trained for {trained_for})" if trained_for and trained_for != entry["deployment"] else ""
+
+
 def cmd_status(args) -> int:
     from . import config, steps
 
@@ -488,7 +494,7 @@ def cmd_status(args) -> int:
     if args.details:
         for name, entry in entries:
             metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(entry["metrics"].items()))
-            print(f"{name} [{entry['deployment']}]: champion {entry['version'] or '-'} "
+            print(f"{name} [{entry['deployment']}]: champion {entry['version'] or '-'}{_trained_elsewhere(entry)} "
                   f"(challenger {entry['challenger'] or '-'}) {metrics}")
             if entry["lineage"]:
                 # The descriptor is 37 numbers: `status --json` has it, the line says only that it is there.
@@ -502,7 +508,7 @@ def cmd_status(args) -> int:
     for name, entry in entries:
         metric = primitives.get(name).primary_metric
         value = entry["metrics"].get(metric)
-        rows.append((name, entry["deployment"], f"v{entry['version']}" if entry["version"] else "-",
+        rows.append((name, entry["deployment"], f"v{entry['version']}{_trained_elsewhere(entry)}" if entry["version"] else "-",
                      f"v{entry['challenger']}" if entry["challenger"] else "-", metric,
                      "-" if value is None else f"{value:.4g}", entry["lineage"].get("snapshot_id", "-")))
     _print_table(rows)

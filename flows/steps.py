@@ -845,7 +845,7 @@ def status(cfg: dict) -> dict:
     from aiprim.registry._promotion import CHALLENGER, CHAMPION, alias_version
     from aiprim.registry._store import configure, model_name
 
-    from aiprim.registry._deployments import known_deployments
+    from aiprim.registry._deployments import DEFAULT_DEPLOYMENT, DEPLOYMENT_TAG, known_deployments
 
     client = configure()
 
@@ -856,6 +856,9 @@ def status(cfg: dict) -> dict:
         if version is not None:
             mv = client.get_model_version(model_name(name), version)
             entry["version"] = version
+            # A champion moved by hand (`aiprim promote --deployment`, the MLflow UI) may have been trained for
+            # another deployment: its metrics then describe that deployment's telemetry, not this one's.
+            entry["trained_for"] = mv.tags.get(DEPLOYMENT_TAG, DEFAULT_DEPLOYMENT)
             entry["metrics"] = {k[len("metric."):]: float(v) for k, v in mv.tags.items() if k.startswith("metric.")}
             entry["lineage"] = {k[len("aiprim."):]: v for k, v in mv.tags.items() if k.startswith("aiprim.")}
         return entry

@@ -72,6 +72,11 @@ def test_two_deployments_get_independent_champions(project, balancer_tables, cap
     assert main(["promote", "balancer", "--version", first["version"], "--deployment", "eu-west"]) == 0
     assert alias_version(client, "balancer", CHAMPION, "eu-west") == first["version"]
     assert alias_version(client, "balancer", CHAMPION) == first["version"]
+    capsys.readouterr()
+    assert main(["status"]) == 0  # the champion now serving eu-west was trained for default: the table says so
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["balancer", "eu-west", "v" + first["version"], "(trained", "for", "default)"] in [row[:6] for row in rows], rows
+    assert ["balancer", "default", "v" + first["version"], "-"] in [row[:4] for row in rows], rows
     assert main(["rollback", "balancer", "--deployment", "eu-west"]) == 0
     assert alias_version(client, "balancer", CHAMPION, "eu-west") == second["version"]
     assert alias_version(client, "balancer", CHAMPION) == first["version"]
