@@ -16,10 +16,6 @@ class ValidationFailed(AiprimError):
         super().__init__(report.summary() + where)
 
 
-class TrainingFailed(AiprimError):
-    pass
-
-
 def describe_failure(error: BaseException) -> str:
     """One line for a failed branch; an MLflow server that does not answer is named as such.
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,8 +26,8 @@ from aiprim.settings import optuna_storage
 
 from . import config as cfgmod
 from . import experience
-from ._interrupt import Interrupted, raise_if_interrupted, stop_training_callback
-from .errors import AiprimError, TrainingFailed, ValidationFailed
+from ._interrupt import Interrupted, raise_if_interrupted, sigterm_raises, stop_training_callback
+from .errors import AiprimError, ValidationFailed
 from .validation import ValidationReport, validate as run_validation
 
 
@@ -501,36 +499,6 @@ def _epoch_metrics_to_mlflow():
     return EpochMetricsToMlflow(mlflow.active_run().info.run_id, mlflow.get_tracking_uri())
 
 
-@contextmanager
-def _terminate_as_failure():
-    """SIGTERM raises, so a killed training still marks its MLflow run failed.
-
-    The raise can land anywhere, also in a library that wraps what it catches (MLflow's artifact
-    logging re-raises it as an MlflowException): once the signal came, whatever escapes is TrainingFailed.
-    """
-    received = []
-
-    def handler(signum, frame):
-        received.append(signum)
-        raise TrainingFailed(f"training interrupted by signal {signum}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    except TrainingFailed:
-        raise
-    except BaseException as error:
-        if received:
-            raise TrainingFailed(f"training interrupted by signal {received[0]}") from error
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 # Which process trained the run (host:pid): a flow's own, or a Dask/Ray worker's. Says where to look for
 # its log; not lineage, so versions do not copy it.
 PROCESS_TAG = "aiprim.process"
@@ -581,7 +549,9 @@ def train(name: str, snapshot_dir: Path, cfg: dict, tuned: dict | None = None) -
         tags = {**lineage_tags(name, snapshot_dir, params, "train"), "aiprim.train_key": key,
                 "aiprim.experience": json.dumps(window.ids), PROCESS_TAG: _this_process()}
         started = time.perf_counter()
-        with _terminate_as_failure(), mlflow.start_run(run_name=f"train-{name}-{content_id}", tags=tags) as run:
+        # SIGTERM raises Terminated (a BaseException: libraries' `except Exception` let it through), so a killed
+        # training ends its MLflow run FAILED and registers nothing; `aiprim` installs it, a library caller gets it here.
+        with sigterm_raises(), mlflow.start_run(run_name=f"train-{name}-{content_id}", tags=tags) as run:
             mlflow.log_params(dataclasses.asdict(typed))  # defaults included: the run says what it trained with
             mlflow.log_params({"experience.snapshots": len(window.snapshots), "experience.rows": window.rows})
             import lightning as L
