@@ -56,6 +56,12 @@ def history(name: str, cfg: dict) -> list[dict]:
     return list(entries or [])
 
 
+def was_accepted(name: str, snapshot_dir: Path, cfg: dict) -> bool:
+    """Whether validation accepted this snapshot folder with this content (its id)."""
+    where, content = Path(snapshot_dir).resolve(), _content(snapshot_dir)
+    return any(Path(e["snapshot"]).resolve() == where and e.get("id", content) == content for e in history(name, cfg))
+
+
 def record_accepted(name: str, snapshot_dir: Path, stats: dict, cfg: dict) -> None:
     """Append the snapshot to the history (once) and make it the drift reference of its deployment.
 

@@ -281,6 +281,21 @@ def _require_snapshot_files(directory: Path) -> None:
     raise SnapshotError(f"snapshot {directory}: not a snapshot (no manifest.json, no Parquet tables){hint}")
 
 
+def _require_valid(prim, snapshot_dir: Path, cfg: dict) -> None:
+    """A snapshot validation never accepted is validated before it is scored: a score of bad data, logged to
+    MLflow under the snapshot's id, would read as a measurement. Rejected, it is one line; the folder stays where
+    it is (a user's, not quarantined) and is not recorded as accepted. No drift check: it compares rounds of one
+    deployment, and scoring another workload is what evaluating on a snapshot is for.
+
+    A primitive that measures at evaluation (``timed_steps``: the query optimizer runs each query live) scores no
+    recorded value, and names each query it cannot run or refuses (a DELETE) itself, measuring the rest."""
+    if "evaluate" in prim.timed_steps or experience.was_accepted(prim.name, snapshot_dir, cfg):
+        return
+    report = run_validation(prim, snapshot_dir, None, float(cfg["validation"]["drift_threshold"]), cfgmod.path(cfg, "data_docs"))
+    if not report.ok:
+        raise ValidationFailed(report, None)
+
+
 def quarantine(name: str, snapshot_dir: Path, cfg: dict) -> Path:
     """Move a rejected snapshot out of the store; a snapshot from anywhere else is copied, never moved."""
     target_root = cfgmod.path(cfg, "quarantine") / name
@@ -644,7 +659,9 @@ def evaluate(name: str, snapshot_dir: Path, cfg: dict, model: str | None = "cham
     from aiprim import registry
 
     prim = primitives.get(name)
-    tables = read_tables(check_snapshot(snapshot_dir, name), prim.schema)
+    checked = check_snapshot(snapshot_dir, name)  # the right primitive's, no table changed since its manifest
+    _require_valid(prim, checked, cfg)
+    tables = read_tables(checked, prim.schema)
     training_tables = None
     if part == "holdout":  # peers that learn get the experience the model trained on
         _, (training_tables, tables), _ = _split(name, snapshot_dir, cfg)

@@ -181,8 +181,8 @@ def check_snapshot(directory: Path, primitive: str) -> Path:
     named = manifest.get("primitive")
     if named not in (None, primitive):
         raise SnapshotError(f"snapshot {directory}: a {named} snapshot, not one of {primitive}")
-    # Scored as it lies (evaluate, replay: no validation), a table edited since its manifest was written would be
-    # reported under the snapshot's id as if it were what was validated.
+    # Read as it lies (evaluate, replay), a table edited since its manifest was written would be reported under
+    # the snapshot's id as if it were what was validated.
     listed = manifest.get("tables") if isinstance(manifest.get("tables"), dict) else {}
     changed = [name for name, entry in sorted(listed.items())
                if isinstance(entry, dict) and "sha256" in entry and (directory / f"{name}.parquet").is_file()

@@ -255,6 +255,25 @@ def test_evaluate_refuses_a_table_changed_since_its_manifest(tmp_path_factory, b
                                                "manifest.json was written (sha256 differs)"), err
 
 
+def test_evaluate_refuses_a_snapshot_that_fails_validation_and_logs_nothing(tmp_path_factory, balancer_tables, project, capsys):
+    """A folder validation never saw is validated before it is scored: negative costs are one line naming the
+    column and the rows, exit 1, no evaluation run in MLflow, and the folder stays where it is, not accepted."""
+    from aiprim.flows import config, experience
+    from aiprim.registry._store import configure
+
+    tables = {**balancer_tables, "requests": balancer_tables["requests"].copy()}
+    tables["requests"].loc[tables["requests"].index[:5], "cost_cpu"] = -1.0  # hashed into a fresh manifest: only validation sees it
+    folder = write_balancer_snapshot(tmp_path_factory.mktemp("negative"), tables)
+    assert main(["evaluate", "balancer", "--snapshot", str(folder), "--model", "none", "--part", "all"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rejected: table requests, column cost_cpu: 5 rows out of range (must be >= 0)" in err[0], err
+    assert (folder / "requests.parquet").exists() and not experience.history("balancer", config.load())
+    assert not configure().search_runs([e.experiment_id for e in configure().search_experiments()]), "an evaluation was logged"
+
+    good = write_balancer_snapshot(tmp_path_factory.mktemp("good"), balancer_tables)
+    assert main(["evaluate", "balancer", "--snapshot", str(good), "--model", "none", "--part", "all"]) == 0
+
+
 def test_a_snapshot_of_the_store_given_as_a_source_is_not_stored_again(project, balancer_snapshot):
     from aiprim.flows import config, steps
 
