@@ -88,6 +88,13 @@ class Guardrail:
     no_worse_than_champion: bool = False
     higher_is_better: bool = False  # direction, for ``no_worse_than_champion``
     tolerance: float = 0.0  # for ``no_worse_than_champion``: a shortfall this small is the metric's noise, not worse
+    # For ``no_worse_than_champion``, a shortfall within this many standard errors of the paired per-item
+    # difference (the challenger's ``<metric>_paired_se``, from a scoring of both on the same items) is not worse
+    # either: with few items, one item can move the mean past any fixed tolerance.
+    noise_se: float = 0.0
+
+    def paired_se_key(self) -> str:
+        return f"{self.metric}_paired_se"
 
     def broken_by(self, metrics: dict[str, Any], champion: dict[str, Any] | None = None) -> str | None:
         value = metrics.get(self.metric)
@@ -100,9 +107,12 @@ class Guardrail:
         reference = (champion or {}).get(self.metric) if self.no_worse_than_champion else None
         if reference is not None:
             shortfall = reference - value if self.higher_is_better else value - reference
-            if shortfall > self.tolerance:
-                allowed = f" by more than {self.tolerance:g}" if self.tolerance else ""
-                return f"{self.metric}={value:.4g} worse than the champion's {reference:.4g}{allowed}"
+            noise = self.noise_se * float(metrics.get(self.paired_se_key()) or 0.0)
+            allowed = max(self.tolerance, noise)
+            if shortfall > allowed:
+                why = (f" by more than {allowed:.3g} ({self.noise_se:g} standard errors of the paired difference)"
+                       if noise > self.tolerance else f" by more than {self.tolerance:g}" if self.tolerance else "")
+                return f"{self.metric}={value:.4g} worse than the champion's {reference:.4g}{why}"
         return None
 
 

@@ -67,6 +67,24 @@ def test_ranks_training_tasks_better_than_chance(cost_model):
     assert report["metrics"]["top5_score"] > report["baselines"]["random"]["top5_score"]
 
 
+def test_scored_beside_its_champion_it_reports_the_paired_noise_of_top1(cost_model, tmp_path):
+    """The top-1 guardrail's noise: the standard error of the per-task difference, over the tasks both scored."""
+    import numpy as np
+
+    from aiprim import primitives
+    from aiprim.primitives._report import CHAMPION_CANDIDATE, LEARNED
+
+    prim = primitives.get("compiler")
+    runtime, tables = cost_model
+    barely_trained = prim.train_runtime(tables, {"max_epochs": 1, "hidden": 16}, tmp_path / "champion")
+    report = prim.evaluate({LEARNED: runtime, CHAMPION_CANDIDATE: barely_trained}, tables, {"baselines": False})
+    difference = [t[LEARNED]["top1_score"] - t[CHAMPION_CANDIDATE]["top1_score"] for t in report.details["tasks"]]
+    assert len(difference) == 8
+    expected = np.std(difference, ddof=1) / np.sqrt(len(difference))
+    assert report.candidates[LEARNED]["top1_score_paired_se"] == pytest.approx(expected) and expected > 0
+    assert "top1_score_paired_se" not in prim.evaluate(runtime, tables, {"baselines": False}).candidates[LEARNED]
+
+
 def test_bad_schedules_are_named(cost_model):
     runtime, _ = cost_model
     with pytest.raises(TaskError, match="^task: unknown knob prefetch for matmul"):

@@ -89,6 +89,25 @@ def test_a_champion_guardrail_forgives_a_shortfall_within_its_tolerance_only():
     assert not decision(0.8387, 0.8399, {"top1_tolerance": 0.0}).promoted
 
 
+def test_the_top1_guardrail_forgives_a_shortfall_within_its_paired_noise_only():
+    """Stop 34's dvc repro: top-1 0.876 against the champion's 0.910 on 15 tasks, one of which alone cost 0.036,
+    with a paired standard error of 0.045, refused a model better on tau (0.691 vs 0.638). Two standard errors
+    forgive that; they do not forgive a shortfall the tasks agree on."""
+    compiler = primitives.get("compiler")
+
+    def decision(top1, champion_top1, paired_se, config=None):
+        candidates = {"learned": {"kendall_tau": 0.691, "top1_score": top1, "top1_score_paired_se": paired_se},
+                      "champion": {"kendall_tau": 0.638, "top1_score": champion_top1}}
+        rep = EvaluationReport("compiler", "kendall_tau", True, candidates, {"xgboost": {"kendall_tau": 0.674}})
+        return decide(compiler, rep, compiler.guardrails(config or {}), 0.01, "2", has_champion=True)
+
+    assert decision(0.8757, 0.9101, 0.0451).promoted
+    assert not decision(0.8757, 0.9101, 0.0451, {"top1_noise_se": 0}).promoted
+    refused = decision(0.80, 0.91, 0.02)  # 0.11 short, 0.04 allowed: the tasks agree it is worse
+    assert not refused.promoted and "by more than 0.04 (2 standard errors of the paired difference)" in refused.reason, refused.reason
+    assert not decision(0.8757, 0.9101, None).promoted  # no paired scoring: the fixed tolerance alone
+
+
 def _register_versions(n):
     import mlflow
 
