@@ -85,17 +85,6 @@ def shape_key(shape: dict) -> str:
     return f"{shape['M']}x{shape['N']}x{shape['K']}"
 
 
-def cpu_caches_of(tasks) -> tuple[int, int] | None:
-    """The ``(l1_bytes, l2_bytes)`` the snapshot recorded for its CPU matmul tasks (one machine measured them)."""
-    cpu = tasks[tasks["kernel"] == "matmul"]
-    if not {"l1_bytes", "l2_bytes"} <= set(cpu.columns) or cpu[["l1_bytes", "l2_bytes"]].isna().any().any():
-        return None
-    recorded = cpu[["l1_bytes", "l2_bytes"]].drop_duplicates()
-    if len(recorded) != 1:
-        raise SystemExit(f"compiler_placement: the CPU tasks record {len(recorded)} different cache sizes; one machine's expected")
-    return int(recorded.iloc[0]["l1_bytes"]), int(recorded.iloc[0]["l2_bytes"])
-
-
 def xgboost_predictor(peer):
     """predict(task, schedules) in seconds from the XGBoost peer, as the runtime's ``predict``."""
     from aiprim.primitives.compiler._features import featurize_task, log_flops
@@ -199,6 +188,7 @@ def main() -> int:
     from aiprim import primitives
     from aiprim.primitives.compiler._autotune import measure_schedules
     from aiprim.primitives.compiler._evaluate import fit_peers
+    from aiprim.primitives.compiler._machine import recorded_caches
     from aiprim.primitives.compiler._measure import cpu_target
     from aiprim.primitives.compiler._placement import place, placement_report
     from aiprim.primitives.compiler._source import task_id_of
@@ -224,7 +214,10 @@ def main() -> int:
     summary["targets"] = sorted(tables["tasks"]["target"].dropna().unique().tolist())
     # The CPU side is predicted for the caches of the machine that measured it, which with --snapshot need not
     # be this one (before stop 34, offline decisions used this machine's).
-    cpu_caches = cpu_caches_of(tables["tasks"])
+    try:
+        cpu_caches = recorded_caches(tables["tasks"], "matmul")
+    except ValueError as error:
+        raise SystemExit(f"compiler_placement: {error}") from None
     summary["cpu_caches"] = cpu_caches
     best = best_measured(tables)
     shapes = [json.loads(s) for s in tables["tasks"].loc[tables["tasks"]["kernel"] == "matmul", "shape"]]

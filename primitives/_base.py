@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from ._params import TrainParams, parse_params
-from ._report import LEARNED, EvaluationReport, Peer, Scores
+from ._report import LEARNED, EvaluationReport, Peer, Scores, paired_se_key
 from ._schema import Schema
 from ._split import HoldOut
 
@@ -89,12 +89,9 @@ class Guardrail:
     higher_is_better: bool = False  # direction, for ``no_worse_than_champion``
     tolerance: float = 0.0  # for ``no_worse_than_champion``: a shortfall this small is the metric's noise, not worse
     # For ``no_worse_than_champion``, a shortfall within this many standard errors of the paired per-item
-    # difference (the challenger's ``<metric>_paired_se``, from a scoring of both on the same items) is not worse
-    # either: with few items, one item can move the mean past any fixed tolerance.
+    # difference (the challenger's ``paired_se_key(metric)``, from a scoring of both on the same items) is not
+    # worse either: with few items, one item can move the mean past any fixed tolerance.
     noise_se: float = 0.0
-
-    def paired_se_key(self) -> str:
-        return f"{self.metric}_paired_se"
 
     def broken_by(self, metrics: dict[str, Any], champion: dict[str, Any] | None = None) -> str | None:
         value = metrics.get(self.metric)
@@ -107,12 +104,13 @@ class Guardrail:
         reference = (champion or {}).get(self.metric) if self.no_worse_than_champion else None
         if reference is not None:
             shortfall = reference - value if self.higher_is_better else value - reference
-            noise = self.noise_se * float(metrics.get(self.paired_se_key()) or 0.0)
-            allowed = max(self.tolerance, noise)
-            if shortfall > allowed:
-                why = (f" by more than {allowed:.3g} ({self.noise_se:g} standard errors of the paired difference)"
-                       if noise > self.tolerance else f" by more than {self.tolerance:g}" if self.tolerance else "")
-                return f"{self.metric}={value:.4g} worse than the champion's {reference:.4g}{why}"
+            noise = self.noise_se * float(metrics.get(paired_se_key(self.metric)) or 0.0)
+            if shortfall > max(self.tolerance, noise):
+                if noise > self.tolerance:
+                    allowed = f" by more than {noise:.3g} ({self.noise_se:g} standard errors of the paired difference)"
+                else:
+                    allowed = f" by more than {self.tolerance:g}" if self.tolerance else ""
+                return f"{self.metric}={value:.4g} worse than the champion's {reference:.4g}{allowed}"
         return None
 
 

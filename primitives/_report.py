@@ -19,6 +19,12 @@ from typing import Any
 LEARNED, CHAMPION_CANDIDATE = "learned", "champion"
 
 
+def paired_se_key(metric: str) -> str:
+    """The challenger's metric holding the standard error of its per-item difference from the champion's
+    ``metric``, where a score computed both on the same items (read by ``Guardrail.noise_se``)."""
+    return f"{metric}_paired_se"
+
+
 @dataclass(frozen=True)
 class Peer:
     """A classical peer the learned primitive is scored beside.

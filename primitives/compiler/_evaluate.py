@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from .._report import CHAMPION_CANDIDATE, LEARNED, Scores
+from .._report import CHAMPION_CANDIDATE, LEARNED, Scores, paired_se_key
 from ._features import featurize_rows, log_flops_rows
 from ._metrics import CURVE, aggregate, random_search, task_metrics
 from ._peers import RooflinePeer, XGBoostPeer
@@ -109,7 +109,7 @@ def score(candidates: dict, tables, config: dict) -> Scores:
     if LEARNED in candidates and CHAMPION_CANDIDATE in candidates and len(scored_tasks) > 1:
         # Scored on the same tasks: the standard error of the per-task difference, for the top-1 guardrail.
         difference = [a["top1_score"] - b["top1_score"] for a, b in zip(per_model[LEARNED], per_model[CHAMPION_CANDIDATE])]
-        candidate_metrics[LEARNED]["top1_score_paired_se"] = float(np.std(difference, ddof=1) / np.sqrt(len(difference)))
+        candidate_metrics[LEARNED][paired_se_key("top1_score")] = float(np.std(difference, ddof=1) / np.sqrt(len(difference)))
     return Scores(candidates=candidate_metrics,
                   peers={name: aggregate(per_model[name]) for name in per_model if name not in candidates},
                   details=details)

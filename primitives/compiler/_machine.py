@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from ._features import FALLBACK_L1_BYTES, FALLBACK_L2_BYTES
+from ._features import CACHE_COLUMNS, FALLBACK_L1_BYTES, FALLBACK_L2_BYTES
 from ._space import FAMILIES
 
 SYSFS_CACHES = "/sys/devices/system/cpu/cpu0/cache"
@@ -51,6 +51,18 @@ def cpu_caches(root: str = SYSFS_CACHES) -> dict:
     """
     l1, l2 = _read_caches(str(root))
     return {"l1_bytes": l1, "l2_bytes": l2}
+
+
+def recorded_caches(tasks, kernel: str) -> tuple[int, int] | None:
+    """The ``(l1_bytes, l2_bytes)`` a snapshot's tasks table recorded for its ``kernel`` tasks, which one machine
+    measured: the caches to predict for when deciding for that machine, not this one. None where not recorded."""
+    rows = tasks.loc[tasks["kernel"] == kernel]
+    if not set(CACHE_COLUMNS) <= set(rows.columns) or rows[list(CACHE_COLUMNS)].isna().any().any():
+        return None
+    recorded = rows[list(CACHE_COLUMNS)].drop_duplicates()
+    if len(recorded) != 1:
+        raise ValueError(f"the {kernel} tasks record {len(recorded)} different cache sizes: more than one machine measured them")
+    return int(recorded.iloc[0]["l1_bytes"]), int(recorded.iloc[0]["l2_bytes"])
 
 
 def machine_caches(kernel: str) -> tuple[int, int] | None:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from aiprim import primitives
+from aiprim.primitives.compiler._machine import recorded_caches
 from aiprim.primitives.compiler._placement import place
 from aiprim.primitives.compiler._source import task_id_of
 
@@ -40,15 +41,15 @@ def placed(tmp_path_factory):
     runtime = primitives.get("compiler").train_runtime(train, params, tmp_path_factory.mktemp("placement"), seed=0)
     # Decided for the machine that measured the CPU side (its caches, recorded per task), not for this one.
     decisions = {s: place({"kernel": "matmul", "shape": json.loads(s)}, runtime, ["cpu", "cuda"], candidates=500,
-                          caches={"cpu": _recorded_caches(tables)})
+                          caches={"cpu": _fixture_caches(tables)})
                  for s in held}
     return runtime, decisions, {s: truth[s] for s in held}
 
 
-def _recorded_caches(tables) -> tuple[int, int]:
-    cpu = tables["tasks"].loc[tables["tasks"]["kernel"] == "matmul", ["l1_bytes", "l2_bytes"]].drop_duplicates()
-    assert len(cpu) == 1, cpu
-    return int(cpu.iloc[0]["l1_bytes"]), int(cpu.iloc[0]["l2_bytes"])
+def _fixture_caches(tables) -> tuple[int, int]:
+    caches = recorded_caches(tables["tasks"], "matmul")  # one machine's, or a ValueError
+    assert caches is not None, "the fixture records its CPU's caches"
+    return caches
 
 
 def test_cpu_times_are_predicted_for_the_caches_of_the_machine_decided_for(placed):
