@@ -12,9 +12,16 @@ Everything is measured in one run, on one machine with a CUDA GPU:
 Peers: always the CPU, always the GPU, and a flops threshold fitted on the training shapes (offload above
 T flops, the rule BLAS dispatchers use). Kernel times only: copying operands to the GPU is not counted.
 
+With ``--prior DIR`` (another machine's placement telemetry, e.g. a fixture of another lent GPU host), that
+machine's model is placed beside them (issue 11 item 3, transfer across machines): as it is, fine-tuned on this
+machine's training shapes (every layer, as ``compiler_transfer.py`` does), and trained on both machines' telemetry
+pooled. The shapes held out here are dropped from the prior, so no model has seen them measured anywhere.
+
     python3 benchmarks/compiler_placement.py --out DIR                 # needs a CUDA GPU and a C compiler
     python3 benchmarks/compiler_placement.py --snapshot DIR --no-measure --out DIR   # decisions from saved telemetry
     python3 benchmarks/compiler_placement.py --snapshot DIR --no-measure --operands host --copies F [--copies-only]
+    python3 benchmarks/compiler_placement.py --snapshot tests/fixtures/placement-h200 --no-measure \
+        --prior tests/fixtures/placement-h100 --seed S     # decisions on the H200 host, starting from the H100's
 """
 
 from __future__ import annotations
@@ -102,6 +109,37 @@ def xgboost_predictor(peer):
     return Peer()
 
 
+def prior_telemetry(directory: Path, held_ids: set) -> tuple[dict, dict]:
+    """Another machine's telemetry without the shapes held out here, its task ids tagged so that a shape both
+    machines measured stays two tasks when pooled (one shape, two machines, two sets of times)."""
+    tables = read_telemetry(directory)
+    kept = ~tables["tasks"]["task_id"].isin(held_ids)
+    dropped = int((~kept).sum())
+    tasks = tables["tasks"][kept].assign(task_id=lambda t: "prior:" + t["task_id"])
+    measurements = tables["measurements"][tables["measurements"]["task_id"].isin(tables["tasks"]["task_id"][kept])]
+    measurements = measurements.assign(task_id=lambda m: "prior:" + m["task_id"])
+    about = {"folder": str(directory), "tasks": int(len(tasks)), "held_out_tasks_dropped": dropped,
+             "targets": sorted(tasks["target"].dropna().unique().tolist())}
+    log(f"prior {directory}: {len(tasks)} tasks ({dropped} held out here, dropped)")
+    return {"tasks": tasks.reset_index(drop=True), "measurements": measurements.reset_index(drop=True)}, about
+
+
+def prior_models(prim, prior: dict, train: dict, params: dict, tuned: dict, accelerator: str) -> dict:
+    """The prior machine's model as it is, fine-tuned on this machine's training part, and one model trained on
+    both machines' telemetry pooled."""
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from compiler_transfer import fine_tune
+
+    work = Path(tempfile.mkdtemp(prefix="aiprim-placement-prior-"))
+    source = prim.train_runtime(prior, params, work / "prior", seed=0, accelerator=accelerator)
+    pooled = {name: pd.concat([prior[name], train[name]], ignore_index=True) for name in ("tasks", "measurements")}
+    return {"prior as is": source,
+            "prior fine-tuned": fine_tune(prim, train, tuned, source, None, work / "fine-tuned", 0),
+            "pooled": prim.train_runtime(pooled, params, work / "pooled", seed=0, accelerator=accelerator)}
+
+
 def _median_seconds(run, repeats: int = 15) -> float:
     import torch
 
@@ -177,6 +215,10 @@ def main() -> int:
     parser.add_argument("--copies", help="with --operands host: a JSON of the copy model and every shape's measured "
                                          "copies, read when it exists (no GPU needed then), else measured and written")
     parser.add_argument("--copies-only", action="store_true", help="measure and write --copies, then stop")
+    parser.add_argument("--prior", help="another machine's telemetry (a folder like --snapshot's): its model as is, "
+                             "fine-tuned here, and pooled with this machine's, beside the others")
+    parser.add_argument("--fine-tune-epochs", type=int, default=30, help="with --prior (compiler_transfer.py's default)")
+    parser.add_argument("--fine-tune-lr", type=float, default=1e-3, help="with --prior")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
@@ -263,6 +305,12 @@ def main() -> int:
         runtime = prim.train_runtime(train, params, Path(tmp), seed=0, accelerator=args.accelerator)
     summary["seconds"]["train"] = time.perf_counter() - started
     predictors = {"learned": runtime, "xgboost": xgboost_predictor(fit_peers(train)["xgboost"])}
+    if args.prior:
+        started = time.perf_counter()
+        prior, summary["prior"] = prior_telemetry(Path(args.prior), held_ids)
+        tuned = {**params, "max_epochs": args.fine_tune_epochs, "lr": args.fine_tune_lr}
+        predictors.update(prior_models(prim, prior, train, params, tuned, args.accelerator))
+        summary["seconds"]["prior"] = time.perf_counter() - started
     threshold = threshold_rule(train_shapes, truth)
     summary["threshold_flops"] = threshold
 
@@ -316,7 +364,8 @@ def main() -> int:
 def calibration(rows) -> dict:
     """Per target: MAPE of the predicted best time (each model's best-predicted schedule) against the best measured."""
     out = {}
-    for name in ("learned", "xgboost"):
+    models = [key for key, value in rows[0].items() if isinstance(value, dict) and "predicted_s" in value] if rows else []
+    for name in models:
         for target in ("cpu", "cuda"):
             errors = [abs(r[name]["predicted_s"][target] - r["best"][target]) / r["best"][target] for r in rows]
             out[f"{name}_{target}_mape"] = float(np.mean(errors)) if errors else float("nan")
@@ -324,6 +373,7 @@ def calibration(rows) -> dict:
 
 
 def markdown(s: dict) -> str:
+    models = [name for name in s["placement"] if s["held_out"] and name in s["held_out"][0]]
     lines = [f"Machine: {s['machine']}; GPU {s.get('gpu', '-')}. Targets: {', '.join(s['targets'])}. "
              f"Held-out shapes: {s['placement']['learned']['tasks']}. Threshold rule: offload above "
              f"{s['threshold_flops']:.3g} flops.", "",
@@ -337,10 +387,11 @@ def markdown(s: dict) -> str:
                   f"bytes / {m['bytes_per_s'] / 1e9:.1f} GB/s."]
     lines += ["", "Predicted best time against the best measured, per target (MAPE): " + ", ".join(
         f"{k.replace('_mape', '')} {v:.0%}" for k, v in s["calibration"].items()), "",
-              "| shape | flops | CPU best ms | GPU best ms | learned | xgboost |", "|---|---|---|---|---|---|"]
+              "| shape | flops | CPU best ms | GPU best ms | " + " | ".join(models) + " |",
+              "|---|---|---|---|" + "---|" * len(models)]
     for r in sorted(s["held_out"], key=lambda r: r["flops"]):
         lines.append(f"| {r['shape']} | {r['flops']:.3g} | {r['best']['cpu'] * 1e3:.4g} | {r['best']['cuda'] * 1e3:.4g} | "
-                     f"{r['learned']['choice']} | {r['xgboost']['choice']} |")
+                     + " | ".join(r[name]["choice"] for name in models) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,9 @@ for each training seed (which also draws the subsets) and each source snapshot o
     # B: the default source with another seed, measured in a process pinned to one core (target ...-1c), once
     taskset -c 1 .venv/bin/python benchmarks/compiler_transfer.py --measure-seed 100 --measure-out /tmp/cxfer
     .venv/bin/python benchmarks/compiler_transfer.py --source-snapshot /tmp/cexp3/s12_0 --target-snapshot /tmp/cxfer
+    # A: the lent H100's host and GPU; B: the lent H200's (kept telemetry of both; B's shapes dropped from A)
+    .venv/bin/python benchmarks/compiler_transfer.py --source-snapshot tests/fixtures/placement-h100 \
+        --target-snapshot tests/fixtures/placement-h200 --drop-target-tasks
 """
 
 from __future__ import annotations
@@ -45,9 +48,16 @@ def log(message: str) -> None:
 
 
 def read_snapshot(folder: str, prim) -> tuple[dict, dict]:
-    """(tables, manifest) of the snapshot in ``folder`` (the snapshot itself or a root above it)."""
+    """(tables, manifest) of the snapshot in ``folder`` (the snapshot itself or a root above it), or of the
+    telemetry ``compiler_placement.py`` keeps of a lent GPU host (``tests/fixtures/placement-*``: both of the
+    host's targets, CPU and GPU, read as one machine)."""
     from aiprim.primitives._snapshot import read_tables
 
+    if (Path(folder) / "placement_tasks.parquet").is_file():
+        import pandas as pd
+
+        tables = {name: pd.read_parquet(Path(folder) / f"placement_{name}.parquet") for name in ("tasks", "measurements")}
+        return tables, {"target": f"{'+'.join(sorted(tables['tasks']['target'].dropna().unique()))} ({Path(folder).name})"}
     manifest = next(Path(folder).rglob("manifest.json"))
     return read_tables(manifest.parent, prim.schema), json.loads(manifest.read_text())
 
@@ -121,9 +131,15 @@ def run(args, prim, config: dict, params: dict, holdout: float, work: Path) -> d
     sources = []
     for folder in args.source_snapshot.split(","):
         tables, manifest = read_snapshot(folder, prim)
+        dropped = 0
+        if args.drop_target_tasks:  # A never measured what B holds: a prior, not a lookup of B's shapes
+            keep = ~tables["tasks"]["task_id"].isin(target_tables["tasks"]["task_id"])
+            dropped = int((~keep).sum())
+            tables = {"tasks": tables["tasks"][keep].reset_index(drop=True), "measurements": tables["measurements"][
+                tables["measurements"]["task_id"].isin(tables["tasks"]["task_id"][keep])].reset_index(drop=True)}
         shared = sorted(set(tables["tasks"]["task_id"]) & set(held["tasks"]["task_id"]))
         sources.append({"snapshot": folder, "target": manifest.get("target"), "tasks": len(tables["tasks"]),
-                        "held_out_shapes_also_in_source": shared, "tables": tables})
+                        "tasks_of_target_dropped": dropped, "held_out_shapes_also_in_source": shared, "tables": tables})
     rows = []
     for seed in [int(s) for s in args.train_seeds.split(",")]:
         started = time.perf_counter()
@@ -212,6 +228,8 @@ def main() -> int:
     parser.add_argument("--fine-tune-lr", type=float, default=1e-3)
     parser.add_argument("--measure-seed", type=int, help="measure a snapshot of the default source with this seed and exit")
     parser.add_argument("--measure-out", default="/tmp/cxfer", help="root folder of the measured snapshot")
+    parser.add_argument("--drop-target-tasks", action="store_true",
+                        help="drop from A every task (shape) B holds, so that A's model has never seen B's shapes")
     parser.add_argument("--set", action="append", default=[], help="KEY=JSON: override a key of train: in configs/compiler.yaml")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compiler_transfer.json"))
     args = parser.parse_args()
