@@ -266,7 +266,7 @@ def validate(name: str, snapshot_dir: Path, cfg: dict) -> ValidationReport:
     if not report.ok:
         raise ValidationFailed(report, quarantine(name, snapshot_dir, cfg))
     experience.record_accepted(name, snapshot_dir, report.stats, cfg)
-    log(f"{name}: snapshot {snapshot_dir.name} valid in {time.perf_counter() - started:.1f}s (Data Docs: {report.docs})")
+    log(f"{name}: snapshot {snapshot_id(snapshot_dir)} valid in {time.perf_counter() - started:.1f}s (Data Docs: {report.docs})")
     return report
 
 
