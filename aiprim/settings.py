@@ -12,11 +12,14 @@ with only ``MLFLOW_TRACKING_URI`` set. The pipeline's YAML configuration
 - ``MLFLOW_TRACKING_URI``: the MLflow store. Default: ``sqlite:///<home>/mlruns.db``.
 - ``AIPRIM_CACHE_DIR``: where downloaded runtimes are kept (see ``cache_dir``).
 - ``AIPRIM_OPTUNA_STORAGE``: the Optuna storage over the configured one (``aiprim stack up`` writes it).
+- ``AIPRIM_MACHINE_DIR``: state of the machine rather than of a project, the machine lock that timed steps hold
+  (see ``machine_dir``).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from importlib.resources import files
 from pathlib import Path
 
@@ -50,6 +53,22 @@ def config_dir() -> Path:
 def state_dir() -> Path:
     path = home() / STATE_DIR
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def machine_dir() -> Path:
+    """The machine's run-time state, shared by every project of this user: a kernel timed in one project's
+    snapshot is disturbed by another project's training as much as by its own (two clones, or DVC's queued
+    experiments, each in a workspace of its own). ``AIPRIM_MACHINE_DIR``; else ``$XDG_RUNTIME_DIR/aiprim``; else
+    ``<tmp>/aiprim-<uid>``."""
+    explicit, runtime = os.environ.get("AIPRIM_MACHINE_DIR"), os.environ.get("XDG_RUNTIME_DIR")
+    if explicit:
+        path = Path(explicit)
+    elif runtime and Path(runtime).is_dir():
+        path = Path(runtime) / "aiprim"
+    else:
+        path = Path(tempfile.gettempdir()) / f"aiprim-{os.getuid()}"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 

@@ -72,7 +72,9 @@ def run_step(step: Step, primitive: str, cfg: dict, values: dict[str, Any], sour
     from ._machine import machine_lock
 
     raise_if_interrupted(f"{primitive}'s {step.name} step")
-    with machine_lock(exclusive=step.name in get(primitive).timed_steps):
+    timed = step.name in get(primitive).timed_steps
+    waiting = f"{primitive}: {step.name} waits for the machine: its steps that time things run alone" if timed else None
+    with machine_lock(exclusive=timed, waiting=waiting):
         return _run_step(step, primitive, cfg, values, source, trials, snapshot_to, deployment)
 
 

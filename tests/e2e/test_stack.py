@@ -228,6 +228,7 @@ def test_the_machine_lock_holds_across_processes(tmp_path, monkeypatch):
     from aiprim.flows._machine import machine_lock
 
     monkeypatch.setenv("AIPRIM_HOME", str(tmp_path))
+    monkeypatch.setenv("AIPRIM_MACHINE_DIR", str(tmp_path / "machine"))
     code = ("from aiprim.flows._machine import machine_lock\nprint('waiting', flush=True)\n"
             "with machine_lock(False):\n    print('in', flush=True)\n")
     with machine_lock(exclusive=True):

@@ -1,5 +1,9 @@
-"""The machine lock: timed steps run alone, other steps side by side, and a waiting measurement is not starved."""
+"""The machine lock: timed steps run alone, other steps side by side, a waiting measurement is not starved, and
+the lock is the machine's, not the project's."""
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -23,6 +27,7 @@ def _start(exclusive, log, name):
 
 def test_shared_holders_overlap(tmp_path, monkeypatch):
     monkeypatch.setenv("AIPRIM_HOME", str(tmp_path))
+    monkeypatch.setenv("AIPRIM_MACHINE_DIR", str(tmp_path / "machine"))
     log = []
     a, a_in, a_go = _start(False, log, "a")
     b, b_in, b_go = _start(False, log, "b")
@@ -33,6 +38,7 @@ def test_shared_holders_overlap(tmp_path, monkeypatch):
 
 def test_a_measurement_waits_for_training_and_later_training_waits_for_it(tmp_path, monkeypatch):
     monkeypatch.setenv("AIPRIM_HOME", str(tmp_path))
+    monkeypatch.setenv("AIPRIM_MACHINE_DIR", str(tmp_path / "machine"))
     log = []
     train, train_in, train_go = _start(False, log, "train")
     assert train_in.wait(5)
@@ -52,3 +58,20 @@ def test_a_measurement_waits_for_training_and_later_training_waits_for_it(tmp_pa
     for thread in (train, measure, later):
         thread.join(5)
     assert log == ["train in", "train out", "measure in", "measure out", "later in", "later out"]
+
+
+def test_another_projects_measurement_waits_and_says_so(tmp_path, monkeypatch):
+    """Two projects (two AIPRIM_HOMEs: two clones, or DVC's queued experiments) share one machine: a step of one
+    that times things waits for the other's training step, and says what it waits for."""
+    monkeypatch.setenv("AIPRIM_HOME", str(tmp_path / "one"))
+    monkeypatch.setenv("AIPRIM_MACHINE_DIR", str(tmp_path / "machine"))
+    code = ("from aiprim._console import setup_logging\nfrom aiprim.flows._machine import machine_lock\nsetup_logging()\n"
+            "with machine_lock(True, waiting='compiler: snapshot waits for the machine'):\n    print('measuring', flush=True)\n")
+    env = {**os.environ, "AIPRIM_HOME": str(tmp_path / "other")}
+    with machine_lock(exclusive=False):  # this project's training step
+        other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        time.sleep(2.0)
+        assert other.poll() is None  # the other project's measurement waits
+    out, err = other.communicate(timeout=60)
+    assert other.returncode == 0 and out == "measuring\n", err
+    assert "compiler: snapshot waits for the machine" in err and "machine.lock" in err
