@@ -113,15 +113,13 @@ def prior_telemetry(directory: Path, held_ids: set) -> tuple[dict, dict]:
     """Another machine's telemetry without the shapes held out here, its task ids tagged so that a shape both
     machines measured stays two tasks when pooled (one shape, two machines, two sets of times)."""
     tables = read_telemetry(directory)
-    kept = ~tables["tasks"]["task_id"].isin(held_ids)
-    dropped = int((~kept).sum())
-    tasks = tables["tasks"][kept].assign(task_id=lambda t: "prior:" + t["task_id"])
-    measurements = tables["measurements"][tables["measurements"]["task_id"].isin(tables["tasks"]["task_id"][kept])]
-    measurements = measurements.assign(task_id=lambda m: "prior:" + m["task_id"])
-    about = {"folder": str(directory), "tasks": int(len(tasks)), "held_out_tasks_dropped": dropped,
-             "targets": sorted(tasks["target"].dropna().unique().tolist())}
-    log(f"prior {directory}: {len(tasks)} tasks ({dropped} held out here, dropped)")
-    return {"tasks": tasks.reset_index(drop=True), "measurements": measurements.reset_index(drop=True)}, about
+    prior = {name: t[~t["task_id"].isin(held_ids)].assign(task_id=lambda f: "prior:" + f["task_id"]).reset_index(drop=True)
+             for name, t in tables.items()}
+    dropped = len(tables["tasks"]) - len(prior["tasks"])
+    about = {"folder": str(directory), "tasks": len(prior["tasks"]), "held_out_tasks_dropped": dropped,
+             "targets": sorted(prior["tasks"]["target"].dropna().unique().tolist())}
+    log(f"prior {directory}: {len(prior['tasks'])} tasks ({dropped} held out here, dropped)")
+    return prior, about
 
 
 def prior_models(prim, prior: dict, train: dict, params: dict, tuned: dict, accelerator: str) -> dict:
@@ -351,7 +349,8 @@ def main() -> int:
     methods["always_cpu"] = ["cpu"] * len(rows)
     methods["always_cuda"] = ["cuda"] * len(rows)
     summary["placement"] = {name: placement_report(choices, truths) for name, choices in methods.items()}
-    summary["calibration"] = calibration(rows)
+    summary["models"] = list(predictors)
+    summary["calibration"] = calibration(rows, summary["models"])
     summary["held_out"] = rows
     name = "compiler_placement_host" if copy_model is not None else "compiler_placement"
     (out / f"{name}.json").write_text(json.dumps(summary, indent=2))
@@ -361,10 +360,9 @@ def main() -> int:
     return 0
 
 
-def calibration(rows) -> dict:
+def calibration(rows, models: list[str]) -> dict:
     """Per target: MAPE of the predicted best time (each model's best-predicted schedule) against the best measured."""
     out = {}
-    models = [key for key, value in rows[0].items() if isinstance(value, dict) and "predicted_s" in value] if rows else []
     for name in models:
         for target in ("cpu", "cuda"):
             errors = [abs(r[name]["predicted_s"][target] - r["best"][target]) / r["best"][target] for r in rows]
@@ -373,7 +371,7 @@ def calibration(rows) -> dict:
 
 
 def markdown(s: dict) -> str:
-    models = [name for name in s["placement"] if s["held_out"] and name in s["held_out"][0]]
+    models = s["models"]
     lines = [f"Machine: {s['machine']}; GPU {s.get('gpu', '-')}. Targets: {', '.join(s['targets'])}. "
              f"Held-out shapes: {s['placement']['learned']['tasks']}. Threshold rule: offload above "
              f"{s['threshold_flops']:.3g} flops.", "",

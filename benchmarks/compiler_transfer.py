@@ -54,9 +54,9 @@ def read_snapshot(folder: str, prim) -> tuple[dict, dict]:
     from aiprim.primitives._snapshot import read_tables
 
     if (Path(folder) / "placement_tasks.parquet").is_file():
-        import pandas as pd
+        from compiler_placement import read_telemetry
 
-        tables = {name: pd.read_parquet(Path(folder) / f"placement_{name}.parquet") for name in ("tasks", "measurements")}
+        tables = read_telemetry(Path(folder))
         return tables, {"target": f"{'+'.join(sorted(tables['tasks']['target'].dropna().unique()))} ({Path(folder).name})"}
     manifest = next(Path(folder).rglob("manifest.json"))
     return read_tables(manifest.parent, prim.schema), json.loads(manifest.read_text())
@@ -133,10 +133,9 @@ def run(args, prim, config: dict, params: dict, holdout: float, work: Path) -> d
         tables, manifest = read_snapshot(folder, prim)
         dropped = 0
         if args.drop_target_tasks:  # A never measured what B holds: a prior, not a lookup of B's shapes
-            keep = ~tables["tasks"]["task_id"].isin(target_tables["tasks"]["task_id"])
-            dropped = int((~keep).sum())
-            tables = {"tasks": tables["tasks"][keep].reset_index(drop=True), "measurements": tables["measurements"][
-                tables["measurements"]["task_id"].isin(tables["tasks"]["task_id"][keep])].reset_index(drop=True)}
+            kept = {name: t[~t["task_id"].isin(target_tables["tasks"]["task_id"])].reset_index(drop=True)
+                    for name, t in tables.items()}
+            dropped, tables = len(tables["tasks"]) - len(kept["tasks"]), kept
         shared = sorted(set(tables["tasks"]["task_id"]) & set(held["tasks"]["task_id"]))
         sources.append({"snapshot": folder, "target": manifest.get("target"), "tasks": len(tables["tasks"]),
                         "tasks_of_target_dropped": dropped, "held_out_shapes_also_in_source": shared, "tables": tables})

@@ -34,7 +34,7 @@ def machine_lock(exclusive: bool, waiting: str | None = None):
                 fcntl.flock(lock, mode | fcntl.LOCK_NB)
             except BlockingIOError:
                 if waiting:
-                    from aiprim._console import log
+                    from .._console import log
 
                     log(f"{waiting} (lock: {folder / 'machine.lock'})")
                 fcntl.flock(lock, mode)
