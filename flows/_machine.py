@@ -25,7 +25,13 @@ from ..settings import machine_dir
 def machine_lock(exclusive: bool, waiting: str | None = None):
     """Hold the machine shared (most steps) or exclusively (a timed measurement). ``waiting``, when given, is
     said once if the lock is not free at once (the holder may be another project's step)."""
-    folder = machine_dir()
+    try:
+        folder = machine_dir()
+    except OSError as error:  # a bad AIPRIM_MACHINE_DIR stays bad: an AiprimError, which no retry repeats
+        from .errors import AiprimError
+
+        raise AiprimError(f"cannot create the machine lock's folder {error.filename} (AIPRIM_MACHINE_DIR): "
+                          f"{error.strerror or error}") from None
     with open(folder / "machine.turnstile", "a") as turnstile, open(folder / "machine.lock", "a") as lock:
         fcntl.flock(turnstile, fcntl.LOCK_EX)
         try:

@@ -182,8 +182,6 @@ def _pipeline():
 
 
 def _prepare_environment() -> None:
-    from aiprim.settings import machine_dir
-
     from .config import home
 
     # Prefect's local state lives in the project unless the user points elsewhere. Both folders are made
@@ -196,11 +194,6 @@ def _prepare_environment() -> None:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise SystemExit(f"aiprim: error: cannot create {folder}: {error.strerror or error}") from None
-    try:  # the machine lock's folder, found wanting here rather than at the first step a run takes
-        machine_dir()
-    except OSError as error:
-        raise SystemExit(f"aiprim: error: cannot create the machine lock's folder {error.filename} (AIPRIM_MACHINE_DIR): "
-                         f"{error.strerror or error}") from None
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client telemetry, and its first-run notice on terminals

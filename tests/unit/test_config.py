@@ -119,17 +119,6 @@ def test_a_project_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch,
     assert "\n" not in str(exited.value)
 
 
-def test_a_machine_lock_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    monkeypatch.setenv("AIPRIM_HOME", str(tmp_path / "project"))
-    monkeypatch.setenv("AIPRIM_MACHINE_DIR", str(blocker / "machine"))
-    with pytest.raises(SystemExit) as exited:
-        main(["status"])
-    assert str(exited.value).startswith(f"aiprim: error: cannot create the machine lock's folder {blocker / 'machine'}")
-    assert "AIPRIM_MACHINE_DIR" in str(exited.value) and "\n" not in str(exited.value)
-
-
 def test_retries_repeat_io_never_bad_input():
     from aiprim.flows.config import ConfigError
     from aiprim.flows.errors import AiprimError, retry_can_help

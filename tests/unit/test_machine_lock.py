@@ -75,3 +75,17 @@ def test_another_projects_measurement_waits_and_says_so(tmp_path, monkeypatch):
     out, err = other.communicate(timeout=60)
     assert other.returncode == 0 and out == "measuring\n", err
     assert "compiler: snapshot waits for the machine" in err and "machine.lock" in err
+
+
+def test_a_machine_lock_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch, capsys):
+    from aiprim.flows.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("AIPRIM_HOME", str(tmp_path / "project"))
+    monkeypatch.setenv("AIPRIM_MACHINE_DIR", str(blocker / "machine"))
+    assert main(["step", "snapshot", "balancer", "--dir", str(tmp_path / "stage")]) != 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"aiprim: error: cannot create the machine lock's folder {blocker / 'machine'} (AIPRIM_MACHINE_DIR): "
+                     "Not a directory"], lines
+    assert not (tmp_path / "stage").exists() or not any((tmp_path / "stage").iterdir())
